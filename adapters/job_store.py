@@ -1,0 +1,95 @@
+"""Background job records in the metadata database, so any replica (or a restarted one) can report them."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import Engine, insert, select, update
+
+from adapters.sql_schema import jobs
+
+ACTIVE_STATES = ("queued", "running")
+
+
+@dataclass
+class JobRecord:
+    id: str
+    kind: str
+    collection: str
+    state: str
+    params: dict[str, Any]
+    total: int | None
+    done: int
+    loaded: int
+    skipped: int
+    failed: int
+    errors: list[dict[str, Any]] = field(default_factory=list)
+    message: str | None = None
+    created_at: dt.datetime | None = None
+    started_at: dt.datetime | None = None
+    finished_at: dt.datetime | None = None
+    heartbeat_at: dt.datetime | None = None
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+
+
+class JobStore:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def create(self, kind: str, collection: str, params: dict[str, Any]) -> JobRecord:
+        job_id = uuid.uuid4().hex
+        with self.engine.begin() as conn:
+            conn.execute(
+                insert(jobs).values(
+                    id=job_id,
+                    kind=kind,
+                    collection=collection,
+                    state="queued",
+                    params=json.dumps(params),
+                    done=0,
+                    loaded=0,
+                    skipped=0,
+                    failed=0,
+                    errors="[]",
+                    created_at=_now(),
+                    heartbeat_at=_now(),
+                )
+            )
+        record = self.get(job_id)
+        assert record is not None
+        return record
+
+    def get(self, job_id: str) -> JobRecord | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(jobs).where(jobs.c.id == job_id)).first()
+        if row is None:
+            return None
+        values = dict(row._mapping)
+        values["params"] = json.loads(values["params"])
+        values["errors"] = json.loads(values["errors"])
+        return JobRecord(**values)
+
+    def update(self, job_id: str, **values: Any) -> None:
+        if "errors" in values:
+            values["errors"] = json.dumps(values["errors"], ensure_ascii=False)
+        values["heartbeat_at"] = _now()
+        with self.engine.begin() as conn:
+            conn.execute(update(jobs).where(jobs.c.id == job_id).values(**values))
+
+    def fail_stale(self, stale_after: dt.timedelta, reason: str) -> int:
+        """Jobs whose worker stopped beating (a crash or restart) are marked failed, never left 'running'."""
+        cutoff = _now() - stale_after
+        with self.engine.begin() as conn:
+            result = conn.execute(
+                update(jobs)
+                .where(jobs.c.state.in_(ACTIVE_STATES), jobs.c.heartbeat_at < cutoff)
+                .values(state="failed", message=reason, finished_at=_now())
+            )
+        return int(result.rowcount or 0)

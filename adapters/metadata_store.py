@@ -1,0 +1,192 @@
+"""Collections and image rows on SQLAlchemy Core: one implementation for SQLite and MySQL/MariaDB.
+
+Every statement is built by SQLAlchemy with bound parameters; no request string becomes SQL.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from sqlalchemy import Engine, delete, func, insert, select, text, update
+from sqlalchemy.exc import IntegrityError
+
+from adapters.sql_schema import collections, create_metadata_engine, images
+
+_IN_CHUNK = 500  # keeps IN (...) lists and packets small on every backend
+
+
+@dataclass(frozen=True)
+class CollectionRecord:
+    name: str
+    model: str
+    dim: int
+    metric: str
+    created_at: dt.datetime
+
+
+@dataclass(frozen=True)
+class NewImage:
+    image_id: str
+    data: bytes
+    mime: str
+    width: int
+    height: int
+    sha256: str
+
+
+@dataclass(frozen=True)
+class ImageRecord:
+    id: int
+    collection: str
+    image_id: str
+    mime: str
+    width: int
+    height: int
+    sha256: str
+    indexed: bool
+    data: bytes | None = None
+
+
+@dataclass(frozen=True)
+class ExistingImage:
+    id: int
+    indexed: bool
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc).replace(tzinfo=None, microsecond=0)
+
+
+def _chunks(items: Sequence, size: int = _IN_CHUNK) -> Iterable[Sequence]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+class MetadataStore:
+    def __init__(self, url: str, engine: Engine | None = None) -> None:
+        self.engine = engine or create_metadata_engine(url)
+        self.dialect = self.engine.dialect.name
+
+    def ping(self) -> None:
+        with self.engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # --- collections -------------------------------------------------------------------------------
+    def create_collection(self, name: str, model: str, dim: int, metric: str) -> CollectionRecord:
+        """Create or return the existing record; the caller compares model and dim."""
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(
+                    insert(collections).values(name=name, model=model, dim=dim, metric=metric, created_at=_now())
+                )
+        except IntegrityError:
+            pass
+        record = self.get_collection(name)
+        assert record is not None
+        return record
+
+    def get_collection(self, name: str) -> CollectionRecord | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(collections).where(collections.c.name == name)).first()
+        return CollectionRecord(**row._mapping) if row else None
+
+    def list_collections(self) -> list[CollectionRecord]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(collections).order_by(collections.c.name)).all()
+        return [CollectionRecord(**row._mapping) for row in rows]
+
+    def delete_collection(self, name: str) -> int:
+        """Remove the collection and all its rows in one transaction; returns the rows removed."""
+        with self.engine.begin() as conn:
+            removed = conn.execute(delete(images).where(images.c.collection == name)).rowcount
+            conn.execute(delete(collections).where(collections.c.name == name))
+        return int(removed or 0)
+
+    # --- images ------------------------------------------------------------------------------------
+    def lookup(self, collection: str, image_ids: Sequence[str]) -> dict[str, ExistingImage]:
+        found: dict[str, ExistingImage] = {}
+        with self.engine.connect() as conn:
+            for chunk in _chunks(list(image_ids)):
+                query = select(images.c.image_id, images.c.id, images.c.indexed).where(
+                    images.c.collection == collection, images.c.image_id.in_(chunk)
+                )
+                for image_id, row_id, indexed in conn.execute(query):
+                    found[image_id] = ExistingImage(int(row_id), bool(indexed))
+        return found
+
+    def insert_pending(self, collection: str, rows: Sequence[NewImage]) -> dict[str, int]:
+        """Insert rows not yet searchable and return their ids (the vector ids) by image_id.
+
+        A row inserted concurrently by someone else keeps its id; the ids of all requested image_ids
+        are returned either way.
+        """
+        if rows:
+            now = _now()
+            values = [
+                {
+                    "collection": collection,
+                    "image_id": r.image_id,
+                    "data": r.data,
+                    "mime": r.mime,
+                    "width": r.width,
+                    "height": r.height,
+                    "sha256": r.sha256,
+                    "indexed": False,
+                    "created_at": now,
+                }
+                for r in rows
+            ]
+            try:
+                with self.engine.begin() as conn:
+                    conn.execute(insert(images), values)
+            except IntegrityError:
+                existing = self.lookup(collection, [r.image_id for r in rows])
+                missing = [v for v in values if v["image_id"] not in existing]
+                if missing:
+                    with self.engine.begin() as conn:
+                        conn.execute(insert(images), missing)
+        return {k: v.id for k, v in self.lookup(collection, [r.image_id for r in rows]).items()}
+
+    def mark_indexed(self, ids: Sequence[int]) -> None:
+        with self.engine.begin() as conn:
+            for chunk in _chunks(list(ids)):
+                conn.execute(update(images).where(images.c.id.in_(chunk)).values(indexed=True))
+
+    def fetch(self, collection: str, ids: Sequence[int], with_data: bool = False) -> dict[int, ImageRecord]:
+        """Searchable rows by id (rows whose vector is not yet written are left out)."""
+        columns = [c for c in images.c if with_data or c.name != "data"]
+        result: dict[int, ImageRecord] = {}
+        with self.engine.connect() as conn:
+            for chunk in _chunks(list(ids)):
+                query = select(*columns).where(
+                    images.c.collection == collection, images.c.id.in_(chunk), images.c.indexed.is_(True)
+                )
+                for row in conn.execute(query):
+                    result[int(row.id)] = _record(row._mapping)
+        return result
+
+    def get_image(self, collection: str, image_id: str) -> ImageRecord | None:
+        query = select(images).where(
+            images.c.collection == collection, images.c.image_id == image_id, images.c.indexed.is_(True)
+        )
+        with self.engine.connect() as conn:
+            row = conn.execute(query).first()
+        return _record(row._mapping) if row else None
+
+    def count(self, collection: str, include_pending: bool = False) -> int:
+        query = select(func.count()).select_from(images).where(images.c.collection == collection)
+        if not include_pending:
+            query = query.where(images.c.indexed.is_(True))
+        with self.engine.connect() as conn:
+            return int(conn.execute(query).scalar_one())
+
+
+def _record(mapping) -> ImageRecord:  # type: ignore[no-untyped-def]
+    fields = {k: mapping[k] for k in ImageRecord.__dataclass_fields__ if k in mapping}
+    fields["indexed"] = bool(fields["indexed"])
+    return ImageRecord(**fields)

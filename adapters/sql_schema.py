@@ -1,0 +1,127 @@
+"""Fixed relational schema shared by SQLite and MySQL/MariaDB, and the engine that reaches it."""
+
+from __future__ import annotations
+
+import logging
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    DateTime,
+    Engine,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+    create_engine,
+    event,
+    make_url,
+    text,
+)
+from sqlalchemy.dialects import mysql
+
+logger = logging.getLogger(__name__)
+
+metadata = MetaData()
+
+# BIGINT AUTO_INCREMENT on MySQL; SQLite only auto-increments "INTEGER PRIMARY KEY" (which is 64-bit).
+_Id = BigInteger().with_variant(Integer(), "sqlite")
+# MySQL's BLOB stops at 64 KiB; MEDIUMBLOB holds 16 MiB (the service caps images below that).
+_Blob = LargeBinary().with_variant(mysql.MEDIUMBLOB(), "mysql", "mariadb")
+
+collections = Table(
+    "collections",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("model", String(64), nullable=False),
+    Column("dim", Integer, nullable=False),
+    Column("metric", String(16), nullable=False),
+    Column("created_at", DateTime, nullable=False),
+)
+
+images = Table(
+    "images",
+    metadata,
+    # The metadata row defines the id; the vector is written to Milvus under the same id.
+    Column("id", _Id, primary_key=True, autoincrement=True),
+    Column("collection", String(64), ForeignKey("collections.name"), nullable=False),
+    Column("image_id", String(255), nullable=False),
+    Column("data", _Blob, nullable=False),
+    Column("mime", String(32), nullable=False),
+    Column("width", Integer, nullable=False),
+    Column("height", Integer, nullable=False),
+    Column("sha256", String(64), nullable=False),
+    # False until the vector is written: a row is searchable and counted only once its vector exists.
+    Column("indexed", Boolean, nullable=False, default=False),
+    Column("created_at", DateTime, nullable=False),
+    Index("uq_images_collection_image_id", "collection", "image_id", unique=True),
+    Index("ix_images_collection_sha256", "collection", "sha256"),
+    mysql_charset="utf8mb4",
+)
+
+jobs = Table(
+    "jobs",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("kind", String(32), nullable=False),
+    Column("collection", String(64), nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("params", Text, nullable=False),
+    Column("total", BigInteger, nullable=True),
+    Column("done", BigInteger, nullable=False, default=0),
+    Column("loaded", BigInteger, nullable=False, default=0),
+    Column("skipped", BigInteger, nullable=False, default=0),
+    Column("failed", BigInteger, nullable=False, default=0),
+    Column("errors", Text, nullable=False, default="[]"),
+    Column("message", Text, nullable=True),
+    Column("created_at", DateTime, nullable=False),
+    Column("started_at", DateTime, nullable=True),
+    Column("finished_at", DateTime, nullable=True),
+    Column("heartbeat_at", DateTime, nullable=True),
+    mysql_charset="utf8mb4",
+)
+
+
+def _create_mysql_database_if_missing(url: str) -> None:
+    parsed = make_url(url)
+    name = parsed.database
+    if not name or not name.replace("_", "").isalnum():
+        return
+    server = create_engine(parsed.set(database=""), pool_pre_ping=True)
+    try:
+        with server.begin() as conn:
+            conn.execute(text(f"CREATE DATABASE IF NOT EXISTS `{name}` CHARACTER SET utf8mb4"))
+    finally:
+        server.dispose()
+
+
+def _sqlite_pragmas(dbapi_connection, _record) -> None:  # type: ignore[no-untyped-def]
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA busy_timeout=10000")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()
+
+
+def create_metadata_engine(url: str) -> Engine:
+    """One pooled engine per process; tables are created when missing."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        if parsed.database and parsed.database != ":memory:":
+            from pathlib import Path
+
+            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 10})
+        event.listen(engine, "connect", _sqlite_pragmas)
+    else:
+        if parsed.get_backend_name() in ("mysql", "mariadb"):
+            _create_mysql_database_if_missing(url)
+        engine = create_engine(url, pool_pre_ping=True, pool_recycle=3600, pool_size=8, max_overflow=8)
+    metadata.create_all(engine)
+    logger.info("metadata store ready: %s", parsed.render_as_string(hide_password=True))
+    return engine

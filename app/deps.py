@@ -1,0 +1,22 @@
+"""Dependencies that hand each route the process-wide clients built in the lifespan."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from operations.jobs import JobRunner
+from operations.services import Services
+
+
+def get_services(request: Request) -> Services:
+    return request.app.state.services
+
+
+def get_jobs(request: Request) -> JobRunner:
+    return request.app.state.jobs
+
+
+ServicesDep = Annotated[Services, Depends(get_services)]
+JobsDep = Annotated[JobRunner, Depends(get_jobs)]

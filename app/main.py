@@ -1,0 +1,55 @@
+"""FastAPI application: clients are built once in the lifespan and kept on ``app.state``."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from starlette.concurrency import run_in_threadpool
+
+from adapters.clip_encoder import ChineseClipEncoder
+from app.errors import install_error_handlers
+from app.routes import collections, embed, health, images, jobs
+from config import Settings
+from operations.jobs import JobRunner
+from operations.services import build_services
+
+logger = logging.getLogger(__name__)
+
+DESCRIPTION = """
+以文搜图 — search your images with Chinese text, using Chinese-CLIP, Milvus and MySQL/SQLite.
+
+1. `POST /img/load` a Flickr30k-CN-format split (`{split}_imgs.tsv` + optional `{split}_imgs.img_feat.jsonl`)
+   and follow it at `GET /jobs/{job_id}`;
+2. `POST /img/search` with a Chinese sentence; open each hit's `url` to see the image.
+"""
+
+
+def create_app(settings: Settings | None = None, encoder: ChineseClipEncoder | None = None) -> FastAPI:
+    """``encoder`` lets tests share one loaded model between apps; by default settings decide."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        resolved = settings or Settings()
+        services = await run_in_threadpool(build_services, resolved, encoder)
+        try:
+            info = await run_in_threadpool(services.encoder.load)
+            runner = JobRunner(services.jobs, resolved.job_workers, resolved.job_stale_seconds)
+        except Exception:
+            services.close()
+            raise
+        app.state.services, app.state.jobs = services, runner
+        logger.info("service ready: model %s (%s weights, %s)", info.model, info.weights, info.device)
+        try:
+            yield
+        finally:
+            await run_in_threadpool(runner.shutdown)
+            await run_in_threadpool(services.close)
+
+    app = FastAPI(title="Chinese image search", version="0.1.0", description=DESCRIPTION, lifespan=lifespan)
+    install_error_handlers(app)
+    for module in (images, collections, jobs, embed, health):
+        app.include_router(module.router)
+    return app

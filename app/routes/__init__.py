@@ -1,0 +1,1 @@
+"""HTTP routes: thin wrappers that validate, call an operation off the event loop, and shape the reply."""

@@ -1,0 +1,54 @@
+"""Liveness and what the service runs on; random weights are reported here, loudly."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse
+from sqlalchemy.engine import make_url
+from starlette.concurrency import run_in_threadpool
+
+from app.deps import ServicesDep
+from app.schemas import HealthResponse, ModelHealth, StoreHealth
+from operations.services import Services
+
+router = APIRouter(tags=["health"])
+RANDOM_WARNING = "RANDOM WEIGHTS: results carry no meaning; configure pretrained weights for real use"
+
+
+def _check(ping, backend: str) -> StoreHealth:  # type: ignore[no-untyped-def]
+    try:
+        ping()
+        return StoreHealth(ok=True, backend=backend)
+    except Exception as exc:
+        return StoreHealth(ok=False, backend=backend, error=f"{type(exc).__name__}: {exc}"[:300])
+
+
+def _health(services: Services) -> HealthResponse:
+    settings = services.settings
+    metadata_backend = make_url(str(settings.metadata_url)).render_as_string(hide_password=True)
+    vector_backend = ("milvus-lite " if settings.milvus_is_local else "milvus ") + str(settings.milvus_uri)
+    stores = {
+        "metadata": _check(services.metadata.ping, metadata_backend),
+        "vectors": _check(services.vectors.ping, vector_backend),
+    }
+    encoder = services.encoder
+    if encoder.loaded:
+        info = encoder.info
+        model = ModelHealth(
+            name=info.model,
+            dim=info.dim,
+            weights=info.weights,
+            source=info.source,
+            device=info.device,
+            warning=RANDOM_WARNING if info.weights == "random" else None,
+        )
+    else:
+        model = ModelHealth(name=encoder.model_name, dim=None, weights=encoder.weights, source=None, device=None)
+    status = "ok" if all(s.ok for s in stores.values()) and encoder.loaded else "degraded"
+    return HealthResponse(status=status, model=model, stores=stores)
+
+
+@router.get("/healthz", response_model=HealthResponse, responses={503: {"model": HealthResponse}})
+async def healthz(services: ServicesDep) -> JSONResponse:
+    health = await run_in_threadpool(_health, services)
+    return JSONResponse(status_code=200 if health.status == "ok" else 503, content=health.model_dump())

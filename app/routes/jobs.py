@@ -1,0 +1,46 @@
+"""Background job status (kept in the metadata DB: any replica can answer, a restart keeps it)."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from fastapi import APIRouter
+from starlette.concurrency import run_in_threadpool
+
+from adapters.job_store import JobRecord
+from app.deps import JobsDep
+from app.errors import ErrorResponse
+from app.schemas import JobOut
+
+router = APIRouter(prefix="/jobs", tags=["jobs"])
+
+
+def _rate(record: JobRecord) -> float | None:
+    if record.started_at is None:
+        return None
+    end = record.finished_at or dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+    seconds = (end - record.started_at).total_seconds()
+    return round(record.done / seconds, 1) if seconds > 0 else None
+
+
+@router.get("/{job_id}", name="get_job", response_model=JobOut, responses={404: {"model": ErrorResponse}})
+async def get_job(job_id: str, jobs: JobsDep) -> JobOut:
+    record = await run_in_threadpool(jobs.get, job_id)
+    return JobOut(
+        job_id=record.id,
+        kind=record.kind,
+        collection=record.collection,
+        state=record.state,
+        params=record.params,
+        total=record.total,
+        done=record.done,
+        loaded=record.loaded,
+        skipped=record.skipped,
+        failed=record.failed,
+        errors=record.errors,
+        rate=_rate(record),
+        message=record.message,
+        created_at=record.created_at,
+        started_at=record.started_at,
+        finished_at=record.finished_at,
+    )

@@ -1,0 +1,125 @@
+"""Request and response bodies, as Swagger UI shows them."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Annotated, Any
+
+from pydantic import BaseModel, Field, StringConstraints
+
+from operations.collections import NAME_PATTERN
+
+CollectionName = Annotated[
+    str, StringConstraints(pattern=NAME_PATTERN), Field(description="Letters, digits and _; 1-64 chars.")
+]
+
+
+class LoadRequest(BaseModel):
+    collection: CollectionName = Field(examples=["flickr30k_cn"])
+    path: str = Field(
+        min_length=1,
+        max_length=1024,
+        examples=["sample"],
+        description="Folder holding the split's files, relative to the data root (IMGSEARCH_DATA_ROOT).",
+    )
+    split: str = Field("valid", pattern=r"^[A-Za-z0-9_-]{1,64}$", examples=["valid"])
+
+
+class JobAccepted(BaseModel):
+    job_id: str
+    status_url: str
+
+
+class JobOut(BaseModel):
+    job_id: str
+    kind: str
+    collection: str
+    state: str = Field(description="queued, running, succeeded or failed")
+    params: dict[str, Any]
+    total: int | None
+    done: int
+    loaded: int
+    skipped: int
+    failed: int
+    errors: list[dict[str, Any]] = Field(description="The first 100 problems, each with its reason.")
+    rate: float | None = Field(description="Lines processed per second.")
+    message: str | None
+    created_at: dt.datetime | None
+    started_at: dt.datetime | None
+    finished_at: dt.datetime | None
+
+
+class SearchRequest(BaseModel):
+    collection: CollectionName = Field(examples=["flickr30k_cn"])
+    text: str = Field(min_length=1, examples=["一个男孩在游泳池里玩滑梯"])
+    top_k: int = Field(10, description="1 to IMGSEARCH_MAX_TOP_K")
+    include_image: bool = Field(False, description="Add each image's bytes as base64.")
+
+
+class HitOut(BaseModel):
+    id: int = Field(description="Vector id, equal to the metadata row id.")
+    image_id: str
+    score: float = Field(description="Inner product of unit vectors (cosine); higher is closer.")
+    url: str
+    mime: str
+    width: int
+    height: int
+    image: str | None = Field(None, description="base64 bytes, with include_image")
+
+
+class SearchResponse(BaseModel):
+    collection: str
+    model: str
+    hits: list[HitOut]
+    timings_ms: dict[str, float]
+
+
+class EmbedTextRequest(BaseModel):
+    texts: list[str] = Field(min_length=1, examples=[["一只小猫", "海边的日落"]])
+
+
+class EmbedTextResponse(BaseModel):
+    model: str
+    dim: int
+    weights: str
+    vectors: list[list[float]]
+
+
+class CountResponse(BaseModel):
+    collection: str
+    count: int
+
+
+class CollectionOut(BaseModel):
+    name: str
+    model: str
+    dim: int
+    metric: str
+    count: int
+    created_at: dt.datetime
+
+
+class DropResponse(BaseModel):
+    collection: str
+    removed: int
+
+
+class StoreHealth(BaseModel):
+    ok: bool
+    backend: str
+    error: str | None = None
+
+
+class ModelHealth(BaseModel):
+    name: str
+    dim: int | None
+    weights: str
+    source: str | None
+    device: str | None
+    warning: str | None = None
+
+
+class HealthResponse(BaseModel):
+    status: str
+    model: ModelHealth
+    stores: dict[str, StoreHealth]

@@ -1,0 +1,67 @@
+"""All tunables in one place, read from ``IMGSEARCH_*`` environment variables or a ``.env`` file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+MODEL_NAMES = ("RN50", "ViT-B-16", "ViT-L-14", "ViT-L-14-336", "ViT-H-14")
+ModelName = Literal["RN50", "ViT-B-16", "ViT-L-14", "ViT-L-14-336", "ViT-H-14"]
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="IMGSEARCH_", env_file=".env", extra="ignore")
+
+    # Where things live. Unset paths and URLs are derived from data_dir.
+    data_dir: Path = Path("data")
+    data_root: Path | None = Field(None, description="Server-side loads may only read below this folder.")
+    milvus_uri: str | None = Field(None, description="Milvus Lite file (*.db) or http://host:19530.")
+    milvus_token: SecretStr | None = None
+    metadata_url: str | None = Field(None, description="sqlite:///file.db or mysql+pymysql://user:pw@host/db")
+
+    # Model.
+    model_name: ModelName = "RN50"
+    checkpoint_path: Path | None = Field(None, description="Local Chinese-CLIP .pt checkpoint.")
+    model_dir: Path | None = Field(None, description="Download / cache folder for checkpoints by name.")
+    weights: Literal["pretrained", "random"] = "pretrained"
+    seed: int = 0
+    device: str = Field("auto", description="auto, cpu, cuda or cuda:N")
+    torch_threads: int = Field(0, ge=0, description="0 = number of cores")
+
+    # Vector index.
+    index_type: str = "FLAT"
+    index_params: dict[str, Any] = Field(default_factory=dict)
+    search_params: dict[str, Any] = Field(default_factory=dict)
+    consistency_level: Literal["Strong", "Session", "Bounded", "Eventually"] = "Strong"
+
+    # Limits and batch sizes.
+    max_top_k: int = Field(100, ge=1, le=16384)
+    max_text_chars: int = Field(512, ge=1)
+    max_embed_texts: int = Field(256, ge=1)
+    max_image_bytes: int = Field(10 * 1024 * 1024, ge=1024, le=15 * 1024 * 1024)
+    max_image_pixels: int = Field(50_000_000, ge=1)
+    load_batch_size: int = Field(500, ge=1, le=5000)
+    encode_batch_size: int = Field(16, ge=1, le=1024)
+    job_workers: int = Field(1, ge=1, le=16)
+    job_stale_seconds: float = Field(60.0, gt=0)
+
+    log_level: str = "INFO"
+
+    @model_validator(mode="after")
+    def _derive_defaults(self) -> Settings:
+        if self.data_root is None:
+            self.data_root = self.data_dir / "datasets"
+        if self.milvus_uri is None:
+            self.milvus_uri = str(self.data_dir / "milvus.db")
+        if self.metadata_url is None:
+            self.metadata_url = f"sqlite:///{self.data_dir / 'metadata.db'}"
+        if self.model_dir is None:
+            self.model_dir = self.data_dir / "models"
+        return self
+
+    @property
+    def milvus_is_local(self) -> bool:
+        return not str(self.milvus_uri).startswith(("http://", "https://", "tcp://", "grpc://"))

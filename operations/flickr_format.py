@@ -1,0 +1,130 @@
+"""Readers for Chinese-CLIP's Flickr30k-CN / MUGE files, streamed so no file is ever held whole.
+
+- ``{split}_imgs.tsv``: ``image_id<TAB>base64(image)`` per line
+- ``{split}_imgs.img_feat.jsonl``: ``{"image_id": ..., "feature": [...]}`` per line
+- ``{split}_texts.jsonl``: ``{"text_id": ..., "text": ..., "image_ids": [...]}`` per line
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+_IMAGE_ID = re.compile(rb'"image_id"\s*:\s*"?([^",}\s]+)"?')
+
+
+def images_tsv(directory: Path, split: str) -> Path:
+    return directory / f"{split}_imgs.tsv"
+
+
+def image_features_jsonl(directory: Path, split: str) -> Path:
+    return directory / f"{split}_imgs.img_feat.jsonl"
+
+
+def texts_jsonl(directory: Path, split: str) -> Path:
+    return directory / f"{split}_texts.jsonl"
+
+
+def text_features_jsonl(directory: Path, split: str) -> Path:
+    return directory / f"{split}_texts.txt_feat.jsonl"
+
+
+class BadLine(ValueError):
+    """One line of an input file is malformed; the load reports it and goes on."""
+
+
+@dataclass(frozen=True)
+class TsvRow:
+    line: int
+    image_id: str
+    data: bytes
+
+
+def count_lines(path: Path) -> int:
+    count = 0
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            count += block.count(b"\n")
+    return count
+
+
+def iter_tsv(path: Path) -> Iterator[TsvRow | BadLine]:
+    """Yields each line decoded, or a BadLine naming the line and the reason."""
+    with path.open("rb") as handle:
+        for number, raw in enumerate(handle, start=1):
+            raw = raw.rstrip(b"\r\n")
+            if not raw.strip():
+                continue
+            parts = raw.split(b"\t")
+            if len(parts) != 2:
+                yield BadLine(f"line {number}: expected image_id<TAB>base64, got {len(parts)} field(s)")
+                continue
+            try:
+                image_id = parts[0].decode("utf-8").strip()
+            except UnicodeDecodeError:
+                yield BadLine(f"line {number}: image_id is not UTF-8")
+                continue
+            if not image_id or len(image_id) > 255:
+                yield BadLine(f"line {number}: image_id must be 1-255 characters")
+                continue
+            try:
+                data = base64.b64decode(parts[1], validate=True)
+            except (binascii.Error, ValueError):
+                yield BadLine(f"line {number} ({image_id}): image is not valid base64")
+                continue
+            yield TsvRow(number, image_id, data)
+
+
+class FeatureFile:
+    """Random access to a feature JSONL by image_id through a byte-offset index built in one pass."""
+
+    def __init__(self, path: Path, dim: int) -> None:
+        self.path = path
+        self.dim = dim
+        self._offsets: dict[str, int] = {}
+        with path.open("rb") as handle:
+            offset = 0
+            for raw in handle:
+                match = _IMAGE_ID.search(raw, 0, 200)
+                if match:
+                    self._offsets.setdefault(match.group(1).decode("utf-8", "replace"), offset)
+                offset += len(raw)
+        self._handle = path.open("rb")
+
+    def __len__(self) -> int:
+        return len(self._offsets)
+
+    def __contains__(self, image_id: str) -> bool:
+        return image_id in self._offsets
+
+    def get(self, image_id: str) -> np.ndarray:
+        """The unit-length feature of image_id; raises BadLine when it is malformed."""
+        self._handle.seek(self._offsets[image_id])
+        raw = self._handle.readline()
+        try:
+            feature = np.asarray(json.loads(raw)["feature"], dtype=np.float32)
+        except (ValueError, KeyError, TypeError) as exc:
+            raise BadLine(f"feature of {image_id} is malformed: {exc}") from exc
+        if feature.shape != (self.dim,):
+            raise BadLine(f"feature of {image_id} has shape {feature.shape}, expected ({self.dim},)")
+        norm = float(np.linalg.norm(feature))
+        if not np.isfinite(norm) or norm == 0.0:
+            raise BadLine(f"feature of {image_id} is zero or not finite")
+        return feature / norm
+
+    def close(self) -> None:
+        self._handle.close()
+
+
+def iter_jsonl(path: Path) -> Iterator[dict]:
+    with path.open("r", encoding="utf-8") as handle:
+        for line in handle:
+            if line.strip():
+                yield json.loads(line)

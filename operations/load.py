@@ -1,0 +1,158 @@
+"""Bulk load of a Flickr30k-CN-format split into both stores.
+
+Per batch, in this order, so that no failure leaves the stores disagreeing in a way a user can see:
+1. metadata rows are inserted as *pending* (the row's id becomes the vector id);
+2. vectors are upserted into Milvus under those ids;
+3. the rows are marked indexed: only now are they counted and returned by search.
+A crash between the steps leaves pending rows that the next run of the same load completes.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from adapters import images
+from adapters.metadata_store import NewImage
+from operations import collections
+from operations.errors import InvalidInput, NotFound
+from operations.flickr_format import BadLine, FeatureFile, TsvRow, count_lines, image_features_jsonl, iter_tsv
+from operations.jobs import JobProgress
+from operations.services import Services
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class LoadPlan:
+    collection: str
+    path: str
+    split: str
+    tsv: Path
+    features: Path | None
+
+
+def resolve_under_root(root: Path, relative: str) -> Path:
+    """The data root is the only place a request may read from: no absolute paths, no ``..`` escapes."""
+    base = root.resolve()
+    candidate = (base / relative).resolve()
+    if Path(relative).is_absolute() or not candidate.is_relative_to(base):
+        raise InvalidInput(f"path {relative!r} is outside the data root")
+    return candidate
+
+
+def plan(services: Services, collection: str, path: str, split: str) -> LoadPlan:
+    collections.validate_name(collection)
+    directory = resolve_under_root(Path(str(services.settings.data_root)), path)
+    tsv = directory / f"{split}_imgs.tsv"
+    if not tsv.is_file():
+        raise NotFound(f"{split}_imgs.tsv not found under {path!r} in the data root")
+    features = image_features_jsonl(directory, split)
+    return LoadPlan(collection, path, split, tsv, features if features.is_file() else None)
+
+
+def run(services: Services, load: LoadPlan, progress: JobProgress) -> str:
+    settings = services.settings
+    record = collections.ensure(services, load.collection)
+    progress.total = count_lines(load.tsv)
+    progress.flush()
+    feature_file = FeatureFile(load.features, record.dim) if load.features else None
+    started = time.monotonic()
+    try:
+        batch: list[TsvRow] = []
+        for item in iter_tsv(load.tsv):
+            if progress.should_stop():
+                return "stopped"
+            if isinstance(item, BadLine):
+                progress.error(str(item))
+                continue
+            batch.append(item)
+            if len(batch) >= settings.load_batch_size:
+                _load_batch(services, load.collection, batch, feature_file, progress)
+                batch = []
+                progress.flush()
+        if batch and not progress.should_stop():
+            _load_batch(services, load.collection, batch, feature_file, progress)
+    finally:
+        if feature_file is not None:
+            feature_file.close()
+    elapsed = time.monotonic() - started
+    rate = progress.done / elapsed if elapsed > 0 else 0.0
+    source = "feature file" if feature_file else "image encoder"
+    return f"{progress.loaded} loaded, {progress.skipped} skipped, {progress.failed} failed ({source}, {rate:.0f}/s)"
+
+
+def _load_batch(
+    services: Services,
+    collection: str,
+    batch: list[TsvRow],
+    features: FeatureFile | None,
+    progress: JobProgress,
+) -> None:
+    settings = services.settings
+    existing = services.metadata.lookup(collection, [row.image_id for row in batch])
+    seen: set[str] = set()
+    todo: list[tuple[TsvRow, images.ImageFacts]] = []
+    for row in batch:
+        known = existing.get(row.image_id)
+        if row.image_id in seen or (known is not None and known.indexed):
+            progress.skipped += 1
+            progress.done += 1
+            continue
+        seen.add(row.image_id)
+        try:
+            facts = images.probe(row.data, settings.max_image_bytes, settings.max_image_pixels)
+        except images.InvalidImage as exc:
+            progress.error(str(exc), line=row.line, image_id=row.image_id)
+            continue
+        todo.append((row, facts))
+    if not todo:
+        return
+
+    vectors: dict[str, np.ndarray] = {}
+    need_encoding: list[tuple[TsvRow, images.ImageFacts]] = []
+    for row, facts in todo:
+        if features is not None and row.image_id in features:
+            try:
+                vectors[row.image_id] = features.get(row.image_id)
+            except BadLine as exc:
+                progress.error(str(exc), line=row.line, image_id=row.image_id)
+        else:
+            need_encoding.append((row, facts))
+    vectors.update(_encode(services, need_encoding, progress))
+
+    ready = [(row, facts) for row, facts in todo if row.image_id in vectors]
+    ids = services.metadata.insert_pending(
+        collection,
+        [NewImage(r.image_id, r.data, f.mime, f.width, f.height, f.sha256) for r, f in ready],
+    )
+    ordered = [r.image_id for r, _ in ready if r.image_id in ids]
+    services.vectors.upsert(collection, [ids[i] for i in ordered], np.stack([vectors[i] for i in ordered]))
+    services.metadata.mark_indexed([ids[i] for i in ordered])
+    progress.loaded += len(ordered)
+    progress.done += len(ordered)
+
+
+def _encode(
+    services: Services, rows: list[tuple[TsvRow, images.ImageFacts]], progress: JobProgress
+) -> dict[str, np.ndarray]:
+    """Images without a precomputed feature go through the image encoder in batches."""
+    settings = services.settings
+    out: dict[str, np.ndarray] = {}
+    size = settings.encode_batch_size
+    for start in range(0, len(rows), size):
+        decoded = []
+        for row, _ in rows[start : start + size]:
+            try:
+                decoded.append((row.image_id, images.decode_rgb(row.data, settings.max_image_pixels)))
+            except images.InvalidImage as exc:
+                progress.error(str(exc), line=row.line, image_id=row.image_id)
+        if decoded:
+            matrix = services.encoder.encode_images([image for _, image in decoded])
+            out.update({image_id: vector for (image_id, _), vector in zip(decoded, matrix, strict=True)})
+        progress.flush()  # heartbeat: encoding is the slow part
+    return out
