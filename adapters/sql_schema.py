@@ -33,6 +33,8 @@ metadata = MetaData()
 _Id = BigInteger().with_variant(Integer(), "sqlite")
 # MySQL's BLOB stops at 64 KiB; MEDIUMBLOB holds 16 MiB (the service caps images below that).
 _Blob = LargeBinary().with_variant(mysql.MEDIUMBLOB(), "mysql", "mariadb")
+# MySQL's DATETIME drops fractions of a second unless asked; job rates need them.
+_Time = DateTime().with_variant(mysql.DATETIME(fsp=6), "mysql", "mariadb")
 
 collections = Table(
     "collections",
@@ -79,10 +81,10 @@ jobs = Table(
     Column("failed", BigInteger, nullable=False, default=0),
     Column("errors", Text, nullable=False, default="[]"),
     Column("message", Text, nullable=True),
-    Column("created_at", DateTime, nullable=False),
-    Column("started_at", DateTime, nullable=True),
-    Column("finished_at", DateTime, nullable=True),
-    Column("heartbeat_at", DateTime, nullable=True),
+    Column("created_at", _Time, nullable=False),
+    Column("started_at", _Time, nullable=True),
+    Column("finished_at", _Time, nullable=True),
+    Column("heartbeat_at", _Time, nullable=True),
     mysql_charset="utf8mb4",
 )
 

@@ -1,0 +1,139 @@
+"""Shared fixtures: the real MariaDB/MySQL on 127.0.0.1:3306, Milvus Lite files under tmp, one seeded
+random-weight RN50 shared by all apps, and generated Flickr30k-CN-format splits."""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pymysql
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy.engine import make_url
+
+from adapters.clip_encoder import ChineseClipEncoder
+from app.main import create_app
+from config import Settings
+from operations.sample_data import generate_split
+
+MYSQL_SERVER_URL = os.environ.get("IMGSEARCH_TEST_MYSQL_URL", "mysql+pymysql://root@127.0.0.1:3306/")
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def _mysql_connect(database: str | None = None) -> pymysql.connections.Connection:
+    url = make_url(MYSQL_SERVER_URL)
+    return pymysql.connect(
+        host=url.host or "127.0.0.1",
+        port=url.port or 3306,
+        user=url.username or "root",
+        password=url.password or "",
+        database=database,
+        connect_timeout=3,
+    )
+
+
+@pytest.fixture(scope="session")
+def mysql_available() -> None:
+    """In CI an unreachable MySQL fails the tests that need it; locally it skips them."""
+    try:
+        _mysql_connect().close()
+    except Exception as exc:
+        message = f"MySQL/MariaDB at {MYSQL_SERVER_URL} is unreachable: {exc}"
+        if IN_CI:
+            pytest.fail(message)
+        pytest.skip(message)
+
+
+@pytest.fixture
+def mysql_url(mysql_available: None) -> Iterator[str]:
+    """A fresh database per test, dropped afterwards."""
+    name = f"imgsearch_test_{uuid.uuid4().hex[:12]}"
+    url = make_url(MYSQL_SERVER_URL).set(database=name, query={"charset": "utf8mb4"})
+    yield url.render_as_string(hide_password=False)
+    connection = _mysql_connect()
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute(f"DROP DATABASE IF EXISTS `{name}`")
+    finally:
+        connection.close()
+
+
+@pytest.fixture(params=["sqlite", "mysql"])
+def metadata_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Runs a test once per metadata backend: both must behave the same."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'metadata.db'}"
+    return request.getfixturevalue("mysql_url")
+
+
+@pytest.fixture(scope="session")
+def encoder() -> Iterator[ChineseClipEncoder]:
+    model = ChineseClipEncoder("RN50", weights="random", seed=0, threads=2)
+    model.load()
+    yield model
+    model.close()
+
+
+@pytest.fixture(scope="session")
+def data_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("datasets")
+
+
+@pytest.fixture(scope="session")
+def small_split(data_root: Path, encoder: ChineseClipEncoder) -> Path:
+    """60 images with feature files, under <data_root>/small."""
+    generate_split(data_root / "small", "valid", 60, encoder=encoder, seed=1)
+    return data_root / "small"
+
+
+@pytest.fixture(scope="session")
+def big_split(data_root: Path, encoder: ChineseClipEncoder) -> Path:
+    """1,000 images with feature files (about two minutes on 2 cores), under <data_root>/big."""
+    generate_split(data_root / "big", "test", 1000, encoder=encoder, seed=2)
+    return data_root / "big"
+
+
+@pytest.fixture
+def make_settings(tmp_path: Path, data_root: Path) -> Callable[..., Settings]:
+    def build(metadata_url: str | None = None, **overrides: object) -> Settings:
+        values: dict[str, object] = {
+            "data_dir": tmp_path / "data",
+            "data_root": data_root,
+            "weights": "random",
+            "job_stale_seconds": 1.0,
+        }
+        if metadata_url:
+            values["metadata_url"] = metadata_url
+        values.update(overrides)
+        return Settings(_env_file=None, **values)  # type: ignore[arg-type]
+
+    return build
+
+
+@pytest.fixture
+def make_client(encoder: ChineseClipEncoder) -> Callable[[Settings], TestClient]:
+    """A running app (lifespan entered); use as a context manager to stop it."""
+
+    def build(settings: Settings) -> TestClient:
+        return TestClient(create_app(settings, encoder=encoder), raise_server_exceptions=False)
+
+    return build
+
+
+def wait_for_job(client: TestClient, job_id: str, timeout: float = 300.0) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        job = client.get(f"/jobs/{job_id}").json()
+        if job["state"] in ("succeeded", "failed"):
+            return job
+        time.sleep(0.1)
+    raise AssertionError(f"job {job_id} did not finish in {timeout}s")
+
+
+def load_split(client: TestClient, collection: str, path: str, split: str) -> dict:
+    response = client.post("/img/load", json={"collection": collection, "path": path, "split": split})
+    assert response.status_code == 202, response.text
+    return wait_for_job(client, response.json()["job_id"])

@@ -1,0 +1,107 @@
+"""One suite, run against SQLite and the real MariaDB/MySQL: both backends must behave the same."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import os
+
+import pytest
+
+from adapters.job_store import JobStore
+from adapters.metadata_store import MetadataStore, NewImage
+
+
+@pytest.fixture
+def store(metadata_url: str):
+    store = MetadataStore(metadata_url)
+    yield store
+    store.close()
+
+
+def _image(image_id: str, size: int = 100) -> NewImage:
+    data = os.urandom(size)
+    return NewImage(image_id, data, "image/jpeg", 32, 24, hashlib.sha256(data).hexdigest())
+
+
+def test_collection_create_is_idempotent_and_keeps_first_model(store: MetadataStore) -> None:
+    first = store.create_collection("flickr", "RN50", 1024, "IP")
+    again = store.create_collection("flickr", "ViT-B-16", 512, "IP")
+    assert (again.model, again.dim) == ("RN50", 1024) == (first.model, first.dim)
+    assert [c.name for c in store.list_collections()] == ["flickr"]
+    assert store.get_collection("missing") is None
+
+
+def test_rows_are_hidden_until_their_vector_is_marked_indexed(store: MetadataStore) -> None:
+    store.create_collection("c", "RN50", 1024, "IP")
+    ids = store.insert_pending("c", [_image("a"), _image("b")])
+    assert sorted(ids) == ["a", "b"] and len(set(ids.values())) == 2
+    assert store.count("c") == 0 and store.count("c", include_pending=True) == 2
+    assert store.fetch("c", list(ids.values())) == {}
+    assert store.get_image("c", "a") is None
+
+    store.mark_indexed([ids["a"]])
+    assert store.count("c") == 1
+    fetched = store.fetch("c", list(ids.values()), with_data=True)
+    assert list(fetched) == [ids["a"]] and fetched[ids["a"]].data is not None
+    assert store.fetch("c", [ids["a"]])[ids["a"]].data is None  # bytes only on request
+    assert store.lookup("c", ["a", "b", "zzz"]) == {
+        "a": type(store.lookup("c", ["a"])["a"])(ids["a"], True),
+        "b": type(store.lookup("c", ["a"])["a"])(ids["b"], False),
+    }
+
+
+def test_insert_pending_again_returns_the_same_ids(store: MetadataStore) -> None:
+    store.create_collection("c", "RN50", 1024, "IP")
+    first = store.insert_pending("c", [_image("a"), _image("b")])
+    second = store.insert_pending("c", [_image("b"), _image("c")])
+    assert second["b"] == first["b"]
+    assert store.count("c", include_pending=True) == 3
+
+
+def test_same_image_id_in_two_collections_gets_two_rows(store: MetadataStore) -> None:
+    store.create_collection("one", "RN50", 1024, "IP")
+    store.create_collection("two", "RN50", 1024, "IP")
+    a = store.insert_pending("one", [_image("x")])["x"]
+    b = store.insert_pending("two", [_image("x")])["x"]
+    assert a != b
+
+
+def test_large_blob_and_unicode_ids_round_trip(store: MetadataStore) -> None:
+    store.create_collection("c", "RN50", 1024, "IP")
+    image = _image("图片-🖼-001", size=3 * 1024 * 1024)  # beyond BLOB's 64 KiB: needs MEDIUMBLOB on MySQL
+    ids = store.insert_pending("c", [image])
+    store.mark_indexed(list(ids.values()))
+    record = store.get_image("c", "图片-🖼-001")
+    assert record is not None and record.data == image.data and record.sha256 == image.sha256
+
+
+def test_many_rows_in_chunks(store: MetadataStore) -> None:
+    store.create_collection("c", "RN50", 1024, "IP")
+    ids = store.insert_pending("c", [_image(f"img{i}", 10) for i in range(1234)])
+    store.mark_indexed(list(ids.values()))
+    assert store.count("c") == 1234
+    assert len(store.fetch("c", list(ids.values()))) == 1234
+
+
+def test_delete_collection_removes_rows_and_only_its_own(store: MetadataStore) -> None:
+    for name in ("keep", "drop"):
+        store.create_collection(name, "RN50", 1024, "IP")
+        store.mark_indexed(list(store.insert_pending(name, [_image("a"), _image("b")]).values()))
+    assert store.delete_collection("drop") == 2
+    assert store.get_collection("drop") is None and store.count("drop", include_pending=True) == 0
+    assert store.count("keep") == 2
+
+
+def test_jobs_record_progress_and_stale_jobs_fail(store: MetadataStore) -> None:
+    jobs = JobStore(store.engine)
+    job = jobs.create("load", "c", {"path": "x"})
+    assert job.state == "queued" and job.params == {"path": "x"}
+    jobs.update(job.id, state="running", total=10, done=4, errors=[{"reason": "坏的"}])
+    got = jobs.get(job.id)
+    assert got is not None and (got.state, got.total, got.done, got.errors) == ("running", 10, 4, [{"reason": "坏的"}])
+    assert jobs.fail_stale(dt.timedelta(hours=1), "gone") == 0  # fresh heartbeat: left alone
+    assert jobs.fail_stale(dt.timedelta(seconds=-1), "gone") == 1
+    got = jobs.get(job.id)
+    assert got is not None and (got.state, got.message) == ("failed", "gone")
+    assert jobs.get("nope") is None
