@@ -56,7 +56,7 @@ class ExistingImage:
 
 
 def _now() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc).replace(tzinfo=None, microsecond=0)
+    return dt.datetime.now(dt.UTC).replace(tzinfo=None, microsecond=0)
 
 
 def _chunks(items: Sequence, size: int = _IN_CHUNK) -> Iterable[Sequence]:

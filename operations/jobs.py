@@ -78,7 +78,7 @@ class JobRunner:
     def _run(self, job_id: str, fn: JobFn) -> None:
         progress = JobProgress(self.store, job_id, self._stop)
         started = time.monotonic()
-        now = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+        now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
         try:
             self.store.update(job_id, state="running", started_at=now)
             message = fn(progress)
@@ -88,7 +88,7 @@ class JobRunner:
         except Exception as exc:
             logger.exception("job %s failed", job_id)
             state, message = "failed", f"{type(exc).__name__}: {exc}"
-        finished = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+        finished = dt.datetime.now(dt.UTC).replace(tzinfo=None)
         try:
             progress.flush(state=state, message=message, finished_at=finished)
         except Exception:

@@ -18,7 +18,7 @@ router = APIRouter(prefix="/jobs", tags=["jobs"])
 def _rate(record: JobRecord) -> float | None:
     if record.started_at is None:
         return None
-    end = record.finished_at or dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+    end = record.finished_at or dt.datetime.now(dt.UTC).replace(tzinfo=None)
     seconds = (end - record.started_at).total_seconds()
     return round(record.done / seconds, 1) if seconds > 0 else None
 

@@ -1,0 +1,48 @@
+# Two set-up commands (see README): `make run` and `make test`. Everything else is optional.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+HOST ?= 127.0.0.1
+PORT ?= 8000
+COUNT ?= 1000
+# WEIGHTS=random builds Chinese-CLIP with seeded random weights (offline machines; results meaningless).
+ifdef WEIGHTS
+export IMGSEARCH_WEIGHTS := $(WEIGHTS)
+endif
+
+.PHONY: install run test lint format sample bench lock clean
+
+$(BIN)/.installed: pyproject.toml requirements.lock
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q pip==26.3
+	$(BIN)/pip install -q -c requirements.lock -e ".[dev]"
+	touch $@
+
+install: $(BIN)/.installed
+
+run: install
+	$(BIN)/imgsearch serve --host $(HOST) --port $(PORT)
+
+test: install
+	$(BIN)/pytest
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: install
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+sample: install
+	$(BIN)/imgsearch sample --count $(COUNT)
+
+bench: install
+	$(BIN)/python bench/core.py
+
+lock: install
+	{ sed -n '1,2p' requirements.lock; $(BIN)/pip freeze --exclude-editable; } > requirements.lock.new
+	mv requirements.lock.new requirements.lock
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

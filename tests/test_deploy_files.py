@@ -1,0 +1,84 @@
+"""No Docker engine runs here, so docker-compose.yml and the Dockerfile are checked by reading them."""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from pathlib import Path
+from urllib.parse import urlparse
+
+import yaml
+
+from config import Settings
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _compose() -> dict:
+    return yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+
+
+def _resolve(value: str) -> str:
+    """Expand ${VAR:-default} the way compose does when VAR is unset."""
+    return re.sub(r"\$\{[A-Z_]+:-([^}]*)\}", r"\1", value)
+
+
+def test_compose_has_milvus_stack_mysql_and_app_with_health_checks() -> None:
+    services = _compose()["services"]
+    assert {"etcd", "minio", "milvus", "mysql", "app"} <= set(services)
+    for name, service in services.items():
+        assert "healthcheck" in service, f"{name} has no health check"
+    assert services["milvus"]["environment"]["ETCD_ENDPOINTS"] == "etcd:2379"
+    assert services["milvus"]["environment"]["MINIO_ADDRESS"] == "minio:9000"
+    for dependency in ("milvus", "mysql"):
+        assert services["app"]["depends_on"][dependency]["condition"] == "service_healthy"
+    declared = set(_compose()["volumes"])
+    for service in services.values():
+        for volume in service.get("volumes", []):
+            source = volume.split(":")[0]
+            assert source.startswith(".") or source in declared, volume
+
+
+def test_app_settings_point_at_the_compose_services() -> None:
+    services = _compose()["services"]
+    env = {k: _resolve(str(v)) for k, v in services["app"]["environment"].items()}
+    fields = {f"IMGSEARCH_{name.upper()}" for name in Settings.model_fields}
+    assert set(env) <= fields, f"unknown settings: {set(env) - fields}"
+
+    settings = Settings(_env_file=None, **{k.removeprefix("IMGSEARCH_").lower(): v for k, v in env.items()})
+    assert not settings.milvus_is_local
+    milvus = urlparse(str(settings.milvus_uri))
+    assert milvus.hostname == "milvus" and str(milvus.port) in str(services["milvus"]["ports"])
+
+    mysql = urlparse(str(settings.metadata_url))
+    mysql_env = {k: _resolve(str(v)) for k, v in services["mysql"]["environment"].items()}
+    assert mysql.scheme == "mysql+pymysql" and mysql.hostname == "mysql"
+    assert mysql.path.lstrip("/") == mysql_env["MYSQL_DATABASE"]
+    assert mysql.password == mysql_env["MYSQL_ROOT_PASSWORD"]
+    # images are MEDIUMBLOBs up to max_image_bytes: the server must accept packets that large
+    packet = next(a for a in services["mysql"]["command"] if a.startswith("--max-allowed-packet="))
+    assert int(packet.split("=")[1].rstrip("M")) * 1024 * 1024 > settings.max_image_bytes
+
+
+def test_dockerfile_installs_pinned_deps_and_serves_on_all_interfaces() -> None:
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    assert "pip install -r requirements.lock" in dockerfile
+    packages = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]["find"]["include"]
+    for package in packages:
+        assert f"COPY {package.rstrip('*')} ./{package.rstrip('*')}" in dockerfile
+    cmd = re.search(r"^CMD (\[.*\])$", dockerfile, re.M)
+    assert cmd is not None
+    assert yaml.safe_load(cmd.group(1)) == ["imgsearch", "serve", "--host", "0.0.0.0", "--port", "8000"]
+    assert "EXPOSE 8000" in dockerfile and "8000:8000" in _compose()["services"]["app"]["ports"]
+
+
+def test_lock_file_pins_every_direct_dependency_at_the_same_version() -> None:
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    lock = {}
+    for line in (ROOT / "requirements.lock").read_text().splitlines():
+        if line and not line.startswith("#"):
+            name, version = line.split("==")
+            lock[re.sub(r"[-_.]+", "-", name.lower())] = version
+    for requirement in [*project["dependencies"], *project["optional-dependencies"]["dev"]]:
+        name, version = requirement.split("==")
+        assert lock[re.sub(r"[-_.]+", "-", name.lower())] == version, requirement
