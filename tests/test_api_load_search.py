@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import re
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -224,3 +225,16 @@ def test_collection_of_another_model_is_refused(
         assert response.status_code == 409 and "ViT-B-16" in response.json()["error"]["message"]
         load = client.post("/img/load", json={"collection": "vitb", "path": "small", "split": "valid"})
         assert load.status_code == 409
+
+
+def test_swagger_ui_is_served_by_the_app_itself(
+    make_settings: Callable[..., Settings], make_client: Callable[[Settings], TestClient]
+) -> None:
+    with make_client(make_settings()) as client:
+        page = client.get("/docs")
+        assert page.status_code == 200 and "cdn" not in page.text.lower()
+        assets = re.findall(r"""["'](/[^"']*(?:swagger-ui-bundle\.js|swagger-ui\.css))["']""", page.text)
+        assert len(assets) == 2, page.text
+        for url in assets:
+            assert client.get(url).status_code == 200, url
+        assert client.get("/openapi.json").json()["paths"]["/img/search"]["post"]
