@@ -10,7 +10,7 @@ from typing import Any
 
 from sqlalchemy import Engine, insert, select, update
 
-from adapters.sql_schema import jobs
+from adapters.sql_schema import jobs, utc_now
 
 ACTIVE_STATES = ("queued", "running")
 
@@ -35,10 +35,6 @@ class JobRecord:
     heartbeat_at: dt.datetime | None = None
 
 
-def _now() -> dt.datetime:
-    return dt.datetime.now(dt.UTC).replace(tzinfo=None)
-
-
 class JobStore:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
@@ -58,8 +54,8 @@ class JobStore:
                     skipped=0,
                     failed=0,
                     errors="[]",
-                    created_at=_now(),
-                    heartbeat_at=_now(),
+                    created_at=utc_now(),
+                    heartbeat_at=utc_now(),
                 )
             )
         record = self.get(job_id)
@@ -79,17 +75,17 @@ class JobStore:
     def update(self, job_id: str, **values: Any) -> None:
         if "errors" in values:
             values["errors"] = json.dumps(values["errors"], ensure_ascii=False)
-        values["heartbeat_at"] = _now()
+        values["heartbeat_at"] = utc_now()
         with self.engine.begin() as conn:
             conn.execute(update(jobs).where(jobs.c.id == job_id).values(**values))
 
     def fail_stale(self, stale_after: dt.timedelta, reason: str) -> int:
         """Jobs whose worker stopped beating (a crash or restart) are marked failed, never left 'running'."""
-        cutoff = _now() - stale_after
+        cutoff = utc_now() - stale_after
         with self.engine.begin() as conn:
             result = conn.execute(
                 update(jobs)
                 .where(jobs.c.state.in_(ACTIVE_STATES), jobs.c.heartbeat_at < cutoff)
-                .values(state="failed", message=reason, finished_at=_now())
+                .values(state="failed", message=reason, finished_at=utc_now())
             )
         return int(result.rowcount or 0)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from sqlalchemy import Engine, delete, func, insert, select, text, update
 from sqlalchemy.exc import IntegrityError
 
-from adapters.sql_schema import collections, create_metadata_engine, images
+from adapters.sql_schema import collections, create_metadata_engine, images, utc_now
 
 _IN_CHUNK = 500  # keeps IN (...) lists and packets small on every backend
 
@@ -55,10 +55,6 @@ class ExistingImage:
     indexed: bool
 
 
-def _now() -> dt.datetime:
-    return dt.datetime.now(dt.UTC).replace(tzinfo=None, microsecond=0)
-
-
 def _chunks(items: Sequence, size: int = _IN_CHUNK) -> Iterable[Sequence]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
@@ -82,7 +78,7 @@ class MetadataStore:
         try:
             with self.engine.begin() as conn:
                 conn.execute(
-                    insert(collections).values(name=name, model=model, dim=dim, metric=metric, created_at=_now())
+                    insert(collections).values(name=name, model=model, dim=dim, metric=metric, created_at=utc_now())
                 )
         except IntegrityError:
             pass
@@ -126,7 +122,7 @@ class MetadataStore:
         are returned either way.
         """
         if rows:
-            now = _now()
+            now = utc_now()
             values = [
                 {
                     "collection": collection,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 
 from sqlalchemy import (
@@ -28,6 +29,12 @@ from sqlalchemy.dialects import mysql
 logger = logging.getLogger(__name__)
 
 metadata = MetaData()
+
+
+def utc_now() -> dt.datetime:
+    """Naive UTC, as both SQLite and MySQL DATETIME columns store it."""
+    return dt.datetime.now(dt.UTC).replace(tzinfo=None)
+
 
 # BIGINT AUTO_INCREMENT on MySQL; SQLite only auto-increments "INTEGER PRIMARY KEY" (which is 64-bit).
 _Id = BigInteger().with_variant(Integer(), "sqlite")

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from adapters.job_store import JobRecord, JobStore
+from adapters.sql_schema import utc_now
 from operations.errors import NotFound
 
 logger = logging.getLogger(__name__)
@@ -78,9 +79,8 @@ class JobRunner:
     def _run(self, job_id: str, fn: JobFn) -> None:
         progress = JobProgress(self.store, job_id, self._stop)
         started = time.monotonic()
-        now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
         try:
-            self.store.update(job_id, state="running", started_at=now)
+            self.store.update(job_id, state="running", started_at=utc_now())
             message = fn(progress)
             state = "failed" if self._stop.is_set() else "succeeded"
             if self._stop.is_set():
@@ -88,9 +88,8 @@ class JobRunner:
         except Exception as exc:
             logger.exception("job %s failed", job_id)
             state, message = "failed", f"{type(exc).__name__}: {exc}"
-        finished = dt.datetime.now(dt.UTC).replace(tzinfo=None)
         try:
-            progress.flush(state=state, message=message, finished_at=finished)
+            progress.flush(state=state, message=message, finished_at=utc_now())
         except Exception:
             logger.exception("job %s: could not record its end (%s)", job_id, state)
         logger.info(
@@ -114,5 +113,3 @@ class JobRunner:
         """Ask running jobs to stop at their next batch and wait for them."""
         self._stop.set()
         self._executor.shutdown(wait=True, cancel_futures=True)
-
-    close = shutdown

@@ -87,3 +87,48 @@ def test_bad_requests_get_clear_4xx_and_change_nothing(loaded_client: TestClient
     # and the service still answers
     ok = loaded_client.post("/img/search", json={"collection": "good", "text": "猫", "top_k": 50})
     assert ok.status_code == 200 and len(ok.json()["hits"]) == 50
+
+
+def test_store_outages_give_503_with_the_error_shape(loaded_client: TestClient) -> None:
+    from pymilvus.exceptions import MilvusException
+    from sqlalchemy.exc import OperationalError
+
+    services = loaded_client.app.state.services  # type: ignore[attr-defined]
+    body = {"collection": "good", "text": "猫"}
+
+    def metadata_down(*_args, **_kwargs):  # type: ignore[no-untyped-def]
+        raise OperationalError("SELECT", {}, ConnectionRefusedError("MySQL is gone"))
+
+    def vectors_down(*_args, **_kwargs):  # type: ignore[no-untyped-def]
+        raise MilvusException(message="connection refused")
+
+    real_fetch, real_search = services.metadata.fetch, services.vectors.search
+    services.metadata.fetch = metadata_down
+    response = loaded_client.post("/img/search", json=body)
+    assert response.status_code == 503 and response.json()["error"]["code"] == "metadata_store_unavailable"
+    services.metadata.fetch = real_fetch
+
+    services.vectors.search = vectors_down
+    response = loaded_client.post("/img/search", json=body)
+    assert response.status_code == 503 and response.json()["error"]["code"] == "vector_store_unavailable"
+    services.vectors.search = real_search
+
+    assert loaded_client.post("/img/search", json=body).status_code == 200  # recovers by itself
+
+
+def test_healthz_is_503_when_a_store_is_down(loaded_client: TestClient) -> None:
+    services = loaded_client.app.state.services  # type: ignore[attr-defined]
+    real_ping = services.metadata.ping
+
+    def down() -> None:
+        raise ConnectionRefusedError("MySQL is gone")
+
+    services.metadata.ping = down
+    try:
+        response = loaded_client.get("/healthz")
+        body = response.json()
+        assert response.status_code == 503 and body["status"] == "degraded"
+        assert not body["stores"]["metadata"]["ok"] and "MySQL is gone" in body["stores"]["metadata"]["error"]
+        assert body["stores"]["vectors"]["ok"]
+    finally:
+        services.metadata.ping = real_ping

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import datetime as dt
-
 from fastapi import APIRouter
 from starlette.concurrency import run_in_threadpool
 
 from adapters.job_store import JobRecord
+from adapters.sql_schema import utc_now
 from app.deps import JobsDep
 from app.errors import ErrorResponse
 from app.schemas import JobOut
@@ -18,7 +17,7 @@ router = APIRouter(prefix="/jobs", tags=["jobs"])
 def _rate(record: JobRecord) -> float | None:
     if record.started_at is None:
         return None
-    end = record.finished_at or dt.datetime.now(dt.UTC).replace(tzinfo=None)
+    end = record.finished_at or utc_now()
     seconds = (end - record.started_at).total_seconds()
     return round(record.done / seconds, 1) if seconds > 0 else None
 
