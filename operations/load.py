@@ -126,6 +126,8 @@ def _load_batch(
     vectors.update(_encode(services, need_encoding, progress))
 
     ready = [(row, facts) for row, facts in todo if row.image_id in vectors]
+    if not ready:
+        return
     ids = services.metadata.insert_pending(
         collection,
         [NewImage(r.image_id, r.data, f.mime, f.width, f.height, f.sha256) for r, f in ready],

@@ -144,6 +144,24 @@ def test_corrupt_lines_are_reported_and_skipped(
         assert _store_counts(client, "mixed") == (5, 5)
 
 
+def test_batch_where_every_feature_is_bad_fails_only_those_lines(
+    data_root: Path,
+    small_split: Path,
+    make_settings: Callable[..., Settings],
+    make_client: Callable[[Settings], TestClient],
+) -> None:
+    directory = data_root / "allbad"
+    directory.mkdir(exist_ok=True)
+    lines = (small_split / "valid_imgs.tsv").read_text().splitlines()[:3]
+    (directory / "x_imgs.tsv").write_text("\n".join(lines) + "\n")
+    bad = [json.dumps({"image_id": line.split("\t")[0], "feature": [1.0, 2.0]}) for line in lines]
+    (directory / "x_imgs.img_feat.jsonl").write_text("\n".join(bad) + "\n")
+    with make_client(make_settings()) as client:
+        job = load_split(client, "allbad", "allbad", "x")
+        assert (job["state"], job["loaded"], job["failed"], job["done"]) == ("succeeded", 0, 3, 3), job
+        assert _store_counts(client, "allbad") == (0, 0)
+
+
 def test_failure_mid_load_leaves_nothing_searchable_without_its_vector(
     small_split: Path,
     make_settings: Callable[..., Settings],
