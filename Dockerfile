@@ -6,6 +6,9 @@ ENV PYTHONUNBUFFERED=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     IMGSEARCH_DATA_DIR=/data
 
+# A CJK font for the Chinese captions of result pictures (GET /img/search.png).
+RUN apt-get update && apt-get install -y --no-install-recommends fonts-wqy-microhei && rm -rf /var/lib/apt/lists/*
+
 WORKDIR /srv
 # Dependencies first, so code changes do not reinstall torch.
 COPY requirements.lock ./

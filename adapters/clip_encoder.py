@@ -217,21 +217,30 @@ class ChineseClipEncoder:
             return np.zeros((0, self.info.dim), dtype=np.float32)
         return self._run(lambda: self._encode_text_now(texts))
 
-    def encode_images(self, images: Sequence[Image.Image]) -> np.ndarray:
-        """(len(images), dim) float32 unit vectors; images may be any size and mode."""
-        import torch
-
-        if not images:
-            return np.zeros((0, self.info.dim), dtype=np.float32)
+    def preprocess(self, image: Image.Image) -> Any:
+        """Resize and normalise one image into the model's input tensor; thread-safe, so callers run it
+        in worker threads and the encoder thread only does forward passes."""
         self.load()
         assert self._preprocess is not None
-        batch = torch.stack([self._preprocess(image) for image in images])
+        return self._preprocess(image)
+
+    def encode_pixels(self, pixels: Sequence[Any]) -> np.ndarray:
+        """(len(pixels), dim) float32 unit vectors from tensors made by ``preprocess``."""
+        import torch
+
+        if not pixels:
+            return np.zeros((0, self.info.dim), dtype=np.float32)
+        batch = torch.stack(list(pixels))
 
         def forward() -> np.ndarray:
             with torch.no_grad():
                 return _normalise(self._model.encode_image(batch.to(self._device)))
 
         return self._run(forward)
+
+    def encode_images(self, images: Sequence[Image.Image]) -> np.ndarray:
+        """(len(images), dim) float32 unit vectors; images may be any size and mode."""
+        return self.encode_pixels([self.preprocess(image) for image in images])
 
     def close(self) -> None:
         self._executor.shutdown(wait=True)

@@ -29,6 +29,7 @@ class JobRecord:
     failed: int
     errors: list[dict[str, Any]] = field(default_factory=list)
     message: str | None = None
+    result: dict[str, Any] | None = None
     created_at: dt.datetime | None = None
     started_at: dt.datetime | None = None
     finished_at: dt.datetime | None = None
@@ -70,11 +71,14 @@ class JobStore:
         values = dict(row._mapping)
         values["params"] = json.loads(values["params"])
         values["errors"] = json.loads(values["errors"])
+        values["result"] = json.loads(values["result"]) if values["result"] else None
         return JobRecord(**values)
 
     def update(self, job_id: str, **values: Any) -> None:
         if "errors" in values:
             values["errors"] = json.dumps(values["errors"], ensure_ascii=False)
+        if values.get("result") is not None:
+            values["result"] = json.dumps(values["result"], ensure_ascii=False)
         values["heartbeat_at"] = utc_now()
         with self.engine.begin() as conn:
             conn.execute(update(jobs).where(jobs.c.id == job_id).values(**values))

@@ -6,7 +6,7 @@ Every statement is built by SQLAlchemy with bound parameters; no request string 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 from sqlalchemy import Engine, delete, func, insert, select, text, update
@@ -34,6 +34,7 @@ class NewImage:
     width: int
     height: int
     sha256: str
+    source: str | None = None
 
 
 @dataclass(frozen=True)
@@ -46,6 +47,7 @@ class ImageRecord:
     height: int
     sha256: str
     indexed: bool
+    source: str | None = None
     data: bytes | None = None
 
 
@@ -53,6 +55,8 @@ class ImageRecord:
 class ExistingImage:
     id: int
     indexed: bool
+    image_id: str
+    sha256: str
 
 
 def _chunks(items: Sequence, size: int = _IN_CHUNK) -> Iterable[Sequence]:
@@ -108,11 +112,24 @@ class MetadataStore:
         found: dict[str, ExistingImage] = {}
         with self.engine.connect() as conn:
             for chunk in _chunks(list(image_ids)):
-                query = select(images.c.image_id, images.c.id, images.c.indexed).where(
+                query = select(images.c.image_id, images.c.id, images.c.indexed, images.c.sha256).where(
                     images.c.collection == collection, images.c.image_id.in_(chunk)
                 )
-                for image_id, row_id, indexed in conn.execute(query):
-                    found[image_id] = ExistingImage(int(row_id), bool(indexed))
+                for image_id, row_id, indexed, sha in conn.execute(query):
+                    found[image_id] = ExistingImage(int(row_id), bool(indexed), image_id, sha)
+        return found
+
+    def lookup_sha(self, collection: str, shas: Sequence[str]) -> dict[str, ExistingImage]:
+        """Images already stored with this content (any one of them per hash)."""
+        found: dict[str, ExistingImage] = {}
+        with self.engine.connect() as conn:
+            for chunk in _chunks(sorted(set(shas))):
+                query = select(images.c.sha256, images.c.id, images.c.indexed, images.c.image_id).where(
+                    images.c.collection == collection, images.c.sha256.in_(chunk)
+                )
+                for sha, row_id, indexed, image_id in conn.execute(query):
+                    if indexed or sha not in found:  # prefer a searchable copy
+                        found[sha] = ExistingImage(int(row_id), bool(indexed), image_id, sha)
         return found
 
     def insert_pending(self, collection: str, rows: Sequence[NewImage]) -> dict[str, int]:
@@ -132,6 +149,7 @@ class MetadataStore:
                     "width": r.width,
                     "height": r.height,
                     "sha256": r.sha256,
+                    "source": r.source,
                     "indexed": False,
                     "created_at": now,
                 }
@@ -148,31 +166,65 @@ class MetadataStore:
                         conn.execute(insert(images), missing)
         return {k: v.id for k, v in self.lookup(collection, [r.image_id for r in rows]).items()}
 
-    def mark_indexed(self, ids: Sequence[int]) -> None:
+    def mark_indexed(self, ids: Sequence[int], indexed: bool = True) -> None:
+        """indexed=False hides rows from search and counts (the first step of a delete)."""
         with self.engine.begin() as conn:
             for chunk in _chunks(list(ids)):
-                conn.execute(update(images).where(images.c.id.in_(chunk)).values(indexed=True))
+                conn.execute(update(images).where(images.c.id.in_(chunk)).values(indexed=indexed))
 
-    def fetch(self, collection: str, ids: Sequence[int], with_data: bool = False) -> dict[int, ImageRecord]:
-        """Searchable rows by id (rows whose vector is not yet written are left out)."""
+    def delete_rows(self, ids: Sequence[int]) -> None:
+        with self.engine.begin() as conn:
+            for chunk in _chunks(list(ids)):
+                conn.execute(delete(images).where(images.c.id.in_(chunk)))
+
+    def fetch(
+        self, collection: str, ids: Sequence[int], with_data: bool = False, include_pending: bool = False
+    ) -> dict[int, ImageRecord]:
+        """Rows by id; by default only searchable ones (rows whose vector is not yet written are left out)."""
         columns = [c for c in images.c if with_data or c.name != "data"]
         result: dict[int, ImageRecord] = {}
         with self.engine.connect() as conn:
             for chunk in _chunks(list(ids)):
-                query = select(*columns).where(
-                    images.c.collection == collection, images.c.id.in_(chunk), images.c.indexed.is_(True)
-                )
+                query = select(*columns).where(images.c.collection == collection, images.c.id.in_(chunk))
+                if not include_pending:
+                    query = query.where(images.c.indexed.is_(True))
                 for row in conn.execute(query):
                     result[int(row.id)] = _record(row._mapping)
         return result
 
-    def get_image(self, collection: str, image_id: str) -> ImageRecord | None:
-        query = select(images).where(
-            images.c.collection == collection, images.c.image_id == image_id, images.c.indexed.is_(True)
-        )
+    def get_image(self, collection: str, image_id: str, include_pending: bool = False) -> ImageRecord | None:
+        query = select(images).where(images.c.collection == collection, images.c.image_id == image_id)
+        if not include_pending:
+            query = query.where(images.c.indexed.is_(True))
         with self.engine.connect() as conn:
             row = conn.execute(query).first()
         return _record(row._mapping) if row else None
+
+    def iter_id_pages(self, collection: str, page: int = 1000) -> Iterator[list[tuple[int, bool]]]:
+        """(id, indexed) of every row, in id order, a page at a time (keyset pagination: no big OFFSETs)."""
+        last = -1
+        while True:
+            query = (
+                select(images.c.id, images.c.indexed)
+                .where(images.c.collection == collection, images.c.id > last)
+                .order_by(images.c.id)
+                .limit(page)
+            )
+            with self.engine.connect() as conn:
+                rows = [(int(i), bool(x)) for i, x in conn.execute(query)]
+            if not rows:
+                return
+            yield rows
+            last = rows[-1][0]
+
+    def existing_ids(self, collection: str, ids: Sequence[int]) -> set[int]:
+        """Which of these ids have a row (in any state)."""
+        found: set[int] = set()
+        with self.engine.connect() as conn:
+            for chunk in _chunks(list(ids)):
+                query = select(images.c.id).where(images.c.collection == collection, images.c.id.in_(chunk))
+                found.update(int(i) for (i,) in conn.execute(query))
+        return found
 
     def count(self, collection: str, include_pending: bool = False) -> int:
         query = select(func.count()).select_from(images).where(images.c.collection == collection)

@@ -65,6 +65,7 @@ images = Table(
     Column("width", Integer, nullable=False),
     Column("height", Integer, nullable=False),
     Column("sha256", String(64), nullable=False),
+    Column("source", String(1024), nullable=True),  # file name or path it came from, for people
     # False until the vector is written: a row is searchable and counted only once its vector exists.
     Column("indexed", Boolean, nullable=False, default=False),
     Column("created_at", DateTime, nullable=False),
@@ -88,6 +89,7 @@ jobs = Table(
     Column("failed", BigInteger, nullable=False, default=0),
     Column("errors", Text, nullable=False, default="[]"),
     Column("message", Text, nullable=True),
+    Column("result", Text, nullable=True),  # JSON report of what the job did (e.g. reconcile)
     Column("created_at", _Time, nullable=False),
     Column("started_at", _Time, nullable=True),
     Column("finished_at", _Time, nullable=True),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -24,6 +24,9 @@ class VectorStore(Protocol):
     def upsert(self, name: str, ids: Sequence[int], vectors: np.ndarray) -> None: ...
     def delete(self, name: str, ids: Sequence[int]) -> None: ...
     def search(self, name: str, vectors: np.ndarray, top_k: int) -> list[list[tuple[int, float]]]: ...
+    def get(self, name: str, ids: Sequence[int]) -> dict[int, np.ndarray]: ...
+    def existing_ids(self, name: str, ids: Sequence[int]) -> set[int]: ...
+    def iter_ids(self, name: str, batch: int = 1000) -> Iterator[list[int]]: ...
     def count(self, name: str) -> int: ...
     def close(self) -> None: ...
 
@@ -128,6 +131,40 @@ class MilvusVectorStore:
             consistency_level=self.consistency_level,
         )
         return [[(int(hit["id"]), float(hit["distance"])) for hit in hits] for hits in results]
+
+    def get(self, name: str, ids: Sequence[int]) -> dict[int, np.ndarray]:
+        """Stored vectors by id (ids without a vector are absent)."""
+        if not ids:
+            return {}
+        self._ensure_loaded(name)
+        rows = self._client.get(name, ids=[int(i) for i in ids], output_fields=[VECTOR_FIELD])
+        return {int(row[ID_FIELD]): np.asarray(row[VECTOR_FIELD], dtype=np.float32) for row in rows}
+
+    def existing_ids(self, name: str, ids: Sequence[int]) -> set[int]:
+        if not ids:
+            return set()
+        self._ensure_loaded(name)
+        found: set[int] = set()
+        for start in range(0, len(ids), 1000):
+            chunk = [int(i) for i in ids[start : start + 1000]]
+            rows = self._client.query(
+                name,
+                filter=f"{ID_FIELD} in {chunk}",
+                output_fields=[ID_FIELD],
+                consistency_level=self.consistency_level,
+            )
+            found.update(int(row[ID_FIELD]) for row in rows)
+        return found
+
+    def iter_ids(self, name: str, batch: int = 1000) -> Iterator[list[int]]:
+        """Every id in the collection, a batch at a time."""
+        self._ensure_loaded(name)
+        iterator = self._client.query_iterator(name, batch_size=batch, filter="", output_fields=[ID_FIELD])
+        try:
+            while rows := iterator.next():
+                yield [int(row[ID_FIELD]) for row in rows]
+        finally:
+            iterator.close()
 
     def count(self, name: str) -> int:
         if not self._client.has_collection(name):

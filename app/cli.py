@@ -1,15 +1,139 @@
-"""``imgsearch`` command: serve the API, generate sample data."""
+"""``imgsearch`` command: serve the API, generate sample data, and run bulk work with a progress bar
+(ingest a folder or zip, load a Flickr30k-CN split, reconcile, search)."""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 from config import Settings
 
 logger = logging.getLogger(__name__)
+
+
+def _out(line: str = "") -> None:
+    sys.stdout.write(line + "\n")
+
+
+@contextlib.contextmanager
+def _services(settings: Settings) -> Iterator:
+    from operations.services import build_services
+
+    try:
+        services = build_services(settings)
+    except Exception as exc:
+        if "lock" in str(exc).lower() and settings.milvus_is_local:
+            raise SystemExit(
+                f"error: {settings.milvus_uri} is in use by another process (a running server?). Milvus Lite "
+                "allows one process per file: stop the server, or use its HTTP API, or use a Milvus server."
+            ) from exc
+        raise
+    try:
+        services.encoder.load()
+        yield services
+    finally:
+        services.close()
+
+
+def _run_job(services, kind: str, collection: str, params: dict, fn) -> int:  # type: ignore[no-untyped-def]
+    from tqdm import tqdm
+
+    from operations.jobs import JobProgress, JobRunner
+
+    runner = JobRunner(services.jobs, 1, services.settings.job_stale_seconds)
+    with tqdm(desc=f"{kind} {collection}", unit="img", dynamic_ncols=True) as bar:
+
+        def listener(progress: JobProgress) -> None:
+            if progress.total is not None and bar.total != progress.total:
+                bar.total = progress.total
+            bar.set_postfix(stored=progress.loaded, skipped=progress.skipped, bad=progress.failed, refresh=False)
+            bar.update(progress.done - bar.n)
+
+        record = runner.run_now(kind, collection, params, fn, listener)
+    for error in record.errors:
+        where = error.get("file") or error.get("image_id") or error.get("line") or ""
+        _out(f"  rejected {where}: {error['reason']}")
+    if record.failed > len(record.errors):
+        _out(f"  … and {record.failed - len(record.errors)} more (job {record.id})")
+    if record.result:
+        _out(f"  result: {record.result}")
+    _out(f"{record.state}: {record.message}")
+    return 0 if record.state == "succeeded" else 1
+
+
+def _ingest(args: argparse.Namespace, settings: Settings) -> int:
+    from operations import collections, ingest_job
+    from operations.file_sources import FileSource
+
+    collections.validate_name(args.collection)
+    source = FileSource.open(Path(args.path))
+    with _services(settings) as services:
+        return _run_job(
+            services,
+            "ingest",
+            args.collection,
+            {"path": str(Path(args.path).resolve()), "via": "cli"},
+            lambda progress: ingest_job.run(services, args.collection, source, progress),
+        )
+
+
+def _load(args: argparse.Namespace, settings: Settings) -> int:
+    from operations import load
+
+    directory = Path(args.path).resolve()
+    with _services(settings) as services:
+        plan = load.plan_directory(args.collection, directory, args.split)
+        return _run_job(
+            services,
+            "load",
+            args.collection,
+            {"path": str(directory), "split": args.split, "via": "cli"},
+            lambda progress: load.run(services, plan, progress),
+        )
+
+
+def _reconcile(args: argparse.Namespace, settings: Settings) -> int:
+    from operations import collections, reconcile
+
+    with _services(settings) as services:
+        collections.require(services, args.collection)
+        return _run_job(
+            services,
+            "reconcile",
+            args.collection,
+            {"collection": args.collection, "via": "cli"},
+            lambda progress: reconcile.run_job(services, args.collection, progress),
+        )
+
+
+def _search(args: argparse.Namespace, settings: Settings) -> int:
+    from operations import search
+    from operations.results_picture import RANDOM_NOTE, PictureHit, render
+
+    if bool(args.text) == bool(args.image):
+        raise SystemExit("error: give a TEXT or --image FILE (one of them)")
+    with _services(settings) as services:
+        if args.image:
+            query = Path(args.image).read_bytes()
+            result = search.search_images(services, args.collection, [(args.image, query)], args.top_k, True)[0]
+            title, query_image = f"以图搜图: {Path(args.image).name}", query
+        else:
+            result = search.search_text(services, args.collection, args.text, args.top_k, True)
+            title, query_image = f"以文搜图: {args.text}", None
+        for rank, hit in enumerate(result.hits, start=1):
+            _out(f"{rank:>3}  {hit.score:.4f}  {hit.image.image_id}  {hit.image.source or ''}")
+        if args.plot:
+            hits = [PictureHit(h.image.data or b"", h.score, h.image.image_id) for h in result.hits]
+            font = str(settings.font_path) if settings.font_path else None
+            note = RANDOM_NOTE if services.encoder.info.weights == "random" else None
+            picture = render(title, hits, query_image, 5, font, settings.max_image_pixels, note)
+            Path(args.plot).write_bytes(picture)
+            _out(f"picture written to {args.plot}")
+    return 0
 
 
 def _serve(args: argparse.Namespace, settings: Settings) -> int:
@@ -37,7 +161,7 @@ def _sample(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="imgsearch", description="Chinese text-to-image search service")
     commands = parser.add_subparsers(dest="command", required=True)
 
@@ -46,6 +170,29 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--port", type=int, default=8000)
     serve.set_defaults(handler=_serve)
 
+    ingest = commands.add_parser("ingest", help="add every image of a folder (recursive) or a .zip")
+    ingest.add_argument("path", help="folder or .zip")
+    ingest.add_argument("--collection", required=True)
+    ingest.set_defaults(handler=_ingest)
+
+    load = commands.add_parser("load", help="bulk-load a Flickr30k-CN-format split ({split}_imgs.tsv …)")
+    load.add_argument("path", help="folder holding the split's files")
+    load.add_argument("--split", default="valid")
+    load.add_argument("--collection", required=True)
+    load.set_defaults(handler=_load)
+
+    reconcile = commands.add_parser("reconcile", help="find and repair mismatches between Milvus and the DB")
+    reconcile.add_argument("--collection", required=True)
+    reconcile.set_defaults(handler=_reconcile)
+
+    search = commands.add_parser("search", help="search by Chinese text or by an image")
+    search.add_argument("text", nargs="?", help="the query text")
+    search.add_argument("--image", help="query image file instead of text")
+    search.add_argument("--collection", required=True)
+    search.add_argument("--top-k", type=int, default=10)
+    search.add_argument("--plot", help="write a picture of the results (PNG) here")
+    search.set_defaults(handler=_search)
+
     sample = commands.add_parser("sample", help="generate a synthetic Flickr30k-CN-format split")
     sample.add_argument("--out", help="folder to write (default: <data root>/sample)")
     sample.add_argument("--split", default="valid")
@@ -53,13 +200,21 @@ def main(argv: list[str] | None = None) -> int:
     sample.add_argument("--seed", type=int, default=0)
     sample.add_argument("--no-features", action="store_true", help="skip the feature files (no model needed)")
     sample.set_defaults(handler=_sample)
+    return parser
 
-    args = parser.parse_args(argv)
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     settings = Settings()
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
     )
-    return int(args.handler(args, settings))
+    from operations.errors import AppError
+
+    try:
+        return int(args.handler(args, settings))
+    except AppError as exc:
+        raise SystemExit(f"error: {exc.message}") from exc
 
 
 if __name__ == "__main__":

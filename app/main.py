@@ -12,7 +12,8 @@ from starlette.concurrency import run_in_threadpool
 
 from adapters.clip_encoder import ChineseClipEncoder
 from app.errors import install_error_handlers
-from app.routes import collections, embed, health, images, jobs
+from app.limits import BodySizeLimit
+from app.routes import collections, embed, health, images, jobs, search
 from config import Settings
 from operations.jobs import JobRunner
 from operations.services import build_services
@@ -31,9 +32,10 @@ DESCRIPTION = """
 def create_app(settings: Settings | None = None, encoder: ChineseClipEncoder | None = None) -> FastAPI:
     """``encoder`` lets tests share one loaded model between apps; by default settings decide."""
 
+    resolved = settings or Settings()
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        resolved = settings or Settings()
         services = await run_in_threadpool(build_services, resolved, encoder)
         try:
             info = await run_in_threadpool(services.encoder.load)
@@ -52,6 +54,7 @@ def create_app(settings: Settings | None = None, encoder: ChineseClipEncoder | N
     # Swagger UI's files come from the installed package, not a CDN: /docs works offline and where CDNs are slow.
     app = FastAPIOffline(title="Chinese image search", version="0.1.0", description=DESCRIPTION, lifespan=lifespan)
     install_error_handlers(app)
-    for module in (images, collections, jobs, embed, health):
+    app.add_middleware(BodySizeLimit, max_bytes=resolved.max_request_bytes)
+    for module in (search, images, collections, jobs, embed, health):
         app.include_router(module.router)
     return app

@@ -42,11 +42,44 @@ class JobOut(BaseModel):
     skipped: int
     failed: int
     errors: list[dict[str, Any]] = Field(description="The first 100 problems, each with its reason.")
-    rate: float | None = Field(description="Lines processed per second.")
+    rate: float | None = Field(description="Items processed per second.")
     message: str | None
+    result: dict[str, Any] | None = Field(None, description="What the job did, for jobs that report (reconcile).")
     created_at: dt.datetime | None
     started_at: dt.datetime | None
     finished_at: dt.datetime | None
+
+
+class IngestRequest(BaseModel):
+    collection: CollectionName = Field(examples=["photos"])
+    path: str = Field(
+        min_length=1,
+        max_length=1024,
+        examples=["my_photos"],
+        description="A folder (read recursively) or a .zip file, relative to the data root.",
+    )
+
+
+class UploadResult(BaseModel):
+    file: str
+    status: str = Field(description="stored, duplicate or rejected")
+    image_id: str | None = None
+    id: int | None = None
+    reason: str | None = None
+
+
+class UploadResponse(BaseModel):
+    collection: str
+    stored: int
+    duplicates: int
+    rejected: int
+    results: list[UploadResult]
+
+
+class DeleteImageResponse(BaseModel):
+    collection: str
+    image_id: str
+    id: int
 
 
 class SearchRequest(BaseModel):
@@ -71,6 +104,18 @@ class SearchResponse(BaseModel):
     collection: str
     model: str
     hits: list[HitOut]
+    timings_ms: dict[str, float]
+
+
+class ImageQueryResult(BaseModel):
+    file: str
+    hits: list[HitOut]
+
+
+class ImageSearchResponse(BaseModel):
+    collection: str
+    model: str
+    results: list[ImageQueryResult] = Field(description="One ranked list per query image, in upload order.")
     timings_ms: dict[str, float]
 
 

@@ -18,9 +18,7 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import argparse
 import base64
-import datetime as dt
 import json
-import platform
 import socket
 import statistics
 import subprocess
@@ -39,6 +37,9 @@ sys.path.insert(0, str(ROOT))
 from adapters.clip_encoder import ChineseClipEncoder  # noqa: E402
 from operations.flickr_format import FeatureFile, iter_tsv  # noqa: E402
 from operations.sample_data import generate_split  # noqa: E402
+
+sys.path.insert(0, str(ROOT / "bench"))
+from results_file import run_header, write_section  # noqa: E402
 
 QUERIES = [
     "红色的圆形",
@@ -183,13 +184,10 @@ def main() -> int:
         # The floor is measured before and after the services, so machine drift shows up in both.
         floor_search = [min(a, b) for a, b in zip(floor_before, search_floor(split_dir, "bench", queries), strict=True)]
 
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout
-    commit = commit.strip()
     lines = [
         "## core: load and text search (bench/core.py)",
         "",
-        f"{dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC · {platform.machine()} · {os.cpu_count()} cores · "
-        f"commit {commit} · {args.images} generated JPEGs (mean {size_kb:.1f} KB), 1024-d features · "
+        f"{run_header()} · {args.images} generated JPEGs (mean {size_kb:.1f} KB), 1024-d features · "
         "RN50 random weights · Milvus Lite, FLAT/IP",
         "",
         f"Floors in the same run: parse TSV + features {args.images / floor_load:,.0f} images/s; "
@@ -206,15 +204,7 @@ def main() -> int:
         )
     table = "\n".join(lines) + "\n"
     print(table)
-    out = Path(args.out)
-    existing = (
-        out.read_text() if out.exists() else "# Benchmark results\n\nEach section is rewritten by its script.\n\n"
-    )
-    start = existing.find("## core:")
-    if start >= 0:
-        end = existing.find("\n## ", start + 1)
-        existing = existing[:start] + existing[end + 1 if end >= 0 else len(existing) :]
-    out.write_text(existing.rstrip("\n") + "\n\n" + table)
+    write_section("core", table, Path(args.out))
     return 0
 
 

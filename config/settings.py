@@ -43,11 +43,15 @@ class Settings(BaseSettings):
     max_embed_texts: int = Field(256, ge=1)
     max_image_bytes: int = Field(10 * 1024 * 1024, ge=1024, le=15 * 1024 * 1024)
     max_image_pixels: int = Field(50_000_000, ge=1)
+    max_request_bytes: int = Field(64 * 1024 * 1024, ge=1024, description="Whole request body, uploads included.")
+    max_upload_files: int = Field(32, ge=1, le=1000)
     load_batch_size: int = Field(500, ge=1, le=5000)
     encode_batch_size: int = Field(16, ge=1, le=1024)
+    decode_workers: int = Field(2, ge=1, le=64, description="Threads reading and decoding image files.")
     job_workers: int = Field(1, ge=1, le=16)
     job_stale_seconds: float = Field(60.0, gt=0)
 
+    font_path: Path | None = Field(None, description="CJK font for result pictures; found automatically if unset.")
     log_level: str = "INFO"
 
     @model_validator(mode="after")

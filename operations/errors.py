@@ -30,6 +30,11 @@ class Conflict(AppError):
     code = "conflict"
 
 
+class TooLarge(AppError):
+    status_code = 413
+    code = "too_large"
+
+
 class Forbidden(AppError):
     status_code = 403
     code = "forbidden"

@@ -18,15 +18,18 @@ from operations.errors import NotFound
 logger = logging.getLogger(__name__)
 
 MAX_ERROR_SAMPLES = 100
+END_RECORD_ATTEMPTS = 8
 
 
 @dataclass
 class JobProgress:
-    """Counters a job updates as it goes; ``flush`` writes them (and a heartbeat) to the job row."""
+    """Counters a job updates as it goes; ``flush`` writes them (and a heartbeat) to the job row,
+    and tells the listener (the CLI's progress bar). Without a store (a synchronous upload) it only counts."""
 
-    store: JobStore
-    job_id: str
-    stop_event: threading.Event
+    store: JobStore | None = None
+    job_id: str = ""
+    stop_event: threading.Event = field(default_factory=threading.Event)
+    listener: Callable[[JobProgress], None] | None = None
     total: int | None = None
     done: int = 0
     loaded: int = 0
@@ -44,19 +47,28 @@ class JobProgress:
         return self.stop_event.is_set()
 
     def flush(self, **extra: Any) -> None:
-        self.store.update(
-            self.job_id,
-            total=self.total,
-            done=self.done,
-            loaded=self.loaded,
-            skipped=self.skipped,
-            failed=self.failed,
-            errors=self.errors,
-            **extra,
-        )
+        if self.listener is not None:
+            self.listener(self)
+        if self.store is not None:
+            self.store.update(
+                self.job_id,
+                total=self.total,
+                done=self.done,
+                loaded=self.loaded,
+                skipped=self.skipped,
+                failed=self.failed,
+                errors=self.errors,
+                **extra,
+            )
 
 
-JobFn = Callable[[JobProgress], str]
+@dataclass(frozen=True)
+class JobOutcome:
+    message: str
+    result: dict[str, Any] | None = None
+
+
+JobFn = Callable[[JobProgress], "str | JobOutcome"]
 
 
 class JobRunner:
@@ -76,22 +88,30 @@ class JobRunner:
         logger.info("job %s queued: %s %s %s", record.id, kind, collection, params)
         return record
 
-    def _run(self, job_id: str, fn: JobFn) -> None:
-        progress = JobProgress(self.store, job_id, self._stop)
+    def run_now(
+        self, kind: str, collection: str, params: dict[str, Any], fn: JobFn, listener: Callable | None = None
+    ) -> JobRecord:
+        """Run a job in the calling thread (the CLI), recorded like any other."""
+        record = self.store.create(kind, collection, params)
+        self._run(record.id, fn, listener)
+        return self.get(record.id)
+
+    def _run(self, job_id: str, fn: JobFn, listener: Callable | None = None) -> None:
+        progress = JobProgress(self.store, job_id, self._stop, listener)
         started = time.monotonic()
+        result = None
         try:
             self.store.update(job_id, state="running", started_at=utc_now())
-            message = fn(progress)
+            outcome = fn(progress)
+            outcome = outcome if isinstance(outcome, JobOutcome) else JobOutcome(outcome)
+            message, result = outcome.message, outcome.result
             state = "failed" if self._stop.is_set() else "succeeded"
             if self._stop.is_set():
                 message = "interrupted: the service stopped; run the job again to finish"
         except Exception as exc:
             logger.exception("job %s failed", job_id)
             state, message = "failed", f"{type(exc).__name__}: {exc}"
-        try:
-            progress.flush(state=state, message=message, finished_at=utc_now())
-        except Exception:
-            logger.exception("job %s: could not record its end (%s)", job_id, state)
+        self._record_end(progress, state=state, message=message, result=result, finished_at=utc_now())
         logger.info(
             "job %s %s in %.1fs: %d done, %d loaded, %d skipped, %d failed",
             job_id,
@@ -102,6 +122,17 @@ class JobRunner:
             progress.skipped,
             progress.failed,
         )
+
+    def _record_end(self, progress: JobProgress, **values: Any) -> None:
+        """A job that failed because the database went away must still say so once it is back."""
+        for attempt in range(END_RECORD_ATTEMPTS):
+            try:
+                progress.flush(**values)
+                return
+            except Exception as exc:
+                logger.warning("job %s: could not record its end yet (%s); retrying", progress.job_id, exc)
+                time.sleep(min(2**attempt, 10) * 0.5)
+        logger.error("job %s: gave up recording its end; next start-up marks it interrupted", progress.job_id)
 
     def get(self, job_id: str) -> JobRecord:
         record = self.store.get(job_id)

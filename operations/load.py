@@ -17,12 +17,21 @@ from pathlib import Path
 import numpy as np
 
 from adapters import images
-from adapters.metadata_store import NewImage
 from operations import collections
-from operations.errors import InvalidInput, NotFound
-from operations.flickr_format import BadLine, FeatureFile, TsvRow, count_lines, image_features_jsonl, iter_tsv
+from operations.errors import NotFound
+from operations.file_sources import resolve_under_root
+from operations.flickr_format import (
+    BadLine,
+    FeatureFile,
+    TsvRow,
+    count_lines,
+    image_features_jsonl,
+    images_tsv,
+    iter_tsv,
+)
 from operations.jobs import JobProgress
 from operations.services import Services
+from operations.writes import ImageToWrite, write_batch
 
 logger = logging.getLogger(__name__)
 
@@ -36,23 +45,19 @@ class LoadPlan:
     features: Path | None
 
 
-def resolve_under_root(root: Path, relative: str) -> Path:
-    """The data root is the only place a request may read from: no absolute paths, no ``..`` escapes."""
-    base = root.resolve()
-    candidate = (base / relative).resolve()
-    if Path(relative).is_absolute() or not candidate.is_relative_to(base):
-        raise InvalidInput(f"path {relative!r} is outside the data root")
-    return candidate
-
-
 def plan(services: Services, collection: str, path: str, split: str) -> LoadPlan:
-    collections.validate_name(collection)
+    """For the API: ``path`` is relative to the data root and may not leave it."""
     directory = resolve_under_root(Path(str(services.settings.data_root)), path)
-    tsv = directory / f"{split}_imgs.tsv"
+    return plan_directory(collection, directory, split, shown_as=path)
+
+
+def plan_directory(collection: str, directory: Path, split: str, shown_as: str | None = None) -> LoadPlan:
+    collections.validate_name(collection)
+    tsv = images_tsv(directory, split)
     if not tsv.is_file():
-        raise NotFound(f"{split}_imgs.tsv not found under {path!r} in the data root")
+        raise NotFound(f"{split}_imgs.tsv not found under {shown_as or str(directory)!r}")
     features = image_features_jsonl(directory, split)
-    return LoadPlan(collection, path, split, tsv, features if features.is_file() else None)
+    return LoadPlan(collection, shown_as or str(directory), split, tsv, features if features.is_file() else None)
 
 
 def run(services: Services, load: LoadPlan, progress: JobProgress) -> str:
@@ -125,18 +130,13 @@ def _load_batch(
             need_encoding.append((row, facts))
     vectors.update(_encode(services, need_encoding, progress))
 
-    ready = [(row, facts) for row, facts in todo if row.image_id in vectors]
-    if not ready:
-        return
-    ids = services.metadata.insert_pending(
+    written = write_batch(
+        services,
         collection,
-        [NewImage(r.image_id, r.data, f.mime, f.width, f.height, f.sha256) for r, f in ready],
+        [ImageToWrite(r.image_id, r.data, f, vectors[r.image_id]) for r, f in todo if r.image_id in vectors],
     )
-    ordered = [r.image_id for r, _ in ready if r.image_id in ids]
-    services.vectors.upsert(collection, [ids[i] for i in ordered], np.stack([vectors[i] for i in ordered]))
-    services.metadata.mark_indexed([ids[i] for i in ordered])
-    progress.loaded += len(ordered)
-    progress.done += len(ordered)
+    progress.loaded += len(written)
+    progress.done += len(written)
 
 
 def _encode(

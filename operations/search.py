@@ -8,9 +8,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from adapters import images
 from adapters.metadata_store import ImageRecord
 from operations import collections
-from operations.errors import InvalidInput
+from operations.errors import Conflict, InvalidInput, NotFound
 from operations.services import Services
 
 logger = logging.getLogger(__name__)
@@ -61,27 +62,72 @@ def search_text(services: Services, collection: str, text: str, top_k: int, with
     started = time.perf_counter()
     query = services.encoder.encode_text([text])
     timings["encode"] = (time.perf_counter() - started) * 1000
-    return _search_vectors(services, record.name, record.model, query, top_k, with_data, timings)
+    return _search_vectors(services, record.name, record.model, query, top_k, with_data, timings)[0]
+
+
+def search_images(
+    services: Services, collection: str, queries: list[tuple[str, bytes]], top_k: int, with_data: bool = False
+) -> list[SearchResult]:
+    """以图搜图: one ranked list per query image. A bad image fails the request, naming the file."""
+    settings = services.settings
+    validate_top_k(top_k, settings.max_top_k)
+    record = collections.require(services, collection)
+    collections.require_compatible(services, record)
+    if not queries:
+        raise InvalidInput("send at least one image")
+    pixels, problems = [], []
+    started = time.perf_counter()
+    for name, data in queries:
+        try:
+            images.probe(data, settings.max_image_bytes, settings.max_image_pixels)
+            pixels.append(services.encoder.preprocess(images.decode_rgb(data, settings.max_image_pixels)))
+        except images.InvalidImage as exc:
+            problems.append({"file": name, "reason": str(exc)})
+    if problems:
+        raise InvalidInput(f"{problems[0]['file']}: {problems[0]['reason']}", details=problems)
+    vectors = services.encoder.encode_pixels(pixels)
+    timings = {"encode": (time.perf_counter() - started) * 1000}
+    return _search_vectors(services, record.name, record.model, vectors, top_k, with_data, timings)
+
+
+def similar(services: Services, collection: str, image_id: str, top_k: int, with_data: bool = False) -> SearchResult:
+    """More like this: searches with the stored vector (no re-encoding) and leaves the image itself out."""
+    validate_top_k(top_k, services.settings.max_top_k)
+    record = collections.require(services, collection)
+    image = services.metadata.get_image(collection, image_id)
+    if image is None:
+        raise NotFound(f"image {image_id!r} not found in collection {collection!r}")
+    started = time.perf_counter()
+    vector = services.vectors.get(collection, [image.id]).get(image.id)
+    if vector is None:
+        raise Conflict(f"image {image_id!r} has no vector; run reconcile on {collection!r}")
+    timings = {"vector_fetch": (time.perf_counter() - started) * 1000}
+    result = _search_vectors(services, collection, record.model, vector[None, :], top_k + 1, with_data, timings)[0]
+    result.hits = [hit for hit in result.hits if hit.id != image.id][:top_k]
+    return result
 
 
 def _search_vectors(
     services: Services,
     collection: str,
     model: str,
-    query: np.ndarray,
+    queries: np.ndarray,
     top_k: int,
     with_data: bool,
     timings: dict[str, float],
-) -> SearchResult:
+) -> list[SearchResult]:
     started = time.perf_counter()
-    found = services.vectors.search(collection, query, top_k)[0]
+    found = services.vectors.search(collection, queries, top_k)
     timings["vector_search"] = (time.perf_counter() - started) * 1000
     started = time.perf_counter()
-    rows = services.metadata.fetch(collection, [vector_id for vector_id, _ in found], with_data=with_data)
+    ids = sorted({vector_id for hits in found for vector_id, _ in hits})
+    rows = services.metadata.fetch(collection, ids, with_data=with_data)
     timings["metadata_fetch"] = (time.perf_counter() - started) * 1000
     # A vector whose row is pending or gone (a load in flight, a half-dropped collection) is not shown.
-    hits = [Hit(vector_id, score, rows[vector_id]) for vector_id, score in found if vector_id in rows]
-    return SearchResult(collection, model, hits, timings)
+    return [
+        SearchResult(collection, model, [Hit(i, score, rows[i]) for i, score in hits if i in rows], dict(timings))
+        for hits in found
+    ]
 
 
 def embed_texts(services: Services, texts: list[str]) -> np.ndarray:

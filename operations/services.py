@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from adapters.clip_encoder import ChineseClipEncoder
@@ -21,9 +22,11 @@ class Services:
     vectors: VectorStore
     metadata: MetadataStore
     jobs: JobStore
+    decode_pool: ThreadPoolExecutor
     _owned: list = field(default_factory=list, repr=False)
 
     def close(self) -> None:
+        self.decode_pool.shutdown(wait=True, cancel_futures=True)
         for resource in reversed(self._owned):
             try:
                 resource.close()
@@ -64,4 +67,5 @@ def build_services(settings: Settings, encoder: ChineseClipEncoder | None = None
     if encoder is None:
         encoder = build_encoder(settings)
         owned.append(encoder)
-    return Services(settings, encoder, vectors, metadata, JobStore(metadata.engine), owned)
+    pool = ThreadPoolExecutor(max_workers=settings.decode_workers, thread_name_prefix="decode")
+    return Services(settings, encoder, vectors, metadata, JobStore(metadata.engine), pool, owned)

@@ -69,6 +69,7 @@ def test_dockerfile_installs_pinned_deps_and_serves_on_all_interfaces() -> None:
     cmd = re.search(r"^CMD (\[.*\])$", dockerfile, re.M)
     assert cmd is not None
     assert yaml.safe_load(cmd.group(1)) == ["imgsearch", "serve", "--host", "0.0.0.0", "--port", "8000"]
+    assert "fonts-wqy-microhei" in dockerfile  # Chinese captions in result pictures
     assert "EXPOSE 8000" in dockerfile and "8000:8000" in _compose()["services"]["app"]["ports"]
 
 

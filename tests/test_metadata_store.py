@@ -45,9 +45,10 @@ def test_rows_are_hidden_until_their_vector_is_marked_indexed(store: MetadataSto
     fetched = store.fetch("c", list(ids.values()), with_data=True)
     assert list(fetched) == [ids["a"]] and fetched[ids["a"]].data is not None
     assert store.fetch("c", [ids["a"]])[ids["a"]].data is None  # bytes only on request
-    assert store.lookup("c", ["a", "b", "zzz"]) == {
-        "a": type(store.lookup("c", ["a"])["a"])(ids["a"], True),
-        "b": type(store.lookup("c", ["a"])["a"])(ids["b"], False),
+    found = store.lookup("c", ["a", "b", "zzz"])
+    assert {k: (v.id, v.indexed, v.image_id) for k, v in found.items()} == {
+        "a": (ids["a"], True, "a"),
+        "b": (ids["b"], False, "b"),
     }
 
 
@@ -105,3 +106,22 @@ def test_jobs_record_progress_and_stale_jobs_fail(store: MetadataStore) -> None:
     got = jobs.get(job.id)
     assert got is not None and (got.state, got.message) == ("failed", "gone")
     assert jobs.get("nope") is None
+
+
+def test_sha_lookup_pages_hide_and_delete(store: MetadataStore) -> None:
+    store.create_collection("c", "RN50", 1024, "IP")
+    images = [_image(f"i{n}", 20) for n in range(25)]
+    ids = store.insert_pending("c", images)
+    store.mark_indexed(list(ids.values()))
+    by_sha = store.lookup_sha("c", [images[3].sha256, "0" * 64])
+    assert list(by_sha) == [images[3].sha256] and by_sha[images[3].sha256].image_id == "i3"
+    pages = list(store.iter_id_pages("c", page=10))
+    assert [len(p) for p in pages] == [10, 10, 5]
+    assert [i for p in pages for i, _ in p] == sorted(ids.values())
+
+    store.mark_indexed([ids["i0"]], indexed=False)
+    assert store.get_image("c", "i0") is None and store.get_image("c", "i0", include_pending=True) is not None
+    assert store.count("c") == 24
+    store.delete_rows([ids["i0"], ids["i1"]])
+    assert store.existing_ids("c", [ids["i0"], ids["i1"], ids["i2"]]) == {ids["i2"]}
+    assert store.count("c", include_pending=True) == 23

@@ -68,3 +68,14 @@ def test_drop_and_persistence_across_reopen(tmp_path: Path) -> None:
         assert second.count("keep") == 3 and second.count("drop") == 0
     finally:
         second.close()
+
+
+def test_get_existing_and_iterate_ids(store: MilvusVectorStore) -> None:
+    store.ensure_collection("c", 8)
+    vectors = _unit(2500, 8)
+    store.upsert("c", list(range(2500)), vectors)
+    got = store.get("c", [3, 7, 99_999])
+    assert sorted(got) == [3, 7] and np.allclose(got[7], vectors[7], atol=1e-6)
+    assert store.existing_ids("c", [1, 2, 5000, 2499]) == {1, 2, 2499}
+    seen = [i for batch in store.iter_ids("c", batch=1000) for i in batch]
+    assert sorted(seen) == list(range(2500))

@@ -4,17 +4,19 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Path
+from fastapi import APIRouter, Path, Request
 from starlette.concurrency import run_in_threadpool
 
-from app.deps import ServicesDep
+from app.deps import JobsDep, ServicesDep
 from app.errors import ErrorResponse
-from app.schemas import CollectionOut, DropResponse
-from operations import collections
+from app.routes.jobs import job_accepted
+from app.schemas import CollectionOut, DropResponse, JobAccepted
+from operations import collections, reconcile
 from operations.collections import NAME_PATTERN, CollectionSummary
 
 router = APIRouter(prefix="/collections", tags=["collections"])
 ERRORS = {code: {"model": ErrorResponse} for code in (404, 422, 503)}
+NamePath = Annotated[str, Path(pattern=NAME_PATTERN)]
 
 
 def _out(summary: CollectionSummary) -> CollectionOut:
@@ -30,7 +32,24 @@ async def list_collections(services: ServicesDep) -> list[CollectionOut]:
 
 
 @router.delete("/{name}", response_model=DropResponse, responses=ERRORS)
-async def drop_collection(name: Annotated[str, Path(pattern=NAME_PATTERN)], services: ServicesDep) -> DropResponse:
+async def drop_collection(name: NamePath, services: ServicesDep) -> DropResponse:
     """Drop the collection from both stores (vectors and image rows)."""
     removed = await run_in_threadpool(collections.drop, services, name)
     return DropResponse(collection=name, removed=removed)
+
+
+@router.post("/{name}/reconcile", status_code=202, response_model=JobAccepted, responses=ERRORS)
+async def reconcile_collection(name: NamePath, services: ServicesDep, jobs: JobsDep, request: Request) -> JobAccepted:
+    """Find and repair mismatches between the two stores (rows without vectors, vectors without rows).
+
+    The job's ``result`` says what was checked and repaired; ``nothing to repair`` when they agree.
+    """
+    await run_in_threadpool(collections.require, services, name)
+    record = await run_in_threadpool(
+        jobs.submit,
+        "reconcile",
+        name,
+        {"collection": name},
+        lambda progress: reconcile.run_job(services, name, progress),
+    )
+    return job_accepted(request, record.id)

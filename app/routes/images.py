@@ -1,22 +1,33 @@
-"""Load, search and fetch images."""
+"""Put images in (bulk load, folder/zip ingest, upload), get them out, delete them."""
 
 from __future__ import annotations
 
-import base64
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Query, Request, Response
+from fastapi import APIRouter, File, Form, Path, Query, Request, Response, UploadFile
+from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from app.deps import JobsDep, ServicesDep
-from app.errors import ErrorResponse
-from app.schemas import CollectionName, CountResponse, HitOut, JobAccepted, LoadRequest, SearchRequest, SearchResponse
-from operations import collections, load, search
+from app.errors import ErrorResponse, error_response
+from app.routes.jobs import job_accepted
+from app.schemas import (
+    CollectionName,
+    CountResponse,
+    DeleteImageResponse,
+    IngestRequest,
+    JobAccepted,
+    LoadRequest,
+    UploadResponse,
+    UploadResult,
+)
+from operations import collections, ingest_job, load, writes
 from operations.collections import NAME_PATTERN
-from operations.errors import NotFound
+from operations.errors import InvalidInput, NotFound, TooLarge
+from operations.ingest import Candidate, ingest
 
 router = APIRouter(prefix="/img", tags=["images"])
-ERRORS = {code: {"model": ErrorResponse} for code in (404, 409, 422, 503)}
+ERRORS = {code: {"model": ErrorResponse} for code in (404, 409, 413, 422, 503)}
 CollectionPath = Annotated[str, Path(pattern=NAME_PATTERN)]
 
 
@@ -31,29 +42,71 @@ async def load_split(body: LoadRequest, services: ServicesDep, jobs: JobsDep, re
     record = await run_in_threadpool(
         jobs.submit, "load", plan.collection, body.model_dump(), lambda progress: load.run(services, plan, progress)
     )
-    return JobAccepted(job_id=record.id, status_url=str(request.url_for("get_job", job_id=record.id)))
+    return job_accepted(request, record.id)
 
 
-@router.post("/search", response_model=SearchResponse, responses=ERRORS)
-async def search_by_text(body: SearchRequest, services: ServicesDep, request: Request) -> SearchResponse:
-    """以文搜图: the top_k images closest to a Chinese sentence, best first."""
-    result = await run_in_threadpool(
-        search.search_text, services, body.collection, body.text, body.top_k, body.include_image
+@router.post("/ingest", status_code=202, response_model=JobAccepted, responses=ERRORS)
+async def ingest_files(body: IngestRequest, services: ServicesDep, jobs: JobsDep, request: Request) -> JobAccepted:
+    """Ingest every image of a folder (recursively) or a .zip under the data root, as a background job.
+
+    Types are told by content, not extension; the same content is stored once per collection, so ingesting
+    a folder again adds nothing. Files that are not good images are listed in the job's ``errors``.
+    """
+    source = await run_in_threadpool(ingest_job.open_source, services, body.collection, body.path)
+    try:
+        await run_in_threadpool(collections.ensure, services, body.collection)
+    except Exception:
+        source.close()
+        raise
+    record = await run_in_threadpool(
+        jobs.submit,
+        "ingest",
+        body.collection,
+        body.model_dump(),
+        lambda progress: ingest_job.run(services, body.collection, source, progress),
     )
-    hits = [
-        HitOut(
-            id=hit.id,
-            image_id=hit.image.image_id,
-            score=hit.score,
-            url=str(request.url_for("get_image", collection=result.collection, image_id=hit.image.image_id)),
-            mime=hit.image.mime,
-            width=hit.image.width,
-            height=hit.image.height,
-            image=base64.b64encode(hit.image.data).decode("ascii") if body.include_image and hit.image.data else None,
-        )
-        for hit in result.hits
+    return job_accepted(request, record.id)
+
+
+@router.post("/upload", response_model=UploadResponse, responses={**ERRORS, 200: {"model": UploadResponse}})
+async def upload_images(
+    services: ServicesDep,
+    collection: Annotated[CollectionName, Form()],
+    files: Annotated[list[UploadFile], File(description="One or more images (JPEG, PNG, WebP, BMP, GIF).")],
+    image_ids: Annotated[
+        list[str] | None, Form(description="Optional external ids, one per file in order; else from content.")
+    ] = None,
+) -> UploadResponse | JSONResponse:
+    """Store uploaded images; each file gets its own result: stored, duplicate, or rejected with the reason.
+
+    When every file is rejected the answer is a 4xx (413 if they were all too large) listing why.
+    """
+    settings = services.settings
+    if len(files) > settings.max_upload_files:
+        raise TooLarge(f"at most {settings.max_upload_files} files per request, got {len(files)}")
+    if image_ids is not None and len(image_ids) != len(files):
+        raise InvalidInput(f"got {len(image_ids)} image_ids for {len(files)} files: send one per file or none")
+    await run_in_threadpool(collections.ensure, services, collection)
+    candidates = [
+        Candidate(upload.filename or f"file{i + 1}", upload.file.read, image_ids[i] if image_ids else None)
+        for i, upload in enumerate(files)
     ]
-    return SearchResponse(collection=result.collection, model=result.model, hits=hits, timings_ms=result.timings_ms)
+    outcomes = await run_in_threadpool(lambda: list(ingest(services, collection, candidates)))
+    results = [
+        UploadResult(file=o.name, status=o.status, image_id=o.image_id, id=o.id, reason=o.reason) for o in outcomes
+    ]
+    counts = {status: sum(o.status == status for o in outcomes) for status in ("stored", "duplicate", "rejected")}
+    if counts["rejected"] == len(outcomes):
+        status = 413 if all(o.too_large for o in outcomes) else 422
+        summary = "; ".join(f"{o.name}: {o.reason}" for o in outcomes)
+        return error_response(status, "rejected", summary, [r.model_dump() for r in results])
+    return UploadResponse(
+        collection=collection,
+        stored=counts["stored"],
+        duplicates=counts["duplicate"],
+        rejected=counts["rejected"],
+        results=results,
+    )
 
 
 @router.get("/count", response_model=CountResponse, responses=ERRORS)
@@ -75,3 +128,11 @@ async def get_image(collection: CollectionPath, image_id: str, services: Service
     if record is None or record.data is None:
         raise NotFound(f"image {image_id!r} not found in collection {collection!r}")
     return Response(content=record.data, media_type=record.mime, headers={"Cache-Control": "private, max-age=3600"})
+
+
+@router.delete("/{collection}/{image_id}", response_model=DeleteImageResponse, responses=ERRORS)
+async def delete_image(collection: CollectionPath, image_id: str, services: ServicesDep) -> DeleteImageResponse:
+    """Remove the image's vector and row; it is never returned again."""
+    await run_in_threadpool(collections.require, services, collection)
+    vector_id = await run_in_threadpool(writes.delete_image, services, collection, image_id)
+    return DeleteImageResponse(collection=collection, image_id=image_id, id=vector_id)

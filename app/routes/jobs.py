@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from starlette.concurrency import run_in_threadpool
 
 from adapters.job_store import JobRecord
 from adapters.sql_schema import utc_now
 from app.deps import JobsDep
 from app.errors import ErrorResponse
-from app.schemas import JobOut
+from app.schemas import JobAccepted, JobOut
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
+
+
+def job_accepted(request: Request, job_id: str) -> JobAccepted:
+    return JobAccepted(job_id=job_id, status_url=str(request.url_for("get_job", job_id=job_id)))
 
 
 def _rate(record: JobRecord) -> float | None:
@@ -39,6 +43,7 @@ async def get_job(job_id: str, jobs: JobsDep) -> JobOut:
         errors=record.errors,
         rate=_rate(record),
         message=record.message,
+        result=record.result,
         created_at=record.created_at,
         started_at=record.started_at,
         finished_at=record.finished_at,

@@ -1,0 +1,131 @@
+"""Search: by Chinese text (以文搜图), by image (以图搜图), more like this, and a picture of the results."""
+
+from __future__ import annotations
+
+import base64
+from typing import Annotated
+
+from fastapi import APIRouter, File, Form, Path, Query, Request, Response, UploadFile
+from starlette.concurrency import run_in_threadpool
+
+from app.deps import ServicesDep
+from app.errors import ErrorResponse
+from app.schemas import CollectionName, HitOut, ImageQueryResult, ImageSearchResponse, SearchRequest, SearchResponse
+from operations import search
+from operations.collections import NAME_PATTERN
+from operations.errors import TooLarge
+from operations.results_picture import RANDOM_NOTE, PictureHit, render
+from operations.search import SearchResult
+
+router = APIRouter(prefix="/img", tags=["search"])
+ERRORS = {code: {"model": ErrorResponse} for code in (404, 409, 413, 422, 503)}
+CollectionPath = Annotated[str, Path(pattern=NAME_PATTERN)]
+TopK = Annotated[int, Query(description="1 to IMGSEARCH_MAX_TOP_K")]
+
+
+def hits_out(result: SearchResult, request: Request, include_image: bool) -> list[HitOut]:
+    return [
+        HitOut(
+            id=hit.id,
+            image_id=hit.image.image_id,
+            score=hit.score,
+            url=str(request.url_for("get_image", collection=result.collection, image_id=hit.image.image_id)),
+            mime=hit.image.mime,
+            width=hit.image.width,
+            height=hit.image.height,
+            image=base64.b64encode(hit.image.data).decode("ascii") if include_image and hit.image.data else None,
+        )
+        for hit in result.hits
+    ]
+
+
+@router.post("/search", response_model=SearchResponse, responses=ERRORS)
+async def search_by_text(body: SearchRequest, services: ServicesDep, request: Request) -> SearchResponse:
+    """以文搜图: the top_k images closest to a Chinese sentence, best first."""
+    result = await run_in_threadpool(
+        search.search_text, services, body.collection, body.text, body.top_k, body.include_image
+    )
+    return SearchResponse(
+        collection=result.collection,
+        model=result.model,
+        hits=hits_out(result, request, body.include_image),
+        timings_ms=result.timings_ms,
+    )
+
+
+def _read_query_images(files: list[UploadFile], max_bytes: int) -> list[tuple[str, bytes]]:
+    queries = []
+    for index, upload in enumerate(files):
+        name = upload.filename or f"file{index + 1}"
+        data = upload.file.read(max_bytes + 1)
+        if len(data) > max_bytes:
+            raise TooLarge(f"{name}: file is over the limit of {max_bytes} bytes")
+        queries.append((name, data))
+    return queries
+
+
+@router.post("/search/image", response_model=ImageSearchResponse, responses=ERRORS)
+async def search_by_image(
+    services: ServicesDep,
+    request: Request,
+    collection: Annotated[CollectionName, Form()],
+    files: Annotated[list[UploadFile], File(description="One or more query images.")],
+    top_k: Annotated[int, Form()] = 10,
+    include_image: Annotated[bool, Form()] = False,
+) -> ImageSearchResponse:
+    """以图搜图: for each uploaded image, the top_k most similar stored images."""
+    settings = services.settings
+    if len(files) > settings.max_upload_files:
+        raise TooLarge(f"at most {settings.max_upload_files} files per request, got {len(files)}")
+    queries = await run_in_threadpool(_read_query_images, files, settings.max_image_bytes)
+    results = await run_in_threadpool(search.search_images, services, collection, queries, top_k, include_image)
+    return ImageSearchResponse(
+        collection=collection,
+        model=results[0].model,
+        results=[
+            ImageQueryResult(file=name, hits=hits_out(result, request, include_image))
+            for (name, _), result in zip(queries, results, strict=True)
+        ],
+        timings_ms=results[0].timings_ms,
+    )
+
+
+@router.get(
+    "/search.png",
+    response_class=Response,
+    responses={200: {"content": {"image/png": {}}}, **ERRORS},
+)
+async def search_picture(
+    services: ServicesDep,
+    collection: Annotated[CollectionName, Query()],
+    text: Annotated[str, Query(min_length=1)],
+    top_k: TopK = 10,
+) -> Response:
+    """A picture of a text search: the query and the top_k thumbnails with their scores."""
+    result = await run_in_threadpool(search.search_text, services, collection, text, top_k, True)
+    hits = [PictureHit(h.image.data or b"", h.score, h.image.image_id) for h in result.hits]
+    font = str(services.settings.font_path) if services.settings.font_path else None
+    note = RANDOM_NOTE if services.encoder.info.weights == "random" else None
+    png = await run_in_threadpool(
+        render, f"以文搜图: {text.strip()}", hits, None, 5, font, services.settings.max_image_pixels, note
+    )
+    return Response(content=png, media_type="image/png")
+
+
+@router.get("/{collection}/{image_id}/similar", response_model=SearchResponse, responses=ERRORS)
+async def more_like_this(
+    collection: CollectionPath,
+    image_id: str,
+    services: ServicesDep,
+    request: Request,
+    top_k: TopK = 10,
+    include_image: bool = False,
+) -> SearchResponse:
+    """Images most like a stored one, found with its stored vector; the image itself is left out."""
+    result = await run_in_threadpool(search.similar, services, collection, image_id, top_k, include_image)
+    return SearchResponse(
+        collection=result.collection,
+        model=result.model,
+        hits=hits_out(result, request, include_image),
+        timings_ms=result.timings_ms,
+    )

@@ -1,0 +1,32 @@
+"""Shared by the benchmarks: the run's header line and rewriting one section of bench/RESULTS.md."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import platform
+import subprocess
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "RESULTS.md"
+
+
+def run_header() -> str:
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
+    return (
+        f"{dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC · {platform.machine()} · {os.cpu_count()} cores · "
+        f"commit {commit.stdout.strip()}"
+    )
+
+
+def write_section(key: str, text: str, path: Path = RESULTS) -> None:
+    """Replace the section whose heading starts with ``## {key}:`` (or append it)."""
+    existing = (
+        path.read_text() if path.exists() else "# Benchmark results\n\nEach section is rewritten by its script.\n\n"
+    )
+    start = existing.find(f"## {key}:")
+    if start >= 0:
+        end = existing.find("\n## ", start + 1)
+        existing = existing[:start] + existing[end + 1 if end >= 0 else len(existing) :]
+    path.write_text(existing.rstrip("\n") + "\n\n" + text.rstrip("\n") + "\n")

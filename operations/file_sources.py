@@ -1,0 +1,84 @@
+"""Where bulk ingests read from: a folder (recursive) or a .zip, confined to the data root for the API."""
+
+from __future__ import annotations
+
+import zipfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from operations.errors import InvalidInput, NotFound
+from operations.ingest import Candidate
+
+
+def resolve_under_root(root: Path, relative: str) -> Path:
+    """The data root is the only place a request may read from: no absolute paths, no ``..`` or link escapes."""
+    base = root.resolve()
+    candidate = (base / relative).resolve()
+    if Path(relative).is_absolute() or not candidate.is_relative_to(base):
+        raise InvalidInput(f"path {relative!r} is outside the data root")
+    return candidate
+
+
+def _hidden(parts: tuple[str, ...]) -> bool:
+    return any(part.startswith(".") or part == "__MACOSX" for part in parts)
+
+
+def _file_reader(path: Path, confine_to: Path | None):  # type: ignore[no-untyped-def]
+    def read(limit: int) -> bytes:
+        if confine_to is not None and not path.resolve().is_relative_to(confine_to):
+            raise PermissionError("the file links outside the data root")
+        with path.open("rb") as handle:
+            return handle.read(limit)
+
+    return read
+
+
+def _zip_reader(archive: zipfile.ZipFile, info: zipfile.ZipInfo):  # type: ignore[no-untyped-def]
+    def read(limit: int) -> bytes:
+        with archive.open(info) as member:  # reads at most limit bytes, whatever the header claims
+            return member.read(limit)
+
+    return read
+
+
+@dataclass
+class FileSource:
+    """A folder or zip; ``count`` is known up front so progress can show a total and an ETA."""
+
+    path: Path
+    count: int
+    _names: list[str]
+    _archive: zipfile.ZipFile | None = None
+    _confine_to: Path | None = None
+
+    @classmethod
+    def open(cls, path: Path, confine_to: Path | None = None) -> FileSource:
+        if path.is_dir():
+            names = sorted(
+                p.relative_to(path).as_posix()
+                for p in path.rglob("*")
+                if p.is_file() and not _hidden(p.relative_to(path).parts)
+            )
+            return cls(path, len(names), names, None, confine_to)
+        if path.is_file() and path.suffix.lower() == ".zip":
+            try:
+                archive = zipfile.ZipFile(path)
+            except zipfile.BadZipFile as exc:
+                raise InvalidInput(f"{path.name} is not a valid zip file") from exc
+            names = [i.filename for i in archive.infolist() if not i.is_dir() and not _hidden(Path(i.filename).parts)]
+            return cls(path, len(names), names, archive, confine_to)
+        if path.exists():
+            raise InvalidInput(f"{path.name} is neither a folder nor a .zip file")
+        raise NotFound(f"{path.name} does not exist")
+
+    def candidates(self) -> Iterator[Candidate]:
+        for name in self._names:
+            if self._archive is not None:
+                yield Candidate(name, _zip_reader(self._archive, self._archive.getinfo(name)))
+            else:
+                yield Candidate(name, _file_reader(self.path / name, self._confine_to))
+
+    def close(self) -> None:
+        if self._archive is not None:
+            self._archive.close()

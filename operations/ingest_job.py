@@ -1,0 +1,30 @@
+"""Bulk ingest of a folder or zip as a background job (API) or with a progress bar (CLI)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from operations import collections
+from operations.file_sources import FileSource, resolve_under_root
+from operations.ingest import ingest
+from operations.jobs import JobProgress
+from operations.services import Services
+
+
+def open_source(services: Services, collection: str, path: str) -> FileSource:
+    """For the API: ``path`` is relative to the data root and may not leave it."""
+    collections.validate_name(collection)
+    root = Path(str(services.settings.data_root)).resolve()
+    return FileSource.open(resolve_under_root(root, path), confine_to=root)
+
+
+def run(services: Services, collection: str, source: FileSource, progress: JobProgress) -> str:
+    collections.ensure(services, collection)
+    progress.total = source.count
+    progress.flush()
+    try:
+        for _ in ingest(services, collection, source.candidates(), progress):
+            pass
+    finally:
+        source.close()
+    return f"{progress.loaded} stored, {progress.skipped} duplicates skipped, {progress.failed} rejected"

@@ -1,0 +1,62 @@
+"""The command line: ingest a folder with a progress bar, search by text and image with a picture,
+reconcile, load a Flickr30k-CN split."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from app.cli import main
+from tests.imagefiles import BAD_FILES, jpeg, resized_recompressed
+
+
+@pytest.fixture
+def cli_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("IMGSEARCH_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("IMGSEARCH_WEIGHTS", "random")
+    monkeypatch.setenv("IMGSEARCH_LOG_LEVEL", "WARNING")
+    return tmp_path
+
+
+def test_ingest_search_plot_reconcile(cli_env: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    folder = cli_env / "photos"
+    (folder / "sub").mkdir(parents=True)
+    for i in range(10):
+        (folder / "sub" / f"{i}.jpg").write_bytes(jpeg(1200 + i))
+    for name, (data, _) in BAD_FILES.items():
+        (folder / name).write_bytes(data)
+
+    assert main(["ingest", str(folder), "--collection", "mine"]) == 0
+    out = capsys.readouterr()
+    assert "succeeded: 10 stored, 0 duplicates skipped, 4 rejected" in out.out
+    for name in BAD_FILES:
+        assert f"rejected {name}:" in out.out
+    assert "img/s" in out.err  # the tqdm bar: images/s and ETA
+
+    assert main(["ingest", str(folder), "--collection", "mine"]) == 0
+    assert "0 stored, 10 duplicates skipped" in capsys.readouterr().out
+
+    query = cli_env / "query.jpg"
+    query.write_bytes(resized_recompressed(jpeg(1203)))
+    picture = cli_env / "result.png"
+    assert main(["search", "--image", str(query), "--collection", "mine", "--top-k", "4", "--plot", str(picture)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split()[0] == "1" and lines[0].endswith("sub/3.jpg")  # its source ranks first
+    assert Image.open(picture).format == "PNG"
+
+    assert main(["search", "红色的圆形", "--collection", "mine", "--top-k", "3"]) == 0
+    assert len([line for line in capsys.readouterr().out.splitlines() if line.strip()]) == 3
+
+    assert main(["reconcile", "--collection", "mine"]) == 0
+    assert "nothing to repair" in capsys.readouterr().out
+
+
+def test_load_split_and_errors(cli_env: Path, small_split: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["load", str(small_split), "--split", "valid", "--collection", "flickr"]) == 0
+    assert "succeeded: 60 loaded" in capsys.readouterr().out
+    with pytest.raises(SystemExit, match="does not exist"):
+        main(["reconcile", "--collection", "nothere"])
+    with pytest.raises(SystemExit, match="not found"):
+        main(["load", str(small_split), "--split", "nosuch", "--collection", "flickr"])
