@@ -13,6 +13,7 @@ from starlette.concurrency import run_in_threadpool
 from adapters.clip_encoder import ChineseClipEncoder
 from app.errors import install_error_handlers
 from app.limits import BodySizeLimit
+from app.openapi import install_openapi
 from app.routes import collections, embed, health, images, jobs, search
 from config import Settings
 from operations.jobs import JobRunner
@@ -54,6 +55,7 @@ def create_app(settings: Settings | None = None, encoder: ChineseClipEncoder | N
     # Swagger UI's files come from the installed package, not a CDN: /docs works offline and where CDNs are slow.
     app = FastAPIOffline(title="Chinese image search", version="0.1.0", description=DESCRIPTION, lifespan=lifespan)
     install_error_handlers(app)
+    install_openapi(app)
     app.add_middleware(BodySizeLimit, max_bytes=resolved.max_request_bytes)
     for module in (search, images, collections, jobs, embed, health):
         app.include_router(module.router)

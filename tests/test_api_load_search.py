@@ -255,4 +255,8 @@ def test_swagger_ui_is_served_by_the_app_itself(
         assert len(assets) == 2, page.text
         for url in assets:
             assert client.get(url).status_code == 200, url
-        assert client.get("/openapi.json").json()["paths"]["/img/search"]["post"]
+        schema = client.get("/openapi.json").json()
+        assert schema["paths"]["/img/search"]["post"]
+        for body in ("Body_upload_images_img_upload_post", "Body_search_by_image_img_search_image_post"):
+            files = schema["components"]["schemas"][body]["properties"]["files"]
+            assert files["items"]["format"] == "binary"  # Swagger UI shows file pickers, not text boxes

@@ -71,7 +71,7 @@ async def ingest_files(body: IngestRequest, services: ServicesDep, jobs: JobsDep
 @router.post("/upload", response_model=UploadResponse, responses={**ERRORS, 200: {"model": UploadResponse}})
 async def upload_images(
     services: ServicesDep,
-    collection: Annotated[CollectionName, Form()],
+    collection: Annotated[CollectionName, Form(examples=["photos"])],
     files: Annotated[list[UploadFile], File(description="One or more images (JPEG, PNG, WebP, BMP, GIF).")],
     image_ids: Annotated[
         list[str] | None, Form(description="Optional external ids, one per file in order; else from content.")

@@ -68,7 +68,7 @@ def _read_query_images(files: list[UploadFile], max_bytes: int) -> list[tuple[st
 async def search_by_image(
     services: ServicesDep,
     request: Request,
-    collection: Annotated[CollectionName, Form()],
+    collection: Annotated[CollectionName, Form(examples=["photos"])],
     files: Annotated[list[UploadFile], File(description="One or more query images.")],
     top_k: Annotated[int, Form()] = 10,
     include_image: Annotated[bool, Form()] = False,
