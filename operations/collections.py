@@ -48,6 +48,13 @@ def require_compatible(services: Services, record: CollectionRecord) -> None:
         )
 
 
+def check_writable(services: Services, name: str) -> None:
+    """Refuse early (409) to add images to a collection of another model; a new name is fine."""
+    record = services.metadata.get_collection(validate_name(name))
+    if record is not None:
+        require_compatible(services, record)
+
+
 def ensure(services: Services, name: str) -> CollectionRecord:
     info = services.encoder.info
     record = services.metadata.create_collection(validate_name(name), info.model, info.dim, METRIC)

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
 
 from adapters import images
+from operations import collections
 from operations.jobs import JobProgress
 from operations.services import Services
 from operations.writes import ImageToWrite, write_batch
@@ -141,6 +142,7 @@ def _encode_and_write(
         except images.InvalidImage as exc:
             outcomes.append(Outcome(probed.candidate.name, "rejected", probed.image_id, reason=str(exc)))
     if ready:
+        collections.ensure(services, collection)  # created with its first image: rejected files change nothing
         vectors = services.encoder.encode_pixels([pixels for _, pixels in ready])
         items = [
             ImageToWrite(p.image_id, p.data, p.facts, vector, p.candidate.name)
@@ -154,7 +156,7 @@ def _encode_and_write(
 def ingest(
     services: Services, collection: str, candidates: Iterable[Candidate], progress: JobProgress | None = None
 ) -> Iterator[Outcome]:
-    """Yields one outcome per candidate, in batches; the caller has made sure the collection exists."""
+    """Yields one outcome per candidate, in batches; the collection is created when the first image is written."""
     settings = services.settings
     progress = progress or JobProgress()
     pool = services.decode_pool

@@ -19,7 +19,7 @@ def open_source(services: Services, collection: str, path: str) -> FileSource:
 
 
 def run(services: Services, collection: str, source: FileSource, progress: JobProgress) -> str:
-    collections.ensure(services, collection)
+    collections.check_writable(services, collection)
     progress.total = source.count
     progress.flush()
     try:

@@ -11,6 +11,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
+from pymilvus.exceptions import MilvusException
+from sqlalchemy.exc import DBAPIError
+
 from adapters.job_store import JobRecord, JobStore
 from adapters.sql_schema import utc_now
 from operations.errors import NotFound
@@ -68,6 +71,15 @@ class JobOutcome:
     result: dict[str, Any] | None = None
 
 
+def describe_failure(exc: Exception) -> str:
+    """A job's failure in words a user can act on."""
+    if isinstance(exc, DBAPIError):
+        return f"metadata database unavailable or failing: {exc.orig if exc.orig is not None else exc}; run again"
+    if isinstance(exc, MilvusException):
+        return f"vector store (Milvus) unavailable or failing: {exc.message}; run again"
+    return f"{type(exc).__name__}: {exc}"
+
+
 JobFn = Callable[[JobProgress], "str | JobOutcome"]
 
 
@@ -110,7 +122,7 @@ class JobRunner:
                 message = "interrupted: the service stopped; run the job again to finish"
         except Exception as exc:
             logger.exception("job %s failed", job_id)
-            state, message = "failed", f"{type(exc).__name__}: {exc}"
+            state, message = "failed", describe_failure(exc)
         self._record_end(progress, state=state, message=message, result=result, finished_at=utc_now())
         logger.info(
             "job %s %s in %.1fs: %d done, %d loaded, %d skipped, %d failed",

@@ -144,6 +144,14 @@ def test_each_bad_file_alone_gets_a_4xx_naming_it(client: TestClient, name: str)
     assert _counts(client, "bad") == (1, 1)
 
 
+def test_rejected_files_do_not_even_create_the_collection(client: TestClient) -> None:
+    files = [("files", (name, data, "image/jpeg")) for name, (data, _) in BAD_FILES.items()]
+    response = client.post("/img/upload", data={"collection": "never"}, files=files)
+    assert response.status_code == 422 and len(response.json()["error"]["details"]) == len(BAD_FILES)
+    assert client.get("/collections").json() == []
+    assert not client.app.state.services.vectors.has_collection("never")  # type: ignore[attr-defined]
+
+
 def test_mixed_upload_keeps_the_good_files(client: TestClient) -> None:
     files = [("files", ("good.jpg", jpeg(9), "image/jpeg"))]
     files += [("files", (name, data, "image/jpeg")) for name, (data, _) in BAD_FILES.items()]

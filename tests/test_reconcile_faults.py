@@ -85,6 +85,8 @@ def test_store_failure_mid_ingest_then_rerun_gives_exact_counts(
         setattr(target, method, FailsOnCall(real, 2, error))
         job = _job(client, "/img/ingest", {"collection": "faulty", "path": folder.name})
         assert job["state"] == "failed" and "went away" in job["message"], job
+        if store == "metadata":
+            assert job["message"].startswith("metadata database unavailable"), job["message"]
         searchable, _, vectors = _counts(client, "faulty")
         assert searchable == 8 and vectors >= searchable  # nothing searchable lacks its vector
 

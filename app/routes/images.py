@@ -54,7 +54,7 @@ async def ingest_files(body: IngestRequest, services: ServicesDep, jobs: JobsDep
     """
     source = await run_in_threadpool(ingest_job.open_source, services, body.collection, body.path)
     try:
-        await run_in_threadpool(collections.ensure, services, body.collection)
+        await run_in_threadpool(collections.check_writable, services, body.collection)
     except Exception:
         source.close()
         raise
@@ -86,7 +86,7 @@ async def upload_images(
         raise TooLarge(f"at most {settings.max_upload_files} files per request, got {len(files)}")
     if image_ids is not None and len(image_ids) != len(files):
         raise InvalidInput(f"got {len(image_ids)} image_ids for {len(files)} files: send one per file or none")
-    await run_in_threadpool(collections.ensure, services, collection)
+    await run_in_threadpool(collections.check_writable, services, collection)
     candidates = [
         Candidate(upload.filename or f"file{i + 1}", upload.file.read, image_ids[i] if image_ids else None)
         for i, upload in enumerate(files)
