@@ -1,4 +1,4 @@
-"""Chinese-CLIP text and image encoder: L2-normalised float32 vectors, inference on one worker thread."""
+"""Chinese-CLIP on PyTorch: text and image encoders with L2-normalised float32 output."""
 
 from __future__ import annotations
 
@@ -6,56 +6,23 @@ import contextlib
 import io
 import logging
 import os
-import threading
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import numpy as np
 from PIL import Image
 
-logger = logging.getLogger(__name__)
-T = TypeVar("T")
+from adapters.encoder_base import ARCHITECTURES, EncoderBase, EncoderInfo, ModelLoadError
 
-# Chinese-CLIP's published architectures and input resolutions (cn_clip.clip.utils._MODEL_INFO).
-ARCHITECTURES: dict[str, tuple[str, int]] = {
-    "RN50": ("RN50@RBT3-chinese", 224),
-    "ViT-B-16": ("ViT-B-16@RoBERTa-wwm-ext-base-chinese", 224),
-    "ViT-L-14": ("ViT-L-14@RoBERTa-wwm-ext-base-chinese", 224),
-    "ViT-L-14-336": ("ViT-L-14-336@RoBERTa-wwm-ext-base-chinese", 336),
-    "ViT-H-14": ("ViT-H-14@RoBERTa-wwm-ext-large-chinese", 224),
-}
+logger = logging.getLogger(__name__)
 CONTEXT_LENGTH = 52
 
-
-class ModelLoadError(RuntimeError):
-    """The configured weights could not be loaded; the message names the settings that fix it."""
+__all__ = ["ARCHITECTURES", "ChineseClipEncoder", "EncoderInfo", "ModelLoadError"]
 
 
-@dataclass(frozen=True)
-class EncoderInfo:
-    model: str
-    dim: int
-    weights: str  # "pretrained" | "checkpoint" | "random"
-    source: str
-    device: str
-    input_resolution: int
-
-
-def _normalise(features: Any) -> np.ndarray:
-    array = features.float().cpu().numpy().astype(np.float32, copy=False)
-    norms = np.linalg.norm(array, axis=1, keepdims=True)
-    return array / np.maximum(norms, 1e-12)
-
-
-class ChineseClipEncoder:
-    """Loads lazily (``load`` is locked and idempotent) and runs every forward pass on one worker thread.
-
-    One worker keeps the model's threads from fighting each other on small machines, and keeps
-    inference off the web server's event loop.
-    """
+class ChineseClipEncoder(EncoderBase):
+    """Chinese-CLIP on PyTorch: loads by name (download), from a checkpoint, or with seeded random weights."""
 
     def __init__(
         self,
@@ -76,30 +43,13 @@ class ChineseClipEncoder:
         self.requested_device = device
         self.seed = seed
         self.threads = threads or (os.cpu_count() or 1)
-        self._lock = threading.Lock()
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="clip-inference")
+        super().__init__()
+        self._seed_note = f" (seed {seed})"
         self._model: Any = None
+        self.loaded_from: Path | None = None  # the checkpoint file actually read, for export manifests
         self._preprocess: Callable[[Image.Image], Any] | None = None
-        self._info: EncoderInfo | None = None
 
-    @property
-    def info(self) -> EncoderInfo:
-        self.load()
-        assert self._info is not None
-        return self._info
-
-    @property
-    def loaded(self) -> bool:
-        return self._info is not None
-
-    def load(self) -> EncoderInfo:
-        with self._lock:
-            if self._info is None:
-                self._executor.submit(self._load).result()
-            assert self._info is not None
-            return self._info
-
-    def _load(self) -> None:
+    def _load(self) -> EncoderInfo:
         import torch
         from cn_clip.clip.utils import image_transform
 
@@ -118,15 +68,7 @@ class ChineseClipEncoder:
         self._model, self._device = model, device
         self._preprocess = image_transform(resolution)
         dim = int(self._encode_text_now(["维度"]).shape[1])
-        self._info = EncoderInfo(self.model_name, dim, kind, source, device, resolution)
-        if kind == "random":
-            logger.warning(
-                "RANDOM WEIGHTS: %s built with seeded random weights (seed %d); search results carry no "
-                "meaning. Set IMGSEARCH_WEIGHTS=pretrained with a checkpoint for real use.",
-                self.model_name,
-                self.seed,
-            )
-        logger.info("encoder ready: %s", self._info)
+        return EncoderInfo(self.model_name, dim, kind, source, device, resolution, "torch")
 
     def _resolve_device(self, torch: Any) -> str:
         if self.requested_device == "auto":
@@ -181,6 +123,7 @@ class ChineseClipEncoder:
                 f"checkpoint {path} does not hold {self.model_name} weights ({exc}); check "
                 "IMGSEARCH_MODEL_NAME and IMGSEARCH_CHECKPOINT_PATH"
             ) from exc
+        self.loaded_from = path
         return model
 
     def _load_by_name(self) -> Any:
@@ -197,11 +140,10 @@ class ChineseClipEncoder:
                 "Put the checkpoint there, or set IMGSEARCH_CHECKPOINT_PATH to a local .pt file, or set "
                 "IMGSEARCH_WEIGHTS=random for an offline test build (results are meaningless)."
             ) from exc
-        return model
+        from cn_clip.clip.utils import _MODELS
 
-    def _run(self, fn: Callable[[], T]) -> T:
-        self.load()
-        return self._executor.submit(fn).result()
+        self.loaded_from = root / _MODELS[self.model_name][1]
+        return model
 
     def _encode_text_now(self, texts: Sequence[str]) -> np.ndarray:
         import torch
@@ -209,38 +151,16 @@ class ChineseClipEncoder:
 
         tokens = tokenize(list(texts), context_length=CONTEXT_LENGTH).to(self._device)
         with torch.no_grad():
-            return _normalise(self._model.encode_text(tokens))
-
-    def encode_text(self, texts: Sequence[str]) -> np.ndarray:
-        """(len(texts), dim) float32, each row of unit length; over-long texts are cut at 52 tokens."""
-        if not texts:
-            return np.zeros((0, self.info.dim), dtype=np.float32)
-        return self._run(lambda: self._encode_text_now(texts))
+            return self._model.encode_text(tokens).float().cpu().numpy()
 
     def preprocess(self, image: Image.Image) -> Any:
-        """Resize and normalise one image into the model's input tensor; thread-safe, so callers run it
-        in worker threads and the encoder thread only does forward passes."""
         self.load()
         assert self._preprocess is not None
         return self._preprocess(image)
 
-    def encode_pixels(self, pixels: Sequence[Any]) -> np.ndarray:
-        """(len(pixels), dim) float32 unit vectors from tensors made by ``preprocess``."""
+    def _forward_pixels(self, pixels: Sequence[Any]) -> np.ndarray:
         import torch
 
-        if not pixels:
-            return np.zeros((0, self.info.dim), dtype=np.float32)
-        batch = torch.stack(list(pixels))
-
-        def forward() -> np.ndarray:
-            with torch.no_grad():
-                return _normalise(self._model.encode_image(batch.to(self._device)))
-
-        return self._run(forward)
-
-    def encode_images(self, images: Sequence[Image.Image]) -> np.ndarray:
-        """(len(images), dim) float32 unit vectors; images may be any size and mode."""
-        return self.encode_pixels([self.preprocess(image) for image in images])
-
-    def close(self) -> None:
-        self._executor.shutdown(wait=True)
+        with torch.no_grad():
+            batch = torch.stack(list(pixels)).to(self._device)
+            return self._model.encode_image(batch).float().cpu().numpy()

@@ -136,6 +136,19 @@ def _search(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _export_onnx(args: argparse.Namespace, settings: Settings) -> int:
+    from operations.export_onnx import export
+    from operations.services import build_encoder
+
+    encoder = build_encoder(settings, backend="torch")
+    try:
+        target = export(encoder, Path(args.out) if args.out else Path(str(settings.onnx_dir)))
+    finally:
+        encoder.close()
+    _out(f"exported {settings.model_name} to {target}; serve it with IMGSEARCH_BACKEND=onnx")
+    return 0
+
+
 def _serve(args: argparse.Namespace, settings: Settings) -> int:
     import uvicorn
 
@@ -192,6 +205,10 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("--top-k", type=int, default=10)
     search.add_argument("--plot", help="write a picture of the results (PNG) here")
     search.set_defaults(handler=_search)
+
+    export = commands.add_parser("export-onnx", help="export the model's encoders to ONNX (dynamic batch)")
+    export.add_argument("--out", help="folder for <model>/ (default: IMGSEARCH_ONNX_DIR)")
+    export.set_defaults(handler=_export_onnx)
 
     sample = commands.add_parser("sample", help="generate a synthetic Flickr30k-CN-format split")
     sample.add_argument("--out", help="folder to write (default: <data root>/sample)")

@@ -10,7 +10,7 @@ from fastapi import FastAPI
 from fastapi_offline import FastAPIOffline
 from starlette.concurrency import run_in_threadpool
 
-from adapters.clip_encoder import ChineseClipEncoder
+from adapters.encoder_base import EncoderBase
 from app.errors import install_error_handlers
 from app.limits import BodySizeLimit
 from app.openapi import install_openapi
@@ -30,7 +30,7 @@ DESCRIPTION = """
 """
 
 
-def create_app(settings: Settings | None = None, encoder: ChineseClipEncoder | None = None) -> FastAPI:
+def create_app(settings: Settings | None = None, encoder: EncoderBase | None = None) -> FastAPI:
     """``encoder`` lets tests share one loaded model between apps; by default settings decide."""
 
     resolved = settings or Settings()

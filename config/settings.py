@@ -30,6 +30,9 @@ class Settings(BaseSettings):
     seed: int = 0
     device: str = Field("auto", description="auto, cpu, cuda or cuda:N")
     torch_threads: int = Field(0, ge=0, description="0 = number of cores")
+    backend: Literal["torch", "onnx"] = Field("torch", description="onnx needs `imgsearch export-onnx` first")
+    onnx_dir: Path | None = Field(None, description="Where ONNX exports live; default <model_dir>/onnx.")
+    onnx_threads: int = Field(0, ge=0, description="ONNX Runtime intra-op threads; 0 = number of cores")
 
     # Vector index.
     index_type: str = "FLAT"
@@ -64,6 +67,8 @@ class Settings(BaseSettings):
             self.metadata_url = f"sqlite:///{self.data_dir / 'metadata.db'}"
         if self.model_dir is None:
             self.model_dir = self.data_dir / "models"
+        if self.onnx_dir is None:
+            self.onnx_dir = self.model_dir / "onnx"
         return self
 
     @property

@@ -14,7 +14,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 from tqdm import tqdm
 
-from adapters.clip_encoder import ChineseClipEncoder
+from adapters.encoder_base import EncoderBase
 from operations.flickr_format import image_features_jsonl, images_tsv, text_features_jsonl, texts_jsonl
 
 logger = logging.getLogger(__name__)
@@ -94,7 +94,7 @@ def generate_split(
     directory: Path,
     split: str,
     count: int,
-    encoder: ChineseClipEncoder | None = None,
+    encoder: EncoderBase | None = None,
     seed: int = 0,
     batch_size: int = 16,
 ) -> SampleReport:

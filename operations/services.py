@@ -5,8 +5,11 @@ from __future__ import annotations
 import logging
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from adapters.clip_encoder import ChineseClipEncoder
+from adapters.clip_onnx import OnnxClipEncoder
+from adapters.encoder_base import EncoderBase
 from adapters.job_store import JobStore
 from adapters.metadata_store import MetadataStore
 from adapters.vector_store import MilvusVectorStore, VectorStore
@@ -18,7 +21,7 @@ logger = logging.getLogger(__name__)
 @dataclass
 class Services:
     settings: Settings
-    encoder: ChineseClipEncoder
+    encoder: EncoderBase
     vectors: VectorStore
     metadata: MetadataStore
     jobs: JobStore
@@ -34,7 +37,9 @@ class Services:
                 logger.exception("error while closing %s", type(resource).__name__)
 
 
-def build_encoder(settings: Settings) -> ChineseClipEncoder:
+def build_encoder(settings: Settings, backend: str | None = None) -> EncoderBase:
+    if (backend or settings.backend) == "onnx":
+        return OnnxClipEncoder(settings.model_name, Path(str(settings.onnx_dir)), settings.onnx_threads)
     return ChineseClipEncoder(
         model_name=settings.model_name,
         weights=settings.weights,
@@ -46,7 +51,7 @@ def build_encoder(settings: Settings) -> ChineseClipEncoder:
     )
 
 
-def build_services(settings: Settings, encoder: ChineseClipEncoder | None = None) -> Services:
+def build_services(settings: Settings, encoder: EncoderBase | None = None) -> Services:
     """Connect to both stores; an encoder passed in is shared and not closed here."""
     owned: list = []
     metadata = MetadataStore(str(settings.metadata_url))

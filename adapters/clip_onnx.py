@@ -1,0 +1,81 @@
+"""Chinese-CLIP on ONNX Runtime: the exported text and image encoders (dynamic batch), tokenised with the
+same vocab through ``tokenizers``. Nothing here imports torch, so a service on this backend does not load it."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from adapters.clip_tokenizer import ClipTokenizer
+from adapters.encoder_base import CLIP_MEAN, CLIP_STD, EncoderBase, EncoderInfo, ModelLoadError
+
+logger = logging.getLogger(__name__)
+
+MANIFEST, TEXT_FILE, IMAGE_FILE = "manifest.json", "text.onnx", "image.onnx"
+
+
+def export_dir(onnx_root: Path, model_name: str) -> Path:
+    return onnx_root / model_name
+
+
+def clip_pixels(image: Image.Image, resolution: int) -> np.ndarray:
+    """The numpy twin of cn_clip's image_transform: bicubic resize to a square, RGB, scale, normalise, CHW."""
+    resized = image.resize((resolution, resolution), Image.Resampling.BICUBIC).convert("RGB")
+    array = np.asarray(resized, dtype=np.float32) / 255.0
+    array = (array - np.asarray(CLIP_MEAN, dtype=np.float32)) / np.asarray(CLIP_STD, dtype=np.float32)
+    return np.ascontiguousarray(array.transpose(2, 0, 1))
+
+
+class OnnxClipEncoder(EncoderBase):
+    def __init__(self, model_name: str, onnx_root: Path, threads: int = 0) -> None:
+        super().__init__()
+        self.model_name = model_name
+        self.directory = export_dir(onnx_root, model_name)
+        self.threads = threads or (os.cpu_count() or 1)
+        self.weights = "onnx"
+        self._text: Any = None
+        self._image: Any = None
+        self._tokenizer: ClipTokenizer | None = None
+        self._resolution = 224
+
+    def _load(self) -> EncoderInfo:
+        import onnxruntime as ort
+
+        manifest_path = self.directory / MANIFEST
+        if not manifest_path.is_file():
+            raise ModelLoadError(
+                f"no ONNX export of {self.model_name} in {self.directory}: run `imgsearch export-onnx` first "
+                "(or set IMGSEARCH_BACKEND=torch)"
+            )
+        manifest = json.loads(manifest_path.read_text())
+        if manifest.get("model") != self.model_name:
+            raise ModelLoadError(f"{manifest_path} holds {manifest.get('model')}, not {self.model_name}")
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = self.threads
+        options.inter_op_num_threads = 1
+        providers = ["CPUExecutionProvider"]
+        self._text = ort.InferenceSession(str(self.directory / TEXT_FILE), options, providers=providers)
+        self._image = ort.InferenceSession(str(self.directory / IMAGE_FILE), options, providers=providers)
+        self._tokenizer = ClipTokenizer(context_length=int(manifest.get("context_length", 52)))
+        self._resolution = int(manifest["input_resolution"])
+        self.weights = str(manifest.get("weights", "unknown"))
+        source = f"{self.directory} (exported from {manifest.get('source', '?')}, opset {manifest.get('opset')})"
+        return EncoderInfo(self.model_name, int(manifest["dim"]), self.weights, source, "cpu", self._resolution, "onnx")
+
+    def _encode_text_now(self, texts: Sequence[str]) -> np.ndarray:
+        assert self._tokenizer is not None
+        return self._text.run(None, {"text": self._tokenizer(texts)})[0]
+
+    def preprocess(self, image: Image.Image) -> np.ndarray:
+        self.load()
+        return clip_pixels(image, self._resolution)
+
+    def _forward_pixels(self, pixels: Sequence[Any]) -> np.ndarray:
+        return self._image.run(None, {"image": np.stack(list(pixels)).astype(np.float32, copy=False)})[0]
