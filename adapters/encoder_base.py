@@ -14,6 +14,8 @@ from typing import Any, TypeVar
 import numpy as np
 from PIL import Image
 
+from adapters.micro_batch import MicroBatcher
+
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
@@ -71,6 +73,24 @@ class EncoderBase:
         self._lock = threading.Lock()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
         self._info: EncoderInfo | None = None
+        self._text_batcher: MicroBatcher[str] | None = None
+
+    def enable_micro_batching(self, max_size: int, max_wait_ms: float) -> None:
+        """Single text queries (``encode_query``) arriving together share one forward pass."""
+        if max_size > 1 and self._text_batcher is None:
+            self._text_batcher = MicroBatcher(self.encode_text, max_size, max_wait_ms / 1000, "text-batcher")
+
+    @property
+    def micro_batching(self) -> dict[str, Any] | None:
+        batcher = self._text_batcher
+        if batcher is None:
+            return None
+        return {
+            "max_size": batcher.max_size,
+            "max_wait_ms": batcher.max_wait_s * 1000,
+            "batches": batcher.batches,
+            "queries": batcher.items,
+        }
 
     @property
     def info(self) -> EncoderInfo:
@@ -112,6 +132,12 @@ class EncoderBase:
             return np.zeros((0, self.info.dim), dtype=np.float32)
         return self._run(lambda: normalise(self._encode_text_now(texts)))
 
+    def encode_query(self, text: str) -> np.ndarray:
+        """(dim,) vector of one search text, micro-batched with concurrent queries when enabled."""
+        if self._text_batcher is not None:
+            return self._text_batcher.submit(text)
+        return self.encode_text([text])[0]
+
     def encode_pixels(self, pixels: Sequence[Any]) -> np.ndarray:
         """(len(pixels), dim) float32 unit vectors from inputs made by ``preprocess``."""
         if not pixels:
@@ -123,4 +149,6 @@ class EncoderBase:
         return self.encode_pixels([self.preprocess(image) for image in images])
 
     def close(self) -> None:
+        if self._text_batcher is not None:
+            self._text_batcher.close()
         self._executor.shutdown(wait=True)

@@ -157,11 +157,13 @@ class StoreHealth(BaseModel):
 
 class ModelHealth(BaseModel):
     name: str
+    backend: str | None = None
     dim: int | None
     weights: str
     source: str | None
     device: str | None
     warning: str | None = None
+    micro_batching: dict[str, Any] | None = None
 
 
 class HealthResponse(BaseModel):

@@ -34,6 +34,10 @@ class Settings(BaseSettings):
     onnx_dir: Path | None = Field(None, description="Where ONNX exports live; default <model_dir>/onnx.")
     onnx_threads: int = Field(0, ge=0, description="ONNX Runtime intra-op threads; 0 = number of cores")
 
+    # Micro-batching of concurrent search texts (max size 1 turns it off).
+    microbatch_max_size: int = Field(16, ge=1, le=256)
+    microbatch_max_wait_ms: float = Field(3.0, ge=0, le=1000)
+
     # Vector index.
     index_type: str = "FLAT"
     index_params: dict[str, Any] = Field(default_factory=dict)

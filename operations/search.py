@@ -60,7 +60,7 @@ def search_text(services: Services, collection: str, text: str, top_k: int, with
 
     timings: dict[str, float] = {}
     started = time.perf_counter()
-    query = services.encoder.encode_text([text])
+    query = services.encoder.encode_query(text)[None, :]
     timings["encode"] = (time.perf_counter() - started) * 1000
     return _search_vectors(services, record.name, record.model, query, top_k, with_data, timings)[0]
 

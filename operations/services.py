@@ -71,6 +71,7 @@ def build_services(settings: Settings, encoder: EncoderBase | None = None) -> Se
     owned.append(vectors)
     if encoder is None:
         encoder = build_encoder(settings)
+        encoder.enable_micro_batching(settings.microbatch_max_size, settings.microbatch_max_wait_ms)
         owned.append(encoder)
     pool = ThreadPoolExecutor(max_workers=settings.decode_workers, thread_name_prefix="decode")
     return Services(settings, encoder, vectors, metadata, JobStore(metadata.engine), pool, owned)

@@ -36,6 +36,8 @@ def _health(services: Services) -> HealthResponse:
         info = encoder.info
         model = ModelHealth(
             name=info.model,
+            backend=info.backend,
+            micro_batching=encoder.micro_batching,
             dim=info.dim,
             weights=info.weights,
             source=info.source,
