@@ -77,7 +77,7 @@ def _ingest(args: argparse.Namespace, settings: Settings) -> int:
             "ingest",
             args.collection,
             {"path": str(Path(args.path).resolve()), "via": "cli"},
-            lambda progress: ingest_job.run(services, args.collection, source, progress),
+            lambda progress: ingest_job.run(services, args.collection, source, progress, args.model),
         )
 
 
@@ -86,7 +86,7 @@ def _load(args: argparse.Namespace, settings: Settings) -> int:
 
     directory = Path(args.path).resolve()
     with _services(settings) as services:
-        plan = load.plan_directory(args.collection, directory, args.split)
+        plan = load.plan_directory(args.collection, directory, args.split, model=args.model)
         return _run_job(
             services,
             "load",
@@ -186,12 +186,14 @@ def build_parser() -> argparse.ArgumentParser:
     ingest = commands.add_parser("ingest", help="add every image of a folder (recursive) or a .zip")
     ingest.add_argument("path", help="folder or .zip")
     ingest.add_argument("--collection", required=True)
+    ingest.add_argument("--model", help="model for a new collection (default: IMGSEARCH_MODEL_NAME)")
     ingest.set_defaults(handler=_ingest)
 
     load = commands.add_parser("load", help="bulk-load a Flickr30k-CN-format split ({split}_imgs.tsv …)")
     load.add_argument("path", help="folder holding the split's files")
     load.add_argument("--split", default="valid")
     load.add_argument("--collection", required=True)
+    load.add_argument("--model", help="model for a new collection (default: IMGSEARCH_MODEL_NAME)")
     load.set_defaults(handler=_load)
 
     reconcile = commands.add_parser("reconcile", help="find and repair mismatches between Milvus and the DB")

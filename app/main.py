@@ -14,7 +14,7 @@ from adapters.encoder_base import EncoderBase
 from app.errors import install_error_handlers
 from app.limits import BodySizeLimit
 from app.openapi import install_openapi
-from app.routes import collections, embed, health, images, jobs, search
+from app.routes import collections, embed, health, images, jobs, models, search
 from config import Settings
 from operations.jobs import JobRunner
 from operations.services import build_services
@@ -40,6 +40,8 @@ def create_app(settings: Settings | None = None, encoder: EncoderBase | None = N
         services = await run_in_threadpool(build_services, resolved, encoder)
         try:
             info = await run_in_threadpool(services.encoder.load)
+            for name in resolved.preload_models:
+                await run_in_threadpool(services.models.get, name)
             runner = JobRunner(services.jobs, resolved.job_workers, resolved.job_stale_seconds)
         except Exception:
             services.close()
@@ -57,6 +59,6 @@ def create_app(settings: Settings | None = None, encoder: EncoderBase | None = N
     install_error_handlers(app)
     install_openapi(app)
     app.add_middleware(BodySizeLimit, max_bytes=resolved.max_request_bytes)
-    for module in (search, images, collections, jobs, embed, health):
+    for module in (search, images, collections, models, jobs, embed, health):
         app.include_router(module.router)
     return app

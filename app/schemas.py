@@ -14,6 +14,26 @@ CollectionName = Annotated[
 ]
 
 
+MODEL_HELP = (
+    "Chinese-CLIP model for a new collection (RN50, ViT-B-16, ViT-L-14, ViT-L-14-336, ViT-H-14); default: the "
+    "service's. An existing collection keeps its own model."
+)
+
+
+class CreateCollectionRequest(BaseModel):
+    name: CollectionName = Field(examples=["photos_vitb16"])
+    model: str | None = Field(None, description=MODEL_HELP, examples=["ViT-B-16"])
+
+
+class ModelOut(BaseModel):
+    name: str
+    backend: str
+    dim: int
+    weights: str
+    input_resolution: int
+    default: bool
+
+
 class LoadRequest(BaseModel):
     collection: CollectionName = Field(examples=["flickr30k_cn"])
     path: str = Field(
@@ -23,6 +43,7 @@ class LoadRequest(BaseModel):
         description="Folder holding the split's files, relative to the data root (IMGSEARCH_DATA_ROOT).",
     )
     split: str = Field("valid", pattern=r"^[A-Za-z0-9_-]{1,64}$", examples=["valid"])
+    model: str | None = Field(None, description=MODEL_HELP, examples=[None])
 
 
 class JobAccepted(BaseModel):
@@ -58,6 +79,7 @@ class IngestRequest(BaseModel):
         examples=["my_photos"],
         description="A folder (read recursively) or a .zip file, relative to the data root.",
     )
+    model: str | None = Field(None, description=MODEL_HELP, examples=[None])
 
 
 class UploadResult(BaseModel):
@@ -119,8 +141,27 @@ class ImageSearchResponse(BaseModel):
     timings_ms: dict[str, float]
 
 
+class CollectionHits(BaseModel):
+    collection: str
+    model: str
+    hits: list[HitOut]
+
+
+class OverlapOut(BaseModel):
+    a: str
+    b: str
+    common: int = Field(description="Images in both top-k lists.")
+    jaccard: float = Field(description="common / images in either list.")
+
+
+class CompareResponse(BaseModel):
+    results: list[CollectionHits]
+    overlap: list[OverlapOut]
+
+
 class EmbedTextRequest(BaseModel):
     texts: list[str] = Field(min_length=1, examples=[["一只小猫", "海边的日落"]])
+    model: str | None = Field(None, description="Default: the service's model.", examples=[None])
 
 
 class EmbedTextResponse(BaseModel):

@@ -27,6 +27,8 @@ class Settings(BaseSettings):
     checkpoint_path: Path | None = Field(None, description="Local Chinese-CLIP .pt checkpoint.")
     model_dir: Path | None = Field(None, description="Download / cache folder for checkpoints by name.")
     weights: Literal["pretrained", "random"] = "pretrained"
+    max_loaded_models: int = Field(2, ge=1, le=16, description="Models kept in memory at once.")
+    preload_models: list[str] = Field(default_factory=list, description="Loaded at start-up besides model_name.")
     seed: int = 0
     device: str = Field("auto", description="auto, cpu, cuda or cuda:N")
     torch_threads: int = Field(0, ge=0, description="0 = number of cores")

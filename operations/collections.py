@@ -6,6 +6,7 @@ import logging
 import re
 from dataclasses import dataclass
 
+from adapters.encoder_base import EncoderBase
 from adapters.metadata_store import CollectionRecord
 from operations.errors import Conflict, InvalidInput, NotFound
 from operations.services import Services
@@ -38,27 +39,37 @@ def require(services: Services, name: str) -> CollectionRecord:
     return record
 
 
-def require_compatible(services: Services, record: CollectionRecord) -> None:
-    """A collection's vectors only mean something to the model that made them."""
-    info = services.encoder.info
-    if record.model != info.model or record.dim != info.dim:
+def encoder_for(services: Services, record: CollectionRecord) -> EncoderBase:
+    """A collection's vectors only mean something to the model that made them: every search and every
+    write on it uses that model."""
+    encoder = services.models.get(record.model)
+    if encoder.info.dim != record.dim:
         raise Conflict(
-            f"collection {record.name!r} was built with {record.model} ({record.dim}-d) but the service runs "
-            f"{info.model} ({info.dim}-d)"
+            f"collection {record.name!r} holds {record.dim}-d vectors but model {record.model} now gives "
+            f"{encoder.info.dim}-d ones (another checkpoint?)"
         )
+    return encoder
 
 
-def check_writable(services: Services, name: str) -> None:
-    """Refuse early (409) to add images to a collection of another model; a new name is fine."""
+def model_for_writes(services: Services, name: str, model: str | None = None) -> str:
+    """The model a write into ``name`` uses: the collection's own, or for a new one the requested model
+    (default: the service's). Asking for another model than the collection's is refused (409)."""
     record = services.metadata.get_collection(validate_name(name))
-    if record is not None:
-        require_compatible(services, record)
+    if record is None:
+        return services.models.validate(model or services.models.default_name)
+    if model is not None and model != record.model:
+        raise Conflict(f"collection {name!r} is bound to {record.model}; it cannot take {model} vectors")
+    encoder_for(services, record)
+    return record.model
 
 
-def ensure(services: Services, name: str) -> CollectionRecord:
-    info = services.encoder.info
-    record = services.metadata.create_collection(validate_name(name), info.model, info.dim, METRIC)
-    require_compatible(services, record)
+def ensure(services: Services, name: str, model: str | None = None) -> CollectionRecord:
+    """Create the collection bound to its model (name, dim, resolution) or return it; see model_for_writes."""
+    model = model_for_writes(services, name, model)
+    info = services.models.get(model).info
+    record = services.metadata.create_collection(name, info.model, info.dim, METRIC)
+    if record.model != model:  # created concurrently with another model
+        raise Conflict(f"collection {name!r} is bound to {record.model}; it cannot take {model} vectors")
     services.vectors.ensure_collection(name, record.dim)
     return record
 

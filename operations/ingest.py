@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
 
 from adapters import images
+from adapters.encoder_base import EncoderBase
 from operations import collections
 from operations.jobs import JobProgress
 from operations.services import Services
@@ -126,13 +127,12 @@ def _split_duplicates(
     return outcomes, fresh
 
 
-def _decode(probed: _Probed, services: Services) -> Any:
-    image = images.decode_rgb(probed.data, services.settings.max_image_pixels)
-    return services.encoder.preprocess(image)
+def _decode(probed: _Probed, encoder: EncoderBase, max_pixels: int) -> Any:
+    return encoder.preprocess(images.decode_rgb(probed.data, max_pixels))
 
 
 def _encode_and_write(
-    services: Services, collection: str, decoding: list[tuple[_Probed, Future[Any]]]
+    services: Services, collection: str, model: str, decoding: list[tuple[_Probed, Future[Any]]]
 ) -> list[Outcome]:
     outcomes: list[Outcome] = []
     ready: list[tuple[_Probed, Any]] = []
@@ -142,8 +142,8 @@ def _encode_and_write(
         except images.InvalidImage as exc:
             outcomes.append(Outcome(probed.candidate.name, "rejected", probed.image_id, reason=str(exc)))
     if ready:
-        collections.ensure(services, collection)  # created with its first image: rejected files change nothing
-        vectors = services.encoder.encode_pixels([pixels for _, pixels in ready])
+        collections.ensure(services, collection, model)  # created with its first image: rejects change nothing
+        vectors = services.models.get(model).encode_pixels([pixels for _, pixels in ready])
         items = [
             ImageToWrite(p.image_id, p.data, p.facts, vector, p.candidate.name)
             for (p, _), vector in zip(ready, vectors, strict=True)
@@ -154,10 +154,16 @@ def _encode_and_write(
 
 
 def ingest(
-    services: Services, collection: str, candidates: Iterable[Candidate], progress: JobProgress | None = None
+    services: Services,
+    collection: str,
+    candidates: Iterable[Candidate],
+    progress: JobProgress | None = None,
+    model: str | None = None,
 ) -> Iterator[Outcome]:
     """Yields one outcome per candidate, in batches; the collection is created when the first image is written."""
     settings = services.settings
+    model = collections.model_for_writes(services, collection, model)
+    encoder = services.models.get(model)
     progress = progress or JobProgress()
     pool = services.decode_pool
     seen: dict[str, str] = {}
@@ -182,11 +188,11 @@ def ingest(
         probed = [item for item in batch if isinstance(item, _Probed)]
         skipped, fresh = _split_duplicates(services, collection, probed, seen) if probed else ([], [])
         yield from report(rejected + skipped)
-        decoding = [(p, pool.submit(_decode, p, services)) for p in fresh]
+        decoding = [(p, pool.submit(_decode, p, encoder, settings.max_image_pixels)) for p in fresh]
         if in_flight:  # encode the previous batch while this one decodes
-            yield from report(_encode_and_write(services, collection, in_flight))
+            yield from report(_encode_and_write(services, collection, model, in_flight))
             progress.flush()
         in_flight = decoding
     if in_flight:
-        yield from report(_encode_and_write(services, collection, in_flight))
+        yield from report(_encode_and_write(services, collection, model, in_flight))
     progress.flush()

@@ -11,19 +11,20 @@ from operations.jobs import JobProgress
 from operations.services import Services
 
 
-def open_source(services: Services, collection: str, path: str) -> FileSource:
+def open_source(services: Services, collection: str, path: str, model: str | None = None) -> FileSource:
     """For the API: ``path`` is relative to the data root and may not leave it."""
-    collections.validate_name(collection)
+    collections.model_for_writes(services, collection, model)  # 409 now, not in the job
     root = Path(str(services.settings.data_root)).resolve()
     return FileSource.open(resolve_under_root(root, path), confine_to=root)
 
 
-def run(services: Services, collection: str, source: FileSource, progress: JobProgress) -> str:
-    collections.check_writable(services, collection)
+def run(
+    services: Services, collection: str, source: FileSource, progress: JobProgress, model: str | None = None
+) -> str:
     progress.total = source.count
     progress.flush()
     try:
-        for _ in ingest(services, collection, source.candidates(), progress):
+        for _ in ingest(services, collection, source.candidates(), progress, model):
             pass
     finally:
         source.close()

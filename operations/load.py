@@ -43,26 +43,30 @@ class LoadPlan:
     split: str
     tsv: Path
     features: Path | None
+    model: str | None = None
 
 
-def plan(services: Services, collection: str, path: str, split: str) -> LoadPlan:
+def plan(services: Services, collection: str, path: str, split: str, model: str | None = None) -> LoadPlan:
     """For the API: ``path`` is relative to the data root and may not leave it."""
     directory = resolve_under_root(Path(str(services.settings.data_root)), path)
-    return plan_directory(collection, directory, split, shown_as=path)
+    return plan_directory(collection, directory, split, shown_as=path, model=model)
 
 
-def plan_directory(collection: str, directory: Path, split: str, shown_as: str | None = None) -> LoadPlan:
+def plan_directory(
+    collection: str, directory: Path, split: str, shown_as: str | None = None, model: str | None = None
+) -> LoadPlan:
     collections.validate_name(collection)
     tsv = images_tsv(directory, split)
     if not tsv.is_file():
         raise NotFound(f"{split}_imgs.tsv not found under {shown_as or str(directory)!r}")
     features = image_features_jsonl(directory, split)
-    return LoadPlan(collection, shown_as or str(directory), split, tsv, features if features.is_file() else None)
+    feature_file = features if features.is_file() else None
+    return LoadPlan(collection, shown_as or str(directory), split, tsv, feature_file, model)
 
 
 def run(services: Services, load: LoadPlan, progress: JobProgress) -> str:
     settings = services.settings
-    record = collections.ensure(services, load.collection)
+    record = collections.ensure(services, load.collection, load.model)
     progress.total = count_lines(load.tsv)
     progress.flush()
     feature_file = FeatureFile(load.features, record.dim) if load.features else None
@@ -128,7 +132,7 @@ def _load_batch(
                 progress.error(str(exc), line=row.line, image_id=row.image_id)
         else:
             need_encoding.append((row, facts))
-    vectors.update(_encode(services, need_encoding, progress))
+    vectors.update(_encode(services, collection, need_encoding, progress))
 
     written = write_batch(
         services,
@@ -140,10 +144,11 @@ def _load_batch(
 
 
 def _encode(
-    services: Services, rows: list[tuple[TsvRow, images.ImageFacts]], progress: JobProgress
+    services: Services, collection: str, rows: list[tuple[TsvRow, images.ImageFacts]], progress: JobProgress
 ) -> dict[str, np.ndarray]:
-    """Images without a precomputed feature go through the image encoder in batches."""
+    """Images without a precomputed feature go through the collection's image encoder in batches."""
     settings = services.settings
+    encoder = collections.encoder_for(services, collections.require(services, collection))
     out: dict[str, np.ndarray] = {}
     size = settings.encode_batch_size
     for start in range(0, len(rows), size):
@@ -154,7 +159,7 @@ def _encode(
             except images.InvalidImage as exc:
                 progress.error(str(exc), line=row.line, image_id=row.image_id)
         if decoded:
-            matrix = services.encoder.encode_images([image for _, image in decoded])
+            matrix = encoder.encode_images([image for _, image in decoded])
             out.update({image_id: vector for (image_id, _), vector in zip(decoded, matrix, strict=True)})
         progress.flush()  # heartbeat: encoding is the slow part
     return out

@@ -44,18 +44,19 @@ class ReconcileReport:
 
 def _rebuild(services: Services, collection: str, ids: list[int], report: ReconcileReport) -> None:
     settings = services.settings
+    encoder = collections.encoder_for(services, collections.require(services, collection))
     rows = services.metadata.fetch(collection, ids, with_data=True, include_pending=True)
     good, pixels, bad = [], [], []
     for row_id, row in rows.items():
         try:
             image = images.decode_rgb(row.data or b"", settings.max_image_pixels)
-            pixels.append(services.encoder.preprocess(image))
+            pixels.append(encoder.preprocess(image))
             good.append(row_id)
         except images.InvalidImage:
             bad.append(row_id)
     for start in range(0, len(good), settings.encode_batch_size):
         chunk = good[start : start + settings.encode_batch_size]
-        vectors = services.encoder.encode_pixels(pixels[start : start + settings.encode_batch_size])
+        vectors = encoder.encode_pixels(pixels[start : start + settings.encode_batch_size])
         services.vectors.upsert(collection, chunk, vectors)
         services.metadata.mark_indexed(chunk)
     if bad:  # cannot be searched and cannot be rebuilt: remove rather than keep a broken row

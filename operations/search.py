@@ -56,11 +56,11 @@ def search_text(services: Services, collection: str, text: str, top_k: int, with
     text = validate_text(text, settings.max_text_chars)
     validate_top_k(top_k, settings.max_top_k)
     record = collections.require(services, collection)
-    collections.require_compatible(services, record)
+    encoder = collections.encoder_for(services, record)
 
     timings: dict[str, float] = {}
     started = time.perf_counter()
-    query = services.encoder.encode_query(text)[None, :]
+    query = encoder.encode_query(text)[None, :]
     timings["encode"] = (time.perf_counter() - started) * 1000
     return _search_vectors(services, record.name, record.model, query, top_k, with_data, timings)[0]
 
@@ -72,7 +72,7 @@ def search_images(
     settings = services.settings
     validate_top_k(top_k, settings.max_top_k)
     record = collections.require(services, collection)
-    collections.require_compatible(services, record)
+    encoder = collections.encoder_for(services, record)
     if not queries:
         raise InvalidInput("send at least one image")
     pixels, problems = [], []
@@ -80,12 +80,12 @@ def search_images(
     for name, data in queries:
         try:
             images.probe(data, settings.max_image_bytes, settings.max_image_pixels)
-            pixels.append(services.encoder.preprocess(images.decode_rgb(data, settings.max_image_pixels)))
+            pixels.append(encoder.preprocess(images.decode_rgb(data, settings.max_image_pixels)))
         except images.InvalidImage as exc:
             problems.append({"file": name, "reason": str(exc)})
     if problems:
         raise InvalidInput(f"{problems[0]['file']}: {problems[0]['reason']}", details=problems)
-    vectors = services.encoder.encode_pixels(pixels)
+    vectors = encoder.encode_pixels(pixels)
     timings = {"encode": (time.perf_counter() - started) * 1000}
     return _search_vectors(services, record.name, record.model, vectors, top_k, with_data, timings)
 
@@ -130,11 +130,47 @@ def _search_vectors(
     ]
 
 
-def embed_texts(services: Services, texts: list[str]) -> np.ndarray:
+@dataclass(frozen=True)
+class Overlap:
+    a: str
+    b: str
+    common: int
+    jaccard: float
+
+
+def compare(
+    services: Services, names: list[str], top_k: int, text: str | None = None, image: tuple[str, bytes] | None = None
+) -> tuple[list[SearchResult], list[Overlap]]:
+    """The same query on several collections (each with its own model), side by side, with the overlap of
+    their top-k by image_id: the source document's model comparison as a feature."""
+    if (text is None) == (image is None):
+        raise InvalidInput("give a text or an image, not both")
+    unique = list(dict.fromkeys(names))
+    if not 2 <= len(unique) <= 8:
+        raise InvalidInput("compare 2 to 8 different collections")
+    results = [
+        search_text(services, name, text, top_k)
+        if text is not None
+        else search_images(services, name, [image], top_k)[0]
+        for name in unique
+    ]
+    overlaps = []
+    for i, first in enumerate(results):
+        for second in results[i + 1 :]:
+            a = {hit.image.image_id for hit in first.hits}
+            b = {hit.image.image_id for hit in second.hits}
+            union = len(a | b)
+            overlaps.append(
+                Overlap(first.collection, second.collection, len(a & b), len(a & b) / union if union else 0)
+            )
+    return results, overlaps
+
+
+def embed_texts(services: Services, texts: list[str], model: str | None = None) -> np.ndarray:
     settings = services.settings
     if not texts:
         raise InvalidInput("texts must not be empty")
     if len(texts) > settings.max_embed_texts:
         raise InvalidInput(f"at most {settings.max_embed_texts} texts per request, got {len(texts)}")
     cleaned = [validate_text(text, settings.max_text_chars) for text in texts]
-    return services.encoder.encode_text(cleaned)
+    return services.models.get(model).encode_text(cleaned)

@@ -5,15 +5,15 @@ from __future__ import annotations
 import logging
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from pathlib import Path
 
-from adapters.clip_encoder import ChineseClipEncoder
-from adapters.clip_onnx import OnnxClipEncoder
 from adapters.encoder_base import EncoderBase
 from adapters.job_store import JobStore
 from adapters.metadata_store import MetadataStore
 from adapters.vector_store import MilvusVectorStore, VectorStore
 from config import Settings
+from operations.models import ModelRegistry, build_encoder
+
+__all__ = ["Services", "build_encoder", "build_services"]
 
 logger = logging.getLogger(__name__)
 
@@ -21,12 +21,17 @@ logger = logging.getLogger(__name__)
 @dataclass
 class Services:
     settings: Settings
-    encoder: EncoderBase
+    models: ModelRegistry
     vectors: VectorStore
     metadata: MetadataStore
     jobs: JobStore
     decode_pool: ThreadPoolExecutor
     _owned: list = field(default_factory=list, repr=False)
+
+    @property
+    def encoder(self) -> EncoderBase:
+        """The service's default model (IMGSEARCH_MODEL_NAME)."""
+        return self.models.default()
 
     def close(self) -> None:
         self.decode_pool.shutdown(wait=True, cancel_futures=True)
@@ -37,22 +42,8 @@ class Services:
                 logger.exception("error while closing %s", type(resource).__name__)
 
 
-def build_encoder(settings: Settings, backend: str | None = None) -> EncoderBase:
-    if (backend or settings.backend) == "onnx":
-        return OnnxClipEncoder(settings.model_name, Path(str(settings.onnx_dir)), settings.onnx_threads)
-    return ChineseClipEncoder(
-        model_name=settings.model_name,
-        weights=settings.weights,
-        checkpoint_path=settings.checkpoint_path,
-        model_dir=settings.model_dir,
-        device=settings.device,
-        seed=settings.seed,
-        threads=settings.torch_threads,
-    )
-
-
 def build_services(settings: Settings, encoder: EncoderBase | None = None) -> Services:
-    """Connect to both stores; an encoder passed in is shared and not closed here."""
+    """Connect to both stores; an encoder passed in is shared (tests) and not closed here."""
     owned: list = []
     metadata = MetadataStore(str(settings.metadata_url))
     owned.append(metadata)
@@ -69,9 +60,7 @@ def build_services(settings: Settings, encoder: EncoderBase | None = None) -> Se
         metadata.close()
         raise
     owned.append(vectors)
-    if encoder is None:
-        encoder = build_encoder(settings)
-        encoder.enable_micro_batching(settings.microbatch_max_size, settings.microbatch_max_wait_ms)
-        owned.append(encoder)
+    models = ModelRegistry(settings, shared=encoder)
+    owned.append(models)
     pool = ThreadPoolExecutor(max_workers=settings.decode_workers, thread_name_prefix="decode")
-    return Services(settings, encoder, vectors, metadata, JobStore(metadata.engine), pool, owned)
+    return Services(settings, models, vectors, metadata, JobStore(metadata.engine), pool, owned)

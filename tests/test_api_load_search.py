@@ -234,15 +234,29 @@ def test_embed_text_matches_the_encoder(
             assert response.status_code == 422 and response.json()["error"]["code"] == "invalid_input"
 
 
-def test_collection_of_another_model_is_refused(
+def test_collection_is_bound_to_its_model(
     make_settings: Callable[..., Settings], make_client: Callable[[Settings], TestClient]
 ) -> None:
     with make_client(make_settings()) as client:
-        client.app.state.services.metadata.create_collection("vitb", "ViT-B-16", 512, "IP")  # type: ignore[attr-defined]
-        response = client.post("/img/search", json={"collection": "vitb", "text": "猫"})
-        assert response.status_code == 409 and "ViT-B-16" in response.json()["error"]["message"]
-        load = client.post("/img/load", json={"collection": "vitb", "path": "small", "split": "valid"})
+        created = client.post("/collections", json={"name": "bound", "model": "RN50"})
+        assert created.status_code == 201 and (created.json()["model"], created.json()["dim"]) == ("RN50", 1024)
+        assert client.post("/collections", json={"name": "bound", "model": "RN50"}).status_code == 201  # no-op
+        again = client.post("/collections", json={"name": "bound", "model": "ViT-B-16"})
+        assert again.status_code == 409 and "bound to RN50" in again.json()["error"]["message"]
+        load = client.post(
+            "/img/load", json={"collection": "bound", "path": "small", "split": "valid", "model": "ViT-L-14"}
+        )
         assert load.status_code == 409
+        unknown = client.post("/collections", json={"name": "other", "model": "RN51"})
+        assert unknown.status_code == 422 and "unknown model" in unknown.json()["error"]["message"]
+
+        # vectors of another size than the model gives (e.g. another checkpoint) are refused, never mixed
+        client.app.state.services.metadata.create_collection("odd", "RN50", 512, "IP")  # type: ignore[attr-defined]
+        response = client.post("/img/search", json={"collection": "odd", "text": "猫"})
+        assert response.status_code == 409 and "512-d" in response.json()["error"]["message"]
+        assert (
+            client.post("/img/load", json={"collection": "odd", "path": "small", "split": "valid"}).status_code == 409
+        )
 
 
 def test_swagger_ui_is_served_by_the_app_itself(

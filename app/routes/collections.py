@@ -10,7 +10,7 @@ from starlette.concurrency import run_in_threadpool
 from app.deps import JobsDep, ServicesDep
 from app.errors import ErrorResponse
 from app.routes.jobs import job_accepted
-from app.schemas import CollectionOut, DropResponse, JobAccepted
+from app.schemas import CollectionOut, CreateCollectionRequest, DropResponse, JobAccepted
 from operations import collections, reconcile
 from operations.collections import NAME_PATTERN, CollectionSummary
 
@@ -29,6 +29,14 @@ def _out(summary: CollectionSummary) -> CollectionOut:
 @router.get("", response_model=list[CollectionOut], responses=ERRORS)
 async def list_collections(services: ServicesDep) -> list[CollectionOut]:
     return [_out(s) for s in await run_in_threadpool(collections.list_all, services)]
+
+
+@router.post("", status_code=201, response_model=CollectionOut, responses={**ERRORS, 409: {"model": ErrorResponse}})
+async def create_collection(body: CreateCollectionRequest, services: ServicesDep) -> CollectionOut:
+    """Create an empty collection bound to a model (its name, dim and input resolution), e.g. one on RN50 and one
+    on ViT-B-16 over the same images, to compare them. Creating it again with the same model is a no-op."""
+    await run_in_threadpool(collections.ensure, services, body.name, body.model)
+    return _out(await run_in_threadpool(collections.summarise, services, body.name))
 
 
 @router.delete("/{name}", response_model=DropResponse, responses=ERRORS)

@@ -15,6 +15,6 @@ router = APIRouter(prefix="/embed", tags=["embed"])
 
 @router.post("/text", response_model=EmbedTextResponse, responses={422: {"model": ErrorResponse}})
 async def embed_text(body: EmbedTextRequest, services: ServicesDep) -> EmbedTextResponse:
-    vectors = await run_in_threadpool(search.embed_texts, services, body.texts)
-    info = services.encoder.info
+    vectors = await run_in_threadpool(search.embed_texts, services, body.texts, body.model)
+    info = (await run_in_threadpool(services.models.get, body.model)).info
     return EmbedTextResponse(model=info.model, dim=info.dim, weights=info.weights, vectors=vectors.tolist())

@@ -12,6 +12,7 @@ from app.deps import JobsDep, ServicesDep
 from app.errors import ErrorResponse, error_response
 from app.routes.jobs import job_accepted
 from app.schemas import (
+    MODEL_HELP,
     CollectionName,
     CountResponse,
     DeleteImageResponse,
@@ -37,8 +38,8 @@ async def load_split(body: LoadRequest, services: ServicesDep, jobs: JobsDep, re
 
     Re-running the same load adds nothing: images already loaded are counted as skipped.
     """
-    plan = await run_in_threadpool(load.plan, services, body.collection, body.path, body.split)
-    await run_in_threadpool(collections.ensure, services, plan.collection)
+    plan = await run_in_threadpool(load.plan, services, body.collection, body.path, body.split, body.model)
+    await run_in_threadpool(collections.ensure, services, plan.collection, plan.model)
     record = await run_in_threadpool(
         jobs.submit, "load", plan.collection, body.model_dump(), lambda progress: load.run(services, plan, progress)
     )
@@ -52,18 +53,13 @@ async def ingest_files(body: IngestRequest, services: ServicesDep, jobs: JobsDep
     Types are told by content, not extension; the same content is stored once per collection, so ingesting
     a folder again adds nothing. Files that are not good images are listed in the job's ``errors``.
     """
-    source = await run_in_threadpool(ingest_job.open_source, services, body.collection, body.path)
-    try:
-        await run_in_threadpool(collections.check_writable, services, body.collection)
-    except Exception:
-        source.close()
-        raise
+    source = await run_in_threadpool(ingest_job.open_source, services, body.collection, body.path, body.model)
     record = await run_in_threadpool(
         jobs.submit,
         "ingest",
         body.collection,
         body.model_dump(),
-        lambda progress: ingest_job.run(services, body.collection, source, progress),
+        lambda progress: ingest_job.run(services, body.collection, source, progress, body.model),
     )
     return job_accepted(request, record.id)
 
@@ -76,6 +72,7 @@ async def upload_images(
     image_ids: Annotated[
         list[str] | None, Form(description="Optional external ids, one per file in order; else from content.")
     ] = None,
+    model: Annotated[str | None, Form(description=MODEL_HELP)] = None,
 ) -> UploadResponse | JSONResponse:
     """Store uploaded images; each file gets its own result: stored, duplicate, or rejected with the reason.
 
@@ -86,12 +83,12 @@ async def upload_images(
         raise TooLarge(f"at most {settings.max_upload_files} files per request, got {len(files)}")
     if image_ids is not None and len(image_ids) != len(files):
         raise InvalidInput(f"got {len(image_ids)} image_ids for {len(files)} files: send one per file or none")
-    await run_in_threadpool(collections.check_writable, services, collection)
+    await run_in_threadpool(collections.model_for_writes, services, collection, model)
     candidates = [
         Candidate(upload.filename or f"file{i + 1}", upload.file.read, image_ids[i] if image_ids else None)
         for i, upload in enumerate(files)
     ]
-    outcomes = await run_in_threadpool(lambda: list(ingest(services, collection, candidates)))
+    outcomes = await run_in_threadpool(lambda: list(ingest(services, collection, candidates, None, model)))
     results = [
         UploadResult(file=o.name, status=o.status, image_id=o.image_id, id=o.id, reason=o.reason) for o in outcomes
     ]

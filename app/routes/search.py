@@ -10,7 +10,17 @@ from starlette.concurrency import run_in_threadpool
 
 from app.deps import ServicesDep
 from app.errors import ErrorResponse
-from app.schemas import CollectionName, HitOut, ImageQueryResult, ImageSearchResponse, SearchRequest, SearchResponse
+from app.schemas import (
+    CollectionHits,
+    CollectionName,
+    CompareResponse,
+    HitOut,
+    ImageQueryResult,
+    ImageSearchResponse,
+    OverlapOut,
+    SearchRequest,
+    SearchResponse,
+)
 from operations import search
 from operations.collections import NAME_PATTERN
 from operations.errors import TooLarge
@@ -87,6 +97,31 @@ async def search_by_image(
             for (name, _), result in zip(queries, results, strict=True)
         ],
         timings_ms=results[0].timings_ms,
+    )
+
+
+@router.post("/search/compare", response_model=CompareResponse, responses=ERRORS)
+async def compare_collections(
+    services: ServicesDep,
+    request: Request,
+    collections: Annotated[list[CollectionName], Form(description="2 to 8 collections, e.g. one per model.")],
+    text: Annotated[str | None, Form(examples=["海边的日落"])] = None,
+    file: Annotated[UploadFile | None, File(description="A query image, instead of text.")] = None,
+    top_k: Annotated[int, Form()] = 10,
+) -> CompareResponse:
+    """Compare models: one query (text or image) on several collections side by side, with the overlap of their
+    top-k. Each collection answers with its own model."""
+    image = None
+    if file is not None and file.filename:
+        image = (await run_in_threadpool(_read_query_images, [file], services.settings.max_image_bytes))[0]
+    results, overlaps = await run_in_threadpool(
+        search.compare, services, collections, top_k, text if image is None else None, image
+    )
+    return CompareResponse(
+        results=[
+            CollectionHits(collection=r.collection, model=r.model, hits=hits_out(r, request, False)) for r in results
+        ],
+        overlap=[OverlapOut(a=o.a, b=o.b, common=o.common, jaccard=round(o.jaccard, 4)) for o in overlaps],
     )
 
 

@@ -1,0 +1,96 @@
+"""Several Chinese-CLIP models side by side: each loaded on first use (or at start-up), at most
+``IMGSEARCH_MAX_LOADED_MODELS`` kept in memory, the least recently used one let go first."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import OrderedDict
+from pathlib import Path
+
+from adapters.clip_encoder import ChineseClipEncoder
+from adapters.clip_onnx import OnnxClipEncoder
+from adapters.encoder_base import ARCHITECTURES, EncoderBase, EncoderInfo
+from config import Settings
+from operations.errors import InvalidInput
+
+logger = logging.getLogger(__name__)
+UNLOAD_GRACE_S = 30.0
+
+
+def build_encoder(settings: Settings, model_name: str | None = None, backend: str | None = None) -> EncoderBase:
+    """An encoder for ``model_name`` (default: the service's model) on the configured backend.
+    The checkpoint path setting belongs to the default model; other models load by name from the model dir."""
+    name = model_name or settings.model_name
+    if (backend or settings.backend) == "onnx":
+        return OnnxClipEncoder(name, Path(str(settings.onnx_dir)), settings.onnx_threads)
+    return ChineseClipEncoder(
+        model_name=name,
+        weights=settings.weights,
+        checkpoint_path=settings.checkpoint_path if name == settings.model_name else None,
+        model_dir=settings.model_dir,
+        device=settings.device,
+        seed=settings.seed,
+        threads=settings.torch_threads,
+    )
+
+
+class ModelRegistry:
+    def __init__(self, settings: Settings, shared: EncoderBase | None = None) -> None:
+        self.settings = settings
+        self.default_name = settings.model_name
+        self._lock = threading.Lock()
+        self._loaded: OrderedDict[str, EncoderBase] = OrderedDict()
+        self._shared = shared  # given by the caller (tests share one model): never closed here
+        if shared is not None:
+            self._loaded[shared.model_name] = shared
+
+    @staticmethod
+    def validate(name: str) -> str:
+        if name not in ARCHITECTURES:
+            raise InvalidInput(f"unknown model {name!r}; choose one of {', '.join(ARCHITECTURES)}")
+        return name
+
+    def get(self, name: str | None = None) -> EncoderBase:
+        name = self.validate(name or self.default_name)
+        with self._lock:
+            encoder = self._loaded.get(name)
+            if encoder is None:
+                if self._shared is not None and self._shared.model_name == name:
+                    encoder = self._shared
+                else:
+                    encoder = build_encoder(self.settings, name)
+                    encoder.enable_micro_batching(
+                        self.settings.microbatch_max_size, self.settings.microbatch_max_wait_ms
+                    )
+                self._loaded[name] = encoder
+            self._loaded.move_to_end(name)
+            self._evict(keep=name)
+        encoder.load()  # outside the registry lock: loading one model does not block the others
+        return encoder
+
+    def default(self) -> EncoderBase:
+        return self.get(self.default_name)
+
+    def _evict(self, keep: str) -> None:
+        """Let the least recently used models go; requests still using one finish within the grace period."""
+        while len(self._loaded) > self.settings.max_loaded_models:
+            name = next(n for n in self._loaded if n != keep)
+            encoder = self._loaded.pop(name)
+            logger.info("unloading model %s (IMGSEARCH_MAX_LOADED_MODELS=%d)", name, self.settings.max_loaded_models)
+            if encoder is not self._shared:
+                timer = threading.Timer(UNLOAD_GRACE_S, encoder.close)
+                timer.daemon = True
+                timer.start()
+
+    def loaded(self) -> list[EncoderInfo]:
+        with self._lock:
+            encoders = list(self._loaded.values())
+        return [e.info for e in encoders if e.loaded]
+
+    def close(self) -> None:
+        with self._lock:
+            encoders, self._loaded = list(self._loaded.values()), OrderedDict()
+        for encoder in encoders:
+            if encoder is not self._shared:
+                encoder.close()
