@@ -40,6 +40,7 @@ sample: install
 bench: install
 	$(BIN)/python bench/core.py
 	$(BIN)/python bench/ingest.py
+	$(BIN)/python bench/encoders.py
 
 lock: install
 	{ sed -n '1,2p' requirements.lock; $(BIN)/pip freeze --exclude-editable; } > requirements.lock.new

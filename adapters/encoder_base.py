@@ -68,6 +68,7 @@ class EncoderBase:
 
     model_name: str
     weights: str
+    has_text = True  # image-only models (ResNet50, VGG16, a user's ONNX) say False
 
     def __init__(self) -> None:
         self._lock = threading.Lock()

@@ -34,6 +34,7 @@ class Settings(BaseSettings):
     torch_threads: int = Field(0, ge=0, description="0 = number of cores")
     backend: Literal["torch", "onnx"] = Field("torch", description="onnx needs `imgsearch export-onnx` first")
     onnx_dir: Path | None = Field(None, description="Where ONNX exports live; default <model_dir>/onnx.")
+    custom_models_dir: Path | None = Field(None, description="Your ONNX image models: <dir>/<name>/model.onnx")
     onnx_threads: int = Field(0, ge=0, description="ONNX Runtime intra-op threads; 0 = number of cores")
 
     # Micro-batching of concurrent search texts (max size 1 turns it off).
@@ -75,6 +76,8 @@ class Settings(BaseSettings):
             self.model_dir = self.data_dir / "models"
         if self.onnx_dir is None:
             self.onnx_dir = self.model_dir / "onnx"
+        if self.custom_models_dir is None:
+            self.custom_models_dir = self.model_dir / "custom"
         return self
 
     @property

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import threading
 from collections import OrderedDict
 from pathlib import Path
@@ -11,17 +12,25 @@ from pathlib import Path
 from adapters.clip_encoder import ChineseClipEncoder
 from adapters.clip_onnx import OnnxClipEncoder
 from adapters.encoder_base import ARCHITECTURES, EncoderBase, EncoderInfo
+from adapters.onnx_image_encoder import PREFIX as ONNX_PREFIX
+from adapters.onnx_image_encoder import OnnxImageEncoder
+from adapters.torchvision_encoder import TORCHVISION_MODELS, TorchvisionEncoder
 from config import Settings
 from operations.errors import InvalidInput
 
 logger = logging.getLogger(__name__)
 UNLOAD_GRACE_S = 30.0
+_CUSTOM_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,58}$")  # "onnx:" + name fits the 64-char model column
 
 
 def build_encoder(settings: Settings, model_name: str | None = None, backend: str | None = None) -> EncoderBase:
     """An encoder for ``model_name`` (default: the service's model) on the configured backend.
     The checkpoint path setting belongs to the default model; other models load by name from the model dir."""
     name = model_name or settings.model_name
+    if name in TORCHVISION_MODELS:
+        return TorchvisionEncoder(name, settings.weights, settings.model_dir, settings.seed, settings.torch_threads)
+    if name.startswith(ONNX_PREFIX):
+        return OnnxImageEncoder(name, Path(str(settings.custom_models_dir)), settings.onnx_threads)
     if (backend or settings.backend) == "onnx":
         return OnnxClipEncoder(name, Path(str(settings.onnx_dir)), settings.onnx_threads)
     return ChineseClipEncoder(
@@ -45,11 +54,16 @@ class ModelRegistry:
         if shared is not None:
             self._loaded[shared.model_name] = shared
 
-    @staticmethod
-    def validate(name: str) -> str:
-        if name not in ARCHITECTURES:
-            raise InvalidInput(f"unknown model {name!r}; choose one of {', '.join(ARCHITECTURES)}")
-        return name
+    def validate(self, name: str) -> str:
+        if name in ARCHITECTURES or name in TORCHVISION_MODELS:
+            return name
+        if name.startswith(ONNX_PREFIX):
+            folder = Path(str(self.settings.custom_models_dir)) / name.removeprefix(ONNX_PREFIX)
+            if _CUSTOM_NAME.match(name.removeprefix(ONNX_PREFIX)) and (folder / "manifest.json").is_file():
+                return name
+            raise InvalidInput(f"no ONNX model {name!r}: put model.onnx and manifest.json in {folder}")
+        choices = [*ARCHITECTURES, *TORCHVISION_MODELS, f"{ONNX_PREFIX}<your model>"]
+        raise InvalidInput(f"unknown model {name!r}; choose one of {', '.join(choices)}")
 
     def get(self, name: str | None = None) -> EncoderBase:
         name = self.validate(name or self.default_name)

@@ -57,6 +57,8 @@ def search_text(services: Services, collection: str, text: str, top_k: int, with
     validate_top_k(top_k, settings.max_top_k)
     record = collections.require(services, collection)
     encoder = collections.encoder_for(services, record)
+    if not encoder.has_text:
+        raise Conflict(f"collection {collection!r} uses the image-only model {record.model}: search it by image")
 
     timings: dict[str, float] = {}
     started = time.perf_counter()
@@ -173,4 +175,7 @@ def embed_texts(services: Services, texts: list[str], model: str | None = None) 
     if len(texts) > settings.max_embed_texts:
         raise InvalidInput(f"at most {settings.max_embed_texts} texts per request, got {len(texts)}")
     cleaned = [validate_text(text, settings.max_text_chars) for text in texts]
-    return services.models.get(model).encode_text(cleaned)
+    encoder = services.models.get(model)
+    if not encoder.has_text:
+        raise InvalidInput(f"{encoder.model_name} is an image-only model: it cannot embed text")
+    return encoder.encode_text(cleaned)

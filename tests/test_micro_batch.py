@@ -53,6 +53,19 @@ def test_a_lone_item_waits_no_longer_than_max_wait() -> None:
         batcher.close()
 
 
+def test_a_quiet_service_does_not_make_a_lone_query_wait() -> None:
+    fake = RecordingEncoder(delay=0.0)
+    batcher = MicroBatcher(fake, max_size=8, max_wait_s=0.5, name="test")
+    try:
+        for item in range(3):
+            started = time.perf_counter()
+            batcher.submit(item)
+            assert time.perf_counter() - started < 0.25  # far below the 0.5 s window
+        assert fake.sizes == [1, 1, 1]
+    finally:
+        batcher.close()
+
+
 def test_an_encoder_error_reaches_every_waiting_caller() -> None:
     def broken(items: Sequence[int]) -> np.ndarray:
         raise RuntimeError("model exploded")

@@ -1,0 +1,74 @@
+"""Any ONNX image-embedding model a user brings: ``model.onnx`` plus a small ``manifest.json`` saying how to
+feed it, e.g. {"input_size": 224, "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225],
+"output_dim": 2048}. Image-only: it has no text side."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from adapters.encoder_base import EncoderBase, EncoderInfo, ModelLoadError
+
+PREFIX = "onnx:"
+
+
+class OnnxImageEncoder(EncoderBase):
+    has_text = False
+
+    def __init__(self, model_name: str, root: Path, threads: int = 0) -> None:
+        super().__init__()
+        self.model_name = model_name
+        self.weights = "user"
+        self.directory = Path(root) / model_name.removeprefix(PREFIX)
+        self.threads = threads or (os.cpu_count() or 1)
+        self._session: Any = None
+        self._input = "input"
+        self._size = 224
+        self._mean = np.zeros(3, dtype=np.float32)
+        self._std = np.ones(3, dtype=np.float32)
+
+    def _load(self) -> EncoderInfo:
+        import onnxruntime as ort
+
+        manifest_path, model_path = self.directory / "manifest.json", self.directory / "model.onnx"
+        if not manifest_path.is_file() or not model_path.is_file():
+            raise ModelLoadError(f"{self.model_name}: put model.onnx and manifest.json in {self.directory}")
+        try:
+            manifest = json.loads(manifest_path.read_text())
+            self._size = int(manifest.get("input_size", 224))
+            self._mean = np.asarray(manifest.get("mean", [0.0, 0.0, 0.0]), dtype=np.float32)
+            self._std = np.asarray(manifest.get("std", [1.0, 1.0, 1.0]), dtype=np.float32)
+            dim = int(manifest["output_dim"])
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ModelLoadError(f"{manifest_path} is not a valid manifest ({exc})") from exc
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = self.threads
+        self._session = ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
+        self._input = manifest.get("input_name") or self._session.get_inputs()[0].name
+        probe = np.zeros((1, 3, self._size, self._size), dtype=np.float32)
+        try:
+            got = int(np.prod(self._session.run(None, {self._input: probe})[0].shape[1:]))
+        except Exception as exc:
+            raise ModelLoadError(f"{model_path} does not take a 1x3x{self._size}x{self._size} image ({exc})") from exc
+        if got != dim:
+            raise ModelLoadError(f"{model_path} gives {got}-d vectors but its manifest says output_dim {dim}")
+        return EncoderInfo(self.model_name, dim, "user", str(model_path), "cpu", self._size, "onnx")
+
+    def _encode_text_now(self, texts: Sequence[str]) -> np.ndarray:
+        raise ModelLoadError(f"{self.model_name} is an image-only model: it cannot encode text")
+
+    def preprocess(self, image: Image.Image) -> np.ndarray:
+        self.load()
+        resized = image.convert("RGB").resize((self._size, self._size), Image.Resampling.BICUBIC)
+        array = (np.asarray(resized, dtype=np.float32) / 255.0 - self._mean) / self._std
+        return np.ascontiguousarray(array.transpose(2, 0, 1))
+
+    def _forward_pixels(self, pixels: Sequence[Any]) -> np.ndarray:
+        output = self._session.run(None, {self._input: np.stack(list(pixels)).astype(np.float32)})[0]
+        return output.reshape(len(pixels), -1)
