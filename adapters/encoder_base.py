@@ -75,23 +75,24 @@ class EncoderBase:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
         self._info: EncoderInfo | None = None
         self._text_batcher: MicroBatcher[str] | None = None
+        self._pixel_batcher: MicroBatcher[Any] | None = None
 
     def enable_micro_batching(self, max_size: int, max_wait_ms: float) -> None:
-        """Single text queries (``encode_query``) arriving together share one forward pass."""
-        if max_size > 1 and self._text_batcher is None:
-            self._text_batcher = MicroBatcher(self.encode_text, max_size, max_wait_ms / 1000, "text-batcher")
+        """Single queries (``encode_query``, ``encode_query_pixels``) arriving together share one forward pass."""
+        if max_size > 1 and self._pixel_batcher is None:
+            if self.has_text:
+                self._text_batcher = MicroBatcher(self.encode_text, max_size, max_wait_ms / 1000, "text-batcher")
+            self._pixel_batcher = MicroBatcher(self.encode_pixels, max_size, max_wait_ms / 1000, "image-batcher")
 
     @property
     def micro_batching(self) -> dict[str, Any] | None:
-        batcher = self._text_batcher
-        if batcher is None:
-            return None
-        return {
-            "max_size": batcher.max_size,
-            "max_wait_ms": batcher.max_wait_s * 1000,
-            "batches": batcher.batches,
-            "queries": batcher.items,
+        batchers = {"text": self._text_batcher, "image": self._pixel_batcher}
+        stats = {
+            kind: {"max_size": b.max_size, "max_wait_ms": b.max_wait_s * 1000, "batches": b.batches, "queries": b.items}
+            for kind, b in batchers.items()
+            if b is not None
         }
+        return stats or None
 
     @property
     def info(self) -> EncoderInfo:
@@ -139,6 +140,12 @@ class EncoderBase:
             return self._text_batcher.submit(text)
         return self.encode_text([text])[0]
 
+    def encode_query_pixels(self, pixels: Any) -> np.ndarray:
+        """(dim,) vector of one query image (from ``preprocess``), micro-batched like ``encode_query``."""
+        if self._pixel_batcher is not None:
+            return self._pixel_batcher.submit(pixels)
+        return self.encode_pixels([pixels])[0]
+
     def encode_pixels(self, pixels: Sequence[Any]) -> np.ndarray:
         """(len(pixels), dim) float32 unit vectors from inputs made by ``preprocess``."""
         if not pixels:
@@ -150,6 +157,7 @@ class EncoderBase:
         return self.encode_pixels([self.preprocess(image) for image in images])
 
     def close(self) -> None:
-        if self._text_batcher is not None:
-            self._text_batcher.close()
+        for batcher in (self._text_batcher, self._pixel_batcher):
+            if batcher is not None:
+                batcher.close()
         self._executor.shutdown(wait=True)

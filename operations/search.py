@@ -87,7 +87,8 @@ def search_images(
             problems.append({"file": name, "reason": str(exc)})
     if problems:
         raise InvalidInput(f"{problems[0]['file']}: {problems[0]['reason']}", details=problems)
-    vectors = encoder.encode_pixels(pixels)
+    # One query image rides the micro-batcher with concurrent ones; several are a batch already.
+    vectors = encoder.encode_query_pixels(pixels[0])[None, :] if len(pixels) == 1 else encoder.encode_pixels(pixels)
     timings = {"encode": (time.perf_counter() - started) * 1000}
     return _search_vectors(services, record.name, record.model, vectors, top_k, with_data, timings)
 
