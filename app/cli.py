@@ -137,15 +137,27 @@ def _search(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _export_onnx(args: argparse.Namespace, settings: Settings) -> int:
+    from adapters.encoder_base import ARCHITECTURES
+    from adapters.metadata_store import MetadataStore
     from operations.export_onnx import export
     from operations.services import build_encoder
 
-    encoder = build_encoder(settings, backend="torch")
-    try:
-        target = export(encoder, Path(args.out) if args.out else Path(str(settings.onnx_dir)))
-    finally:
-        encoder.close()
-    _out(f"exported {settings.model_name} to {target}; serve it with IMGSEARCH_BACKEND=onnx")
+    names = args.model
+    if not names:  # the service's model and every Chinese-CLIP model a collection is bound to
+        metadata = MetadataStore(str(settings.metadata_url))
+        try:
+            bound = {c.model for c in metadata.list_collections() if c.model in ARCHITECTURES}
+        finally:
+            metadata.close()
+        names = sorted({settings.model_name, *bound})
+    out = Path(args.out) if args.out else Path(str(settings.onnx_dir))
+    for name in names:
+        encoder = build_encoder(settings, model_name=name, backend="torch")
+        try:
+            _out(f"exported {name} to {export(encoder, out)}")
+        finally:
+            encoder.close()
+    _out("serve with IMGSEARCH_BACKEND=onnx")
     return 0
 
 
@@ -208,8 +220,14 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("--plot", help="write a picture of the results (PNG) here")
     search.set_defaults(handler=_search)
 
-    export = commands.add_parser("export-onnx", help="export the model's encoders to ONNX (dynamic batch)")
+    export = commands.add_parser("export-onnx", help="export Chinese-CLIP encoders to ONNX (dynamic batch)")
     export.add_argument("--out", help="folder for <model>/ (default: IMGSEARCH_ONNX_DIR)")
+    export.add_argument(
+        "--model",
+        action="append",
+        help="model to export (repeatable); default: the service's model and every "
+        "Chinese-CLIP model a collection uses",
+    )
     export.set_defaults(handler=_export_onnx)
 
     sample = commands.add_parser("sample", help="generate a synthetic Flickr30k-CN-format split")

@@ -60,3 +60,30 @@ def test_load_split_and_errors(cli_env: Path, small_split: Path, capsys: pytest.
         main(["reconcile", "--collection", "nothere"])
     with pytest.raises(SystemExit, match="not found"):
         main(["load", str(small_split), "--split", "nosuch", "--collection", "flickr"])
+
+
+def test_export_onnx_covers_every_model_a_collection_uses_then_serve_on_onnx(
+    cli_env: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from fastapi.testclient import TestClient
+
+    from app.main import create_app
+    from config import Settings
+
+    folder = cli_env / "few"
+    folder.mkdir()
+    for i in range(3):
+        (folder / f"{i}.jpg").write_bytes(jpeg(1300 + i))
+    assert main(["ingest", str(folder), "--collection", "rn"]) == 0
+    assert main(["ingest", str(folder), "--collection", "vit", "--model", "ViT-B-16"]) == 0
+    capsys.readouterr()
+    assert main(["export-onnx"]) == 0
+    out = capsys.readouterr().out
+    assert "exported RN50" in out and "exported ViT-B-16" in out
+
+    monkeypatch.setenv("IMGSEARCH_BACKEND", "onnx")  # one setting switches the service
+    with TestClient(create_app(Settings())) as client:
+        for name in ("rn", "vit"):
+            hits = client.post("/img/search", json={"collection": name, "text": "海边", "top_k": 3}).json()["hits"]
+            assert len(hits) == 3
+        assert {m["backend"] for m in client.get("/models").json()} == {"onnx"}
