@@ -32,6 +32,11 @@ class ErrorResponse(BaseModel):
     error: ErrorBody
 
 
+def documented(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` entry: these statuses answer with the error shape."""
+    return {code: {"model": ErrorResponse} for code in codes}
+
+
 def error_response(status: int, code: str, message: str, details: Any = None) -> JSONResponse:
     body = ErrorResponse(error=ErrorBody(code=code, message=message, details=details))
     return JSONResponse(status_code=status, content=body.model_dump())

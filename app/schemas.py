@@ -5,10 +5,12 @@ from __future__ import annotations
 import datetime as dt
 from typing import Annotated, Any
 
+from fastapi import Path
 from pydantic import BaseModel, Field, StringConstraints
 
 from operations.collections import NAME_PATTERN
 
+CollectionPath = Annotated[str, Path(pattern=NAME_PATTERN)]
 CollectionName = Annotated[
     str, StringConstraints(pattern=NAME_PATTERN), Field(description="Letters, digits and _; 1-64 chars.")
 ]

@@ -2,21 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Annotated
-
-from fastapi import APIRouter, Path, Request
+from fastapi import APIRouter, Request
 from starlette.concurrency import run_in_threadpool
 
 from app.deps import JobsDep, ServicesDep
-from app.errors import ErrorResponse
+from app.errors import documented
 from app.routes.jobs import job_accepted
-from app.schemas import CollectionOut, CreateCollectionRequest, DropResponse, JobAccepted
+from app.schemas import CollectionOut, CollectionPath, CreateCollectionRequest, DropResponse, JobAccepted
 from operations import collections, reconcile
-from operations.collections import NAME_PATTERN, CollectionSummary
+from operations.collections import CollectionSummary
 
 router = APIRouter(prefix="/collections", tags=["collections"])
-ERRORS = {code: {"model": ErrorResponse} for code in (404, 422, 503)}
-NamePath = Annotated[str, Path(pattern=NAME_PATTERN)]
+ERRORS = documented(404, 422, 503)
 
 
 def _out(summary: CollectionSummary) -> CollectionOut:
@@ -31,7 +28,7 @@ async def list_collections(services: ServicesDep) -> list[CollectionOut]:
     return [_out(s) for s in await run_in_threadpool(collections.list_all, services)]
 
 
-@router.post("", status_code=201, response_model=CollectionOut, responses={**ERRORS, 409: {"model": ErrorResponse}})
+@router.post("", status_code=201, response_model=CollectionOut, responses=documented(404, 409, 422, 503))
 async def create_collection(body: CreateCollectionRequest, services: ServicesDep) -> CollectionOut:
     """Create an empty collection bound to a model (its name, dim and input resolution), e.g. one on RN50 and one
     on ViT-B-16 over the same images, to compare them. Creating it again with the same model is a no-op."""
@@ -40,14 +37,16 @@ async def create_collection(body: CreateCollectionRequest, services: ServicesDep
 
 
 @router.delete("/{name}", response_model=DropResponse, responses=ERRORS)
-async def drop_collection(name: NamePath, services: ServicesDep) -> DropResponse:
+async def drop_collection(name: CollectionPath, services: ServicesDep) -> DropResponse:
     """Drop the collection from both stores (vectors and image rows)."""
     removed = await run_in_threadpool(collections.drop, services, name)
     return DropResponse(collection=name, removed=removed)
 
 
 @router.post("/{name}/reconcile", status_code=202, response_model=JobAccepted, responses=ERRORS)
-async def reconcile_collection(name: NamePath, services: ServicesDep, jobs: JobsDep, request: Request) -> JobAccepted:
+async def reconcile_collection(
+    name: CollectionPath, services: ServicesDep, jobs: JobsDep, request: Request
+) -> JobAccepted:
     """Find and repair mismatches between the two stores (rows without vectors, vectors without rows).
 
     The job's ``result`` says what was checked and repaired; ``nothing to repair`` when they agree.

@@ -4,16 +4,17 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, File, Form, Path, Query, Request, Response, UploadFile
+from fastapi import APIRouter, File, Form, Query, Request, Response, UploadFile
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from app.deps import JobsDep, ServicesDep
-from app.errors import ErrorResponse, error_response
+from app.errors import documented, error_response
 from app.routes.jobs import job_accepted
 from app.schemas import (
     MODEL_HELP,
     CollectionName,
+    CollectionPath,
     CountResponse,
     DeleteImageResponse,
     IngestRequest,
@@ -23,13 +24,11 @@ from app.schemas import (
     UploadResult,
 )
 from operations import collections, ingest_job, load, writes
-from operations.collections import NAME_PATTERN
 from operations.errors import InvalidInput, NotFound, TooLarge
 from operations.ingest import Candidate, ingest
 
 router = APIRouter(prefix="/img", tags=["images"])
-ERRORS = {code: {"model": ErrorResponse} for code in (404, 409, 413, 422, 503)}
-CollectionPath = Annotated[str, Path(pattern=NAME_PATTERN)]
+ERRORS = documented(404, 409, 413, 422, 503)
 
 
 @router.post("/load", status_code=202, response_model=JobAccepted, responses=ERRORS)

@@ -8,7 +8,7 @@ from starlette.concurrency import run_in_threadpool
 from adapters.job_store import JobRecord
 from adapters.sql_schema import utc_now
 from app.deps import JobsDep
-from app.errors import ErrorResponse
+from app.errors import documented
 from app.schemas import JobAccepted, JobOut
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
@@ -26,7 +26,7 @@ def _rate(record: JobRecord) -> float | None:
     return round(record.done / seconds, 1) if seconds > 0 else None
 
 
-@router.get("/{job_id}", name="get_job", response_model=JobOut, responses={404: {"model": ErrorResponse}})
+@router.get("/{job_id}", name="get_job", response_model=JobOut, responses=documented(404))
 async def get_job(job_id: str, jobs: JobsDep) -> JobOut:
     record = await run_in_threadpool(jobs.get, job_id)
     return JobOut(

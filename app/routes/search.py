@@ -5,14 +5,15 @@ from __future__ import annotations
 import base64
 from typing import Annotated
 
-from fastapi import APIRouter, File, Form, Path, Query, Request, Response, UploadFile
+from fastapi import APIRouter, File, Form, Query, Request, Response, UploadFile
 from starlette.concurrency import run_in_threadpool
 
 from app.deps import ServicesDep
-from app.errors import ErrorResponse
+from app.errors import documented
 from app.schemas import (
     CollectionHits,
     CollectionName,
+    CollectionPath,
     CompareResponse,
     HitOut,
     ImageQueryResult,
@@ -22,14 +23,12 @@ from app.schemas import (
     SearchResponse,
 )
 from operations import search
-from operations.collections import NAME_PATTERN
 from operations.errors import TooLarge
 from operations.results_picture import RANDOM_NOTE, PictureHit, render
 from operations.search import SearchResult
 
 router = APIRouter(prefix="/img", tags=["search"])
-ERRORS = {code: {"model": ErrorResponse} for code in (404, 409, 413, 422, 503)}
-CollectionPath = Annotated[str, Path(pattern=NAME_PATTERN)]
+ERRORS = documented(404, 409, 413, 422, 503)
 TopK = Annotated[int, Query(description="1 to IMGSEARCH_MAX_TOP_K")]
 
 
