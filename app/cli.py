@@ -136,6 +136,18 @@ def _search(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _evaluate(args: argparse.Namespace, settings: Settings) -> int:
+    from operations.evaluation import evaluate
+
+    with _services(settings) as services:
+        report = evaluate(services, args.collection, Path(args.path), args.split, args.text_features)
+    _out(f"{report.texts} texts, {report.images} images; predictions in {report.predictions}")
+    _out("direction      R@1     R@5     R@10    mean recall")
+    for name, r in (("text→image", report.text_to_image), ("image→text", report.image_to_text)):
+        _out(f"{name:<12} {r.r1:7.2f} {r.r5:7.2f} {r.r10:7.2f} {r.mean_recall:9.2f}")
+    return 0
+
+
 def _export_onnx(args: argparse.Namespace, settings: Settings) -> int:
     from adapters.encoder_base import ARCHITECTURES
     from adapters.metadata_store import MetadataStore
@@ -229,6 +241,13 @@ def build_parser() -> argparse.ArgumentParser:
         "Chinese-CLIP model a collection uses",
     )
     export.set_defaults(handler=_export_onnx)
+
+    evaluate = commands.add_parser("evaluate", help="recall@1/5/10 of a loaded split, as Chinese-CLIP computes it")
+    evaluate.add_argument("path", help="folder holding {split}_texts.jsonl (predictions are written there)")
+    evaluate.add_argument("--split", default="valid")
+    evaluate.add_argument("--collection", required=True)
+    evaluate.add_argument("--text-features", action="store_true", help="use {split}_texts.txt_feat.jsonl")
+    evaluate.set_defaults(handler=_evaluate)
 
     sample = commands.add_parser("sample", help="generate a synthetic Flickr30k-CN-format split")
     sample.add_argument("--out", help="folder to write (default: <data root>/sample)")

@@ -87,3 +87,14 @@ def test_export_onnx_covers_every_model_a_collection_uses_then_serve_on_onnx(
             hits = client.post("/img/search", json={"collection": name, "text": "海边", "top_k": 3}).json()["hits"]
             assert len(hits) == 3
         assert {m["backend"] for m in client.get("/models").json()} == {"onnx"}
+
+
+def test_evaluate_prints_recall(cli_env: Path, small_split: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import shutil
+
+    split = cli_env / "split"
+    shutil.copytree(small_split, split)
+    assert main(["load", str(split), "--collection", "ev"]) == 0
+    assert main(["evaluate", str(split), "--collection", "ev"]) == 0
+    out = capsys.readouterr().out
+    assert "text→image" in out and "image→text" in out and (split / "valid_predictions.jsonl").is_file()
