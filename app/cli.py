@@ -136,6 +136,37 @@ def _search(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _extract(args: argparse.Namespace, settings: Settings) -> int:
+    from tqdm import tqdm
+
+    from operations.extract import extract
+    from operations.services import build_encoder
+
+    encoder = build_encoder(settings, model_name=args.model)
+    try:
+        with tqdm(desc=f"extract {args.split}", unit="item", dynamic_ncols=True) as bar:
+
+            def progress(done: int, total: int) -> None:
+                bar.total = total
+                bar.update(done - bar.n)
+
+            report = extract(
+                encoder,
+                Path(args.path),
+                args.split,
+                args.batch_size,
+                settings.decode_workers,
+                settings.max_image_pixels,
+                progress,
+            )
+    finally:
+        encoder.close()
+    for problem in report.failed[:100]:
+        _out(f"  skipped {problem}")
+    _out(f"wrote features of {report.images} images and {report.texts} texts in {args.path}")
+    return 0
+
+
 def _evaluate(args: argparse.Namespace, settings: Settings) -> int:
     from operations.evaluation import evaluate
 
@@ -241,6 +272,13 @@ def build_parser() -> argparse.ArgumentParser:
         "Chinese-CLIP model a collection uses",
     )
     export.set_defaults(handler=_export_onnx)
+
+    extract = commands.add_parser("extract", help="write Chinese-CLIP feature files for a split (CPU or GPU)")
+    extract.add_argument("path", help="folder holding {split}_imgs.tsv and/or {split}_texts.jsonl")
+    extract.add_argument("--split", default="valid")
+    extract.add_argument("--model", help="default: IMGSEARCH_MODEL_NAME")
+    extract.add_argument("--batch-size", type=int, default=32)
+    extract.set_defaults(handler=_extract)
 
     evaluate = commands.add_parser("evaluate", help="recall@1/5/10 of a loaded split, as Chinese-CLIP computes it")
     evaluate.add_argument("path", help="folder holding {split}_texts.jsonl (predictions are written there)")

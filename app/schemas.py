@@ -73,6 +73,13 @@ class JobOut(BaseModel):
     finished_at: dt.datetime | None
 
 
+class EvaluateRequest(BaseModel):
+    collection: CollectionName = Field(examples=["flickr30k_cn"])
+    path: str = Field(min_length=1, max_length=1024, examples=["sample"], description="Folder under the data root.")
+    split: str = Field("valid", pattern=r"^[A-Za-z0-9_-]{1,64}$", examples=["valid"])
+    text_features: bool = Field(False, description="Use {split}_texts.txt_feat.jsonl instead of encoding the texts.")
+
+
 class IngestRequest(BaseModel):
     collection: CollectionName = Field(examples=["photos"])
     path: str = Field(

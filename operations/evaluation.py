@@ -16,7 +16,7 @@ from adapters.encoder_base import EncoderBase
 from operations import collections
 from operations.errors import InvalidInput, NotFound
 from operations.flickr_format import iter_jsonl, text_features_jsonl, texts_jsonl
-from operations.jobs import JobProgress
+from operations.jobs import JobOutcome, JobProgress
 from operations.services import Services
 
 logger = logging.getLogger(__name__)
@@ -99,9 +99,11 @@ def evaluate(
     split: str,
     use_text_features: bool = False,
     progress: JobProgress | None = None,
+    out_dir: Path | None = None,
 ) -> EvaluationReport:
     """Search every text of ``{split}_texts.jsonl`` in the collection (and every image among the texts) and
-    score the top-10s; writes ``{split}_predictions.jsonl`` and ``{split}_tr_predictions.jsonl``."""
+    score the top-10s; writes ``{split}_predictions.jsonl`` and ``{split}_tr_predictions.jsonl`` into
+    ``out_dir`` (default: next to the texts)."""
     progress = progress or JobProgress()
     record = collections.require(services, collection)
     encoder = collections.encoder_for(services, record)
@@ -142,8 +144,10 @@ def evaluate(
         scores = vectors @ image_vectors[existing.id]
         tr_predictions[image_id] = [text_ids[j] for j in np.argsort(-scores, kind="stable")[:TOP_K]]
 
-    out = directory / f"{split}_predictions.jsonl"
-    tr_out = directory / f"{split}_tr_predictions.jsonl"
+    out_dir = out_dir or directory
+    out_dir.mkdir(parents=True, exist_ok=True)
+    out = out_dir / f"{split}_predictions.jsonl"
+    tr_out = out_dir / f"{split}_tr_predictions.jsonl"
     _write(out, "text_id", "image_ids", predictions.items())
     _write(tr_out, "image_id", "text_ids", tr_predictions.items())
     report = EvaluationReport(
@@ -158,5 +162,23 @@ def evaluate(
     return report
 
 
-def report_dict(report: EvaluationReport) -> dict:
-    return asdict(report)
+def plan_job(services: Services, collection: str, path: str, split: str) -> Path:
+    """For the API: checks now (4xx) what the job will read; it may only read under the data root."""
+    from operations.file_sources import resolve_under_root
+
+    collections.require(services, collection)
+    directory = resolve_under_root(Path(str(services.settings.data_root)), path)
+    if not texts_jsonl(directory, split).is_file():
+        raise NotFound(f"{split}_texts.jsonl not found under {path!r}")
+    return directory
+
+
+def run_job(
+    services: Services, collection: str, directory: Path, split: str, use_text_features: bool, progress: JobProgress
+) -> JobOutcome:
+    """Writes predictions under <data_dir>/evaluations/<collection>/: the data root is only read."""
+    out_dir = Path(services.settings.data_dir) / "evaluations" / collection
+    report = evaluate(services, collection, directory, split, use_text_features, progress, out_dir)
+    t2i = report.text_to_image
+    message = f"text→image R@1 {t2i.r1:.2f} R@5 {t2i.r5:.2f} R@10 {t2i.r10:.2f} (mean {t2i.mean_recall:.2f})"
+    return JobOutcome(message, asdict(report))

@@ -11,7 +11,7 @@ import base64
 import binascii
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -121,6 +121,12 @@ class FeatureFile:
 
     def close(self) -> None:
         self._handle.close()
+
+
+def feature_line(key: str, item_id: str | int, vector: Iterable[float]) -> str:
+    """One line of a Chinese-CLIP feature file; numeric ids are written as integers, as Chinese-CLIP does."""
+    value: str | int = int(item_id) if str(item_id).isdigit() else item_id
+    return json.dumps({key: value, "feature": [round(float(x), 7) for x in vector]}) + "\n"
 
 
 def iter_jsonl(path: Path) -> Iterator[dict]:

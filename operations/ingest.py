@@ -74,7 +74,7 @@ def bounded_map(pool: ThreadPoolExecutor, fn: Callable[[T], R], items: Iterable[
         yield window.popleft().result()
 
 
-def _batched(items: Iterable[T], size: int) -> Iterator[list[T]]:
+def batched(items: Iterable[T], size: int) -> Iterator[list[T]]:
     batch: list[T] = []
     for item in items:
         batch.append(item)
@@ -181,7 +181,7 @@ def ingest(
                 progress.skipped += outcome.status == "duplicate"
             yield outcome
 
-    for batch in _batched(bounded_map(pool, probe, candidates, lookahead=2 * size + 2), size):
+    for batch in batched(bounded_map(pool, probe, candidates, lookahead=2 * size + 2), size):
         if progress.should_stop():
             return
         rejected = [item for item in batch if isinstance(item, Outcome)]

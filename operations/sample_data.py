@@ -15,7 +15,7 @@ from PIL import Image, ImageDraw
 from tqdm import tqdm
 
 from adapters.encoder_base import EncoderBase
-from operations.flickr_format import image_features_jsonl, images_tsv, text_features_jsonl, texts_jsonl
+from operations.flickr_format import feature_line, image_features_jsonl, images_tsv, text_features_jsonl, texts_jsonl
 
 logger = logging.getLogger(__name__)
 
@@ -85,8 +85,7 @@ def _make_image(rng: np.random.Generator) -> tuple[bytes, list[str]]:
 def _write_features(path: Path, key: str, ids: list, vectors: np.ndarray) -> None:
     tmp = path.with_suffix(".tmp")
     with tmp.open("w", encoding="utf-8") as handle:
-        for item_id, vector in zip(ids, vectors, strict=True):
-            handle.write(json.dumps({key: item_id, "feature": [round(float(x), 7) for x in vector]}) + "\n")
+        handle.writelines(feature_line(key, item_id, vector) for item_id, vector in zip(ids, vectors, strict=True))
     tmp.replace(path)
 
 

@@ -98,3 +98,25 @@ def test_evaluate_prints_recall(cli_env: Path, small_split: Path, capsys: pytest
     assert main(["evaluate", str(split), "--collection", "ev"]) == 0
     out = capsys.readouterr().out
     assert "text→image" in out and "image→text" in out and (split / "valid_predictions.jsonl").is_file()
+
+
+def test_extract_writes_the_same_features_as_the_encoder(
+    cli_env: Path, small_split: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import shutil
+
+    import numpy as np
+
+    from operations.flickr_format import iter_jsonl
+
+    split = cli_env / "extract_me"
+    split.mkdir()
+    for name in ("valid_imgs.tsv", "valid_texts.jsonl"):
+        shutil.copy(small_split / name, split / name)
+    assert main(["extract", str(split), "--split", "valid", "--batch-size", "7"]) == 0
+    assert "wrote features of 60 images" in capsys.readouterr().out
+    for kind, key in (("imgs.img_feat", "image_id"), ("texts.txt_feat", "text_id")):
+        ours = {row[key]: row["feature"] for row in iter_jsonl(split / f"valid_{kind}.jsonl")}
+        reference = {row[key]: row["feature"] for row in iter_jsonl(small_split / f"valid_{kind}.jsonl")}
+        assert ours.keys() == reference.keys()
+        assert all(np.allclose(ours[k], reference[k], atol=1e-4) for k in reference)

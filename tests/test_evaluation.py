@@ -92,3 +92,27 @@ def test_evaluate_equals_chinese_clips_own_scripts(
         tr["scoreJson"]["r10"],
         tr["scoreJson"]["mean_recall"],
     )
+
+
+def test_evaluate_job_over_http(
+    small_split: Path, make_settings: Callable[..., Settings], make_client: Callable[[Settings], TestClient]
+) -> None:
+    from tests.conftest import wait_for_job
+
+    settings = make_settings()
+    with make_client(settings) as client:
+        assert load_split(client, "evh", "small", "valid")["state"] == "succeeded"
+        response = client.post("/img/evaluate", json={"collection": "evh", "path": "small", "split": "valid"})
+        assert response.status_code == 202
+        job = wait_for_job(client, response.json()["job_id"])
+        assert job["state"] == "succeeded", job
+        result = job["result"]
+        assert set(result["text_to_image"]) == {"r1", "r5", "r10", "mean_recall"}
+        assert Path(result["predictions"]).is_file() and Path(result["predictions"]).is_relative_to(settings.data_dir)
+        assert not (small_split / "valid_predictions.jsonl").exists()  # the data root is only read
+        for body, status in (
+            ({"collection": "nope", "path": "small", "split": "valid"}, 404),
+            ({"collection": "evh", "path": "../", "split": "valid"}, 422),
+            ({"collection": "evh", "path": "small", "split": "nosuch"}, 404),
+        ):
+            assert client.post("/img/evaluate", json=body).status_code == status

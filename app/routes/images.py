@@ -17,13 +17,14 @@ from app.schemas import (
     CollectionPath,
     CountResponse,
     DeleteImageResponse,
+    EvaluateRequest,
     IngestRequest,
     JobAccepted,
     LoadRequest,
     UploadResponse,
     UploadResult,
 )
-from operations import collections, ingest_job, load, writes
+from operations import collections, evaluation, ingest_job, load, writes
 from operations.errors import InvalidInput, NotFound, TooLarge
 from operations.ingest import Candidate, ingest
 
@@ -59,6 +60,21 @@ async def ingest_files(body: IngestRequest, services: ServicesDep, jobs: JobsDep
         body.collection,
         body.model_dump(),
         lambda progress: ingest_job.run(services, body.collection, source, progress, body.model),
+    )
+    return job_accepted(request, record.id)
+
+
+@router.post("/evaluate", status_code=202, response_model=JobAccepted, responses=ERRORS)
+async def evaluate_split(body: EvaluateRequest, services: ServicesDep, jobs: JobsDep, request: Request) -> JobAccepted:
+    """Recall@1/5/10 and mean recall of a loaded split in both directions, exactly as Chinese-CLIP's evaluation
+    scripts compute them; the job's ``result`` has the numbers and the paths of the predictions files."""
+    directory = await run_in_threadpool(evaluation.plan_job, services, body.collection, body.path, body.split)
+    record = await run_in_threadpool(
+        jobs.submit,
+        "evaluate",
+        body.collection,
+        body.model_dump(),
+        lambda p: evaluation.run_job(services, body.collection, directory, body.split, body.text_features, p),
     )
     return job_accepted(request, record.id)
 
