@@ -41,6 +41,7 @@ bench: install
 	$(BIN)/python bench/core.py
 	$(BIN)/python bench/ingest.py
 	$(BIN)/python bench/encoders.py
+	$(BIN)/python bench/load.py
 
 lock: install
 	{ sed -n '1,2p' requirements.lock; $(BIN)/pip freeze --exclude-editable; } > requirements.lock.new
