@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from adapters import images
+from adapters.encoder_base import EncoderBase
 from operations import collections
 from operations.errors import NotFound
 from operations.file_sources import resolve_under_root
@@ -67,6 +68,7 @@ def plan_directory(
 def run(services: Services, load: LoadPlan, progress: JobProgress) -> str:
     settings = services.settings
     record = collections.ensure(services, load.collection, load.model)
+    encoder = collections.encoder_for(services, record)
     progress.total = count_lines(load.tsv)
     progress.flush()
     feature_file = FeatureFile(load.features, record.dim) if load.features else None
@@ -81,11 +83,11 @@ def run(services: Services, load: LoadPlan, progress: JobProgress) -> str:
                 continue
             batch.append(item)
             if len(batch) >= settings.load_batch_size:
-                _load_batch(services, load.collection, batch, feature_file, progress)
+                _load_batch(services, encoder, load.collection, batch, feature_file, progress)
                 batch = []
                 progress.flush()
         if batch and not progress.should_stop():
-            _load_batch(services, load.collection, batch, feature_file, progress)
+            _load_batch(services, encoder, load.collection, batch, feature_file, progress)
     finally:
         if feature_file is not None:
             feature_file.close()
@@ -97,6 +99,7 @@ def run(services: Services, load: LoadPlan, progress: JobProgress) -> str:
 
 def _load_batch(
     services: Services,
+    encoder: EncoderBase,
     collection: str,
     batch: list[TsvRow],
     features: FeatureFile | None,
@@ -132,7 +135,7 @@ def _load_batch(
                 progress.error(str(exc), line=row.line, image_id=row.image_id)
         else:
             need_encoding.append((row, facts))
-    vectors.update(_encode(services, collection, need_encoding, progress))
+    vectors.update(_encode(services, encoder, need_encoding, progress))
 
     written = write_batch(
         services,
@@ -144,11 +147,10 @@ def _load_batch(
 
 
 def _encode(
-    services: Services, collection: str, rows: list[tuple[TsvRow, images.ImageFacts]], progress: JobProgress
+    services: Services, encoder: EncoderBase, rows: list[tuple[TsvRow, images.ImageFacts]], progress: JobProgress
 ) -> dict[str, np.ndarray]:
     """Images without a precomputed feature go through the collection's image encoder in batches."""
     settings = services.settings
-    encoder = collections.encoder_for(services, collections.require(services, collection))
     out: dict[str, np.ndarray] = {}
     size = settings.encode_batch_size
     for start in range(0, len(rows), size):

@@ -12,6 +12,7 @@ import logging
 from dataclasses import asdict, dataclass, field
 
 from adapters import images
+from adapters.encoder_base import EncoderBase
 from operations import collections
 from operations.jobs import JobOutcome, JobProgress
 from operations.services import Services
@@ -42,9 +43,10 @@ class ReconcileReport:
             self.examples.setdefault(kind, []).extend(ids[: SAMPLE - len(self.examples.get(kind, []))])
 
 
-def _rebuild(services: Services, collection: str, ids: list[int], report: ReconcileReport) -> None:
+def _rebuild(
+    services: Services, encoder: EncoderBase, collection: str, ids: list[int], report: ReconcileReport
+) -> None:
     settings = services.settings
-    encoder = collections.encoder_for(services, collections.require(services, collection))
     rows = services.metadata.fetch(collection, ids, with_data=True, include_pending=True)
     good, pixels, bad = [], [], []
     for row_id, row in rows.items():
@@ -69,6 +71,7 @@ def _rebuild(services: Services, collection: str, ids: list[int], report: Reconc
 
 def reconcile(services: Services, collection: str, progress: JobProgress | None = None) -> ReconcileReport:
     record = collections.require(services, collection)
+    encoder = collections.encoder_for(services, record)
     services.vectors.ensure_collection(collection, record.dim)  # recreated if it was lost: rows rebuild it
     progress = progress or JobProgress()
     progress.total = services.metadata.count(collection, include_pending=True) + services.vectors.count(collection)
@@ -83,7 +86,7 @@ def reconcile(services: Services, collection: str, progress: JobProgress | None 
             report.pending_completed += len(pending_ok)
             report.note("pending_completed", pending_ok)
         if missing:
-            _rebuild(services, collection, missing, report)
+            _rebuild(services, encoder, collection, missing, report)
         report.rows_checked += len(page)
         progress.done += len(page)
         progress.flush()
