@@ -39,6 +39,14 @@ class ClipTokenizer:
             out[row, : len(ids)] = ids
         return out
 
+    @property
+    def max_text_tokens(self) -> int:
+        """Tokens of text the model reads: the context less [CLS] and [SEP]."""
+        return self.context_length - 2
+
+    def token_count(self, text: str) -> int:
+        return len(self._tokenizer.encode(text, add_special_tokens=False).ids)
+
     def truncated(self, text: str) -> bool:
         """Whether Chinese-CLIP reads only part of this text."""
-        return len(self._tokenizer.encode(text, add_special_tokens=False).ids) > self.context_length - 2
+        return self.token_count(text) > self.max_text_tokens

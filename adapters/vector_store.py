@@ -44,7 +44,7 @@ class MilvusVectorStore:
         consistency_level: str = "Strong",
         insert_batch: int = 500,
     ) -> None:
-        local = not uri.startswith(("http://", "https://", "tcp://", "grpc://"))
+        self.local = local = not uri.startswith(("http://", "https://", "tcp://", "grpc://"))
         if local:
             Path(uri).parent.mkdir(parents=True, exist_ok=True)
         self.uri = uri
@@ -175,3 +175,9 @@ class MilvusVectorStore:
 
     def close(self) -> None:
         self._client.close()
+        if self.local:
+            # The client leaves the embedded server process running until the interpreter exits; stopping it
+            # frees its memory (a 1M-vector collection holds ~4 GB) and the db file's lock now.
+            from milvus_lite.server_manager import server_manager_instance
+
+            server_manager_instance.release_server(self.uri)

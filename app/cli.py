@@ -10,6 +10,7 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+from app.logging_setup import configure_logging
 from config import Settings
 
 logger = logging.getLogger(__name__)
@@ -210,7 +211,15 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     from app.main import create_app
 
     # One worker: an embedded Milvus Lite file may be opened by one process only.
-    uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level=settings.log_level.lower())
+    # log_config=None: uvicorn's loggers use ours (request ids, JSON); the service writes its own access log line.
+    uvicorn.run(
+        create_app(settings),
+        host=args.host,
+        port=args.port,
+        log_level=settings.log_level.lower(),
+        log_config=None,
+        access_log=False,
+    )
     return 0
 
 
@@ -300,9 +309,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     settings = Settings()
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
-    )
+    configure_logging(settings.log_level, settings.log_format)
     from operations.errors import AppError
 
     try:

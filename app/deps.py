@@ -1,4 +1,5 @@
-"""Dependencies that hand each route the process-wide clients built in the lifespan."""
+"""Dependencies that hand each route the process-wide clients built in the lifespan. They are ``async`` so
+FastAPI calls them on the event loop instead of paying a thread-pool hop per request."""
 
 from __future__ import annotations
 
@@ -10,11 +11,11 @@ from operations.jobs import JobRunner
 from operations.services import Services
 
 
-def get_services(request: Request) -> Services:
+async def get_services(request: Request) -> Services:
     return request.app.state.services
 
 
-def get_jobs(request: Request) -> JobRunner:
+async def get_jobs(request: Request) -> JobRunner:
     return request.app.state.jobs
 
 

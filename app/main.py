@@ -11,8 +11,11 @@ from fastapi_offline import FastAPIOffline
 from starlette.concurrency import run_in_threadpool
 
 from adapters.encoder_base import EncoderBase
+from app.access import ReadAccess
 from app.errors import install_error_handlers
 from app.limits import BodySizeLimit
+from app.metrics import Metrics
+from app.observability import RequestContext
 from app.openapi import install_openapi
 from app.routes import collections, embed, health, images, jobs, models, search
 from config import Settings
@@ -34,6 +37,7 @@ def create_app(settings: Settings | None = None, encoder: EncoderBase | None = N
     """``encoder`` lets tests share one loaded model between apps; by default settings decide."""
 
     resolved = settings or Settings()
+    metrics = Metrics()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -42,7 +46,14 @@ def create_app(settings: Settings | None = None, encoder: EncoderBase | None = N
             info = await run_in_threadpool(services.encoder.load)
             for name in resolved.preload_models:
                 await run_in_threadpool(services.models.get, name)
-            runner = JobRunner(services.jobs, resolved.job_workers, resolved.job_stale_seconds)
+            runner = JobRunner(
+                services.jobs,
+                resolved.job_workers,
+                resolved.job_stale_seconds,
+                max_active=resolved.max_active_jobs,
+                on_finish=metrics.job_finished,
+            )
+            metrics.jobs_active.set_function(lambda: runner.active)
         except Exception:
             services.close()
             raise
@@ -59,6 +70,16 @@ def create_app(settings: Settings | None = None, encoder: EncoderBase | None = N
     install_error_handlers(app)
     install_openapi(app)
     app.add_middleware(BodySizeLimit, max_bytes=resolved.max_request_bytes)
-    for module in (search, images, collections, models, jobs, embed, health):
-        app.include_router(module.router)
+    app.state.metrics = metrics
+    app.add_middleware(RequestContext, metrics=metrics)  # outermost: its id and timing cover the 413s too
+    app.state.api_keys = [key.get_secret_value().encode("utf-8") for key in resolved.api_keys]
+    app.state.read_access = resolved.read_access
+    if app.state.api_keys:
+        logger.info("API keys: %d configured; reads are %s", len(app.state.api_keys), resolved.read_access)
+    else:
+        logger.warning("no API keys configured (IMGSEARCH_API_KEYS): anyone who reaches the service can change data")
+    # Routes that change data add WriteAccess themselves; health stays open for probes.
+    for module in (search, images, collections, models, jobs, embed):
+        app.include_router(module.router, dependencies=[ReadAccess])
+    app.include_router(health.router)
     return app

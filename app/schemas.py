@@ -136,6 +136,8 @@ class SearchResponse(BaseModel):
     model: str
     hits: list[HitOut]
     timings_ms: dict[str, float]
+    truncated: bool = Field(False, description="The text was longer than Chinese-CLIP reads (52-token context).")
+    notice: str | None = Field(None, description="Why the text was truncated, when it was.")
 
 
 class ImageQueryResult(BaseModel):

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, SecretStr, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 MODEL_NAMES = ("RN50", "ViT-B-16", "ViT-L-14", "ViT-L-14-336", "ViT-H-14")
 ModelName = Literal["RN50", "ViT-B-16", "ViT-L-14", "ViT-L-14-336", "ViT-H-14"]
@@ -59,10 +59,32 @@ class Settings(BaseSettings):
     encode_batch_size: int = Field(16, ge=1, le=1024)
     decode_workers: int = Field(2, ge=1, le=64, description="Threads reading and decoding image files.")
     job_workers: int = Field(1, ge=1, le=16)
+    max_active_jobs: int = Field(4, ge=1, le=64, description="Bulk jobs queued or running at once; more get 429.")
     job_stale_seconds: float = Field(60.0, gt=0)
+
+    # Access control: with keys set, every route that changes data needs one; reads too with read_access=key.
+    api_keys: Annotated[list[SecretStr], NoDecode] = Field(
+        default_factory=list, description="Comma-separated API keys, each at least 16 characters."
+    )
+    read_access: Literal["open", "key"] = Field("open", description="key = search and image reads need a key too")
 
     font_path: Path | None = Field(None, description="CJK font for result pictures; found automatically if unset.")
     log_level: str = "INFO"
+    log_format: Literal["text", "json"] = Field("text", description="json = one JSON object per line")
+
+    @field_validator("api_keys", mode="before")
+    @classmethod
+    def _split_keys(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [key.strip() for key in value.split(",") if key.strip()]
+        return value
+
+    @field_validator("api_keys")
+    @classmethod
+    def _long_enough(cls, keys: list[SecretStr]) -> list[SecretStr]:
+        if any(len(key.get_secret_value()) < 16 for key in keys):
+            raise ValueError("every API key must be at least 16 characters (try: openssl rand -hex 24)")
+        return keys
 
     @model_validator(mode="after")
     def _derive_defaults(self) -> Settings:

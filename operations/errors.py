@@ -40,6 +40,11 @@ class Forbidden(AppError):
     code = "forbidden"
 
 
+class Busy(AppError):
+    status_code = 429
+    code = "busy"
+
+
 class Unavailable(AppError):
     status_code = 503
     code = "unavailable"

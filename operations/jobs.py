@@ -16,7 +16,7 @@ from sqlalchemy.exc import DBAPIError
 
 from adapters.job_store import JobRecord, JobStore
 from adapters.sql_schema import utc_now
-from operations.errors import NotFound
+from operations.errors import Busy, NotFound
 
 logger = logging.getLogger(__name__)
 
@@ -84,10 +84,21 @@ JobFn = Callable[[JobProgress], "str | JobOutcome"]
 
 
 class JobRunner:
-    def __init__(self, store: JobStore, workers: int, stale_after_s: float) -> None:
+    def __init__(
+        self,
+        store: JobStore,
+        workers: int,
+        stale_after_s: float,
+        max_active: int = 4,
+        on_finish: Callable[[str, str], None] | None = None,
+    ) -> None:
         self.store = store
         self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="job")
         self._stop = threading.Event()
+        self.max_active = max_active
+        self.active = 0  # queued or running, guarded by _lock
+        self._lock = threading.Lock()
+        self._on_finish = on_finish
         failed = store.fail_stale(
             dt.timedelta(seconds=stale_after_s), "interrupted: the service stopped; run the job again to finish"
         )
@@ -95,8 +106,17 @@ class JobRunner:
             logger.warning("marked %d interrupted job(s) as failed", failed)
 
     def submit(self, kind: str, collection: str, params: dict[str, Any], fn: JobFn) -> JobRecord:
-        record = self.store.create(kind, collection, params)
-        self._executor.submit(self._run, record.id, fn)
+        """Queues the job, or refuses it (429) when ``max_active`` jobs are already queued or running."""
+        with self._lock:
+            self._refuse_when_full()
+            self.active += 1
+        try:
+            record = self.store.create(kind, collection, params)
+            future = self._executor.submit(self._run_reported, kind, record.id, fn)
+        except BaseException:
+            self._release()
+            raise
+        future.add_done_callback(lambda _: self._release())  # also when a queued job is cancelled at shutdown
         logger.info("job %s queued: %s %s %s", record.id, kind, collection, params)
         return record
 
@@ -108,7 +128,28 @@ class JobRunner:
         self._run(record.id, fn, listener)
         return self.get(record.id)
 
-    def _run(self, job_id: str, fn: JobFn, listener: Callable | None = None) -> None:
+    def ensure_capacity(self) -> None:
+        """Routes call this before creating anything a job needs, so a refused job leaves no trace."""
+        with self._lock:
+            self._refuse_when_full()
+
+    def _refuse_when_full(self) -> None:
+        if self.active >= self.max_active:
+            raise Busy(
+                f"{self.active} jobs are already queued or running (IMGSEARCH_MAX_ACTIVE_JOBS={self.max_active}); "
+                "retry when one has finished"
+            )
+
+    def _release(self) -> None:
+        with self._lock:
+            self.active -= 1
+
+    def _run_reported(self, kind: str, job_id: str, fn: JobFn) -> None:
+        state = self._run(job_id, fn)
+        if self._on_finish:
+            self._on_finish(kind, state)
+
+    def _run(self, job_id: str, fn: JobFn, listener: Callable | None = None) -> str:
         progress = JobProgress(self.store, job_id, self._stop, listener)
         started = time.monotonic()
         result = None
@@ -134,6 +175,7 @@ class JobRunner:
             progress.skipped,
             progress.failed,
         )
+        return state
 
     def _record_end(self, progress: JobProgress, **values: Any) -> None:
         """A job that failed because the database went away must still say so once it is back."""

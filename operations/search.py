@@ -30,6 +30,7 @@ class SearchResult:
     model: str
     hits: list[Hit]
     timings_ms: dict[str, float] = field(default_factory=dict)
+    notice: str | None = None  # e.g. the query was longer than the model reads
 
 
 def validate_text(text: str, max_chars: int) -> str:
@@ -64,7 +65,22 @@ def search_text(services: Services, collection: str, text: str, top_k: int, with
     started = time.perf_counter()
     query = encoder.encode_query(text)[None, :]
     timings["encode"] = (time.perf_counter() - started) * 1000
-    return _search_vectors(services, record.name, record.model, query, top_k, with_data, timings)[0]
+    result = _search_vectors(services, record.name, record.model, query, top_k, with_data, timings)[0]
+    result.notice = truncation_notice(services, text)
+    return result
+
+
+def truncation_notice(services: Services, text: str) -> str | None:
+    """Chinese-CLIP reads at most 50 tokens of text (a 52-token context with [CLS] and [SEP]); a longer query
+    is searched by its beginning, and the user is told rather than left wondering why the end is ignored."""
+    tokenizer = services.tokenizer
+    count = tokenizer.token_count(text)
+    if count <= tokenizer.max_text_tokens:
+        return None
+    return (
+        f"the text has {count} tokens; Chinese-CLIP reads the first {tokenizer.max_text_tokens} "
+        "(a 52-token context), so the rest was not used in this search"
+    )
 
 
 def search_images(

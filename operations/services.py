@@ -5,7 +5,9 @@ from __future__ import annotations
 import logging
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import cached_property
 
+from adapters.clip_tokenizer import ClipTokenizer
 from adapters.encoder_base import EncoderBase
 from adapters.job_store import JobStore
 from adapters.metadata_store import MetadataStore
@@ -27,6 +29,11 @@ class Services:
     jobs: JobStore
     decode_pool: ThreadPoolExecutor
     _owned: list = field(default_factory=list, repr=False)
+
+    @cached_property
+    def tokenizer(self) -> ClipTokenizer:
+        """Chinese-CLIP's vocab (shared by all its models): tells when a query is over the 52-token context."""
+        return ClipTokenizer()
 
     @property
     def encoder(self) -> EncoderBase:

@@ -1,9 +1,10 @@
-"""Liveness and what the service runs on; random weights are reported here, loudly."""
+"""Liveness and what the service runs on (random weights are reported here, loudly), and metrics."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST
 from sqlalchemy.engine import make_url
 from starlette.concurrency import run_in_threadpool
 
@@ -54,3 +55,9 @@ def _health(services: Services) -> HealthResponse:
 async def healthz(services: ServicesDep) -> JSONResponse:
     health = await run_in_threadpool(_health, services)
     return JSONResponse(status_code=200 if health.status == "ok" else 503, content=health.model_dump())
+
+
+@router.get("/metrics", response_class=Response, responses={200: {"content": {CONTENT_TYPE_LATEST: {}}}})
+async def metrics(request: Request) -> Response:
+    """Prometheus text format: requests and latency per route, search stages, jobs."""
+    return Response(request.app.state.metrics.render(), media_type=CONTENT_TYPE_LATEST)

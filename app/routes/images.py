@@ -8,6 +8,7 @@ from fastapi import APIRouter, File, Form, Query, Request, Response, UploadFile
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
+from app.access import WriteAccess
 from app.deps import JobsDep, ServicesDep
 from app.errors import documented, error_response
 from app.routes.jobs import job_accepted
@@ -29,15 +30,16 @@ from operations.errors import InvalidInput, NotFound, TooLarge
 from operations.ingest import Candidate, ingest
 
 router = APIRouter(prefix="/img", tags=["images"])
-ERRORS = documented(404, 409, 413, 422, 503)
+ERRORS = documented(401, 403, 404, 409, 413, 422, 429, 503)
 
 
-@router.post("/load", status_code=202, response_model=JobAccepted, responses=ERRORS)
+@router.post("/load", status_code=202, response_model=JobAccepted, responses=ERRORS, dependencies=[WriteAccess])
 async def load_split(body: LoadRequest, services: ServicesDep, jobs: JobsDep, request: Request) -> JobAccepted:
     """Bulk-load ``{split}_imgs.tsv`` (+ ``{split}_imgs.img_feat.jsonl`` when present) as a background job.
 
     Re-running the same load adds nothing: images already loaded are counted as skipped.
     """
+    jobs.ensure_capacity()
     plan = await run_in_threadpool(load.plan, services, body.collection, body.path, body.split, body.model)
     await run_in_threadpool(collections.ensure, services, plan.collection, plan.model)
     record = await run_in_threadpool(
@@ -46,13 +48,14 @@ async def load_split(body: LoadRequest, services: ServicesDep, jobs: JobsDep, re
     return job_accepted(request, record.id)
 
 
-@router.post("/ingest", status_code=202, response_model=JobAccepted, responses=ERRORS)
+@router.post("/ingest", status_code=202, response_model=JobAccepted, responses=ERRORS, dependencies=[WriteAccess])
 async def ingest_files(body: IngestRequest, services: ServicesDep, jobs: JobsDep, request: Request) -> JobAccepted:
     """Ingest every image of a folder (recursively) or a .zip under the data root, as a background job.
 
     Types are told by content, not extension; the same content is stored once per collection, so ingesting
     a folder again adds nothing. Files that are not good images are listed in the job's ``errors``.
     """
+    jobs.ensure_capacity()
     source = await run_in_threadpool(ingest_job.open_source, services, body.collection, body.path, body.model)
     record = await run_in_threadpool(
         jobs.submit,
@@ -64,7 +67,7 @@ async def ingest_files(body: IngestRequest, services: ServicesDep, jobs: JobsDep
     return job_accepted(request, record.id)
 
 
-@router.post("/evaluate", status_code=202, response_model=JobAccepted, responses=ERRORS)
+@router.post("/evaluate", status_code=202, response_model=JobAccepted, responses=ERRORS, dependencies=[WriteAccess])
 async def evaluate_split(body: EvaluateRequest, services: ServicesDep, jobs: JobsDep, request: Request) -> JobAccepted:
     """Recall@1/5/10 and mean recall of a loaded split in both directions, exactly as Chinese-CLIP's evaluation
     scripts compute them; the job's ``result`` has the numbers and the paths of the predictions files."""
@@ -79,7 +82,12 @@ async def evaluate_split(body: EvaluateRequest, services: ServicesDep, jobs: Job
     return job_accepted(request, record.id)
 
 
-@router.post("/upload", response_model=UploadResponse, responses={**ERRORS, 200: {"model": UploadResponse}})
+@router.post(
+    "/upload",
+    response_model=UploadResponse,
+    responses={**ERRORS, 200: {"model": UploadResponse}},
+    dependencies=[WriteAccess],
+)
 async def upload_images(
     services: ServicesDep,
     collection: Annotated[CollectionName, Form(examples=["photos"])],
@@ -142,7 +150,9 @@ async def get_image(collection: CollectionPath, image_id: str, services: Service
     return Response(content=record.data, media_type=record.mime, headers={"Cache-Control": "private, max-age=3600"})
 
 
-@router.delete("/{collection}/{image_id}", response_model=DeleteImageResponse, responses=ERRORS)
+@router.delete(
+    "/{collection}/{image_id}", response_model=DeleteImageResponse, responses=ERRORS, dependencies=[WriteAccess]
+)
 async def delete_image(collection: CollectionPath, image_id: str, services: ServicesDep) -> DeleteImageResponse:
     """Remove the image's vector and row; it is never returned again."""
     await run_in_threadpool(collections.require, services, collection)

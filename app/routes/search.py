@@ -28,17 +28,19 @@ from operations.results_picture import RANDOM_NOTE, PictureHit, render
 from operations.search import SearchResult
 
 router = APIRouter(prefix="/img", tags=["search"])
-ERRORS = documented(404, 409, 413, 422, 503)
+ERRORS = documented(401, 403, 404, 409, 413, 422, 503)
 TopK = Annotated[int, Query(description="1 to IMGSEARCH_MAX_TOP_K")]
 
 
 def hits_out(result: SearchResult, request: Request, include_image: bool) -> list[HitOut]:
+    # Route lookup scans every route, so it is done once per result list, not once per hit.
+    url_prefix = str(request.url_for("get_image", collection=result.collection, image_id="_"))[:-1]
     return [
         HitOut(
             id=hit.id,
             image_id=hit.image.image_id,
             score=hit.score,
-            url=str(request.url_for("get_image", collection=result.collection, image_id=hit.image.image_id)),
+            url=url_prefix + hit.image.image_id,
             mime=hit.image.mime,
             width=hit.image.width,
             height=hit.image.height,
@@ -46,6 +48,12 @@ def hits_out(result: SearchResult, request: Request, include_image: bool) -> lis
         )
         for hit in result.hits
     ]
+
+
+def observed(request: Request, timings_ms: dict[str, float]) -> dict[str, float]:
+    """Feeds the stage histograms of /metrics with what the response reports."""
+    request.app.state.metrics.observe_stages(timings_ms)
+    return timings_ms
 
 
 @router.post("/search", response_model=SearchResponse, responses=ERRORS)
@@ -58,7 +66,9 @@ async def search_by_text(body: SearchRequest, services: ServicesDep, request: Re
         collection=result.collection,
         model=result.model,
         hits=hits_out(result, request, body.include_image),
-        timings_ms=result.timings_ms,
+        timings_ms=observed(request, result.timings_ms),
+        truncated=result.notice is not None,
+        notice=result.notice,
     )
 
 
@@ -95,7 +105,7 @@ async def search_by_image(
             ImageQueryResult(file=name, hits=hits_out(result, request, include_image))
             for (name, _), result in zip(queries, results, strict=True)
         ],
-        timings_ms=results[0].timings_ms,
+        timings_ms=observed(request, results[0].timings_ms),
     )
 
 
@@ -161,5 +171,5 @@ async def more_like_this(
         collection=result.collection,
         model=result.model,
         hits=hits_out(result, request, include_image),
-        timings_ms=result.timings_ms,
+        timings_ms=observed(request, result.timings_ms),
     )
