@@ -10,7 +10,7 @@ ifdef WEIGHTS
 export IMGSEARCH_WEIGHTS := $(WEIGHTS)
 endif
 
-.PHONY: install run test lint format sample bench lock clean
+.PHONY: install run test lint format sample bench soak faults fuzz lock clean
 
 $(BIN)/.installed: pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
@@ -42,6 +42,20 @@ bench: install
 	$(BIN)/python bench/ingest.py
 	$(BIN)/python bench/encoders.py
 	$(BIN)/python bench/load.py
+	$(BIN)/python bench/search.py
+	$(BIN)/python bench/scale.py
+
+# 8 clients, mixed requests, 60 s, on loopback: zero errors and exact counts afterwards.
+soak: install
+	$(BIN)/python bench/soak.py
+
+# kill -9 mid-load, then MariaDB stopped mid-search. Stops and starts the local MariaDB: run it alone.
+faults: install
+	$(BIN)/python bench/faults.py
+
+# The OpenAPI fuzz test with more examples per operation than `make test` uses.
+fuzz: install
+	IMGSEARCH_FUZZ_EXAMPLES=200 $(BIN)/pytest tests/test_fuzz_api.py
 
 lock: install
 	{ sed -n '1,2p' requirements.lock; $(BIN)/pip freeze --exclude-editable; } > requirements.lock.new

@@ -68,3 +68,12 @@ def decode_rgb(data: bytes, max_pixels: int) -> Image.Image:
         return image.convert("RGB")
     except (OSError, SyntaxError, ValueError) as exc:
         raise InvalidImage(f"corrupt or truncated image: {exc}") from exc
+
+
+def thumbnail_jpeg(data: bytes, size: int, max_pixels: int) -> bytes:
+    """A JPEG whose longer side is at most ``size`` (upright, first frame): grids load these, not originals."""
+    image = decode_rgb(data, max_pixels)
+    image.thumbnail((size, size), Image.Resampling.LANCZOS)
+    out = io.BytesIO()
+    image.save(out, format="JPEG", quality=82, optimize=True)
+    return out.getvalue()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import uuid
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -66,13 +67,15 @@ class JobStore:
     def get(self, job_id: str) -> JobRecord | None:
         with self.engine.connect() as conn:
             row = conn.execute(select(jobs).where(jobs.c.id == job_id)).first()
-        if row is None:
-            return None
-        values = dict(row._mapping)
-        values["params"] = json.loads(values["params"])
-        values["errors"] = json.loads(values["errors"])
-        values["result"] = json.loads(values["result"]) if values["result"] else None
-        return JobRecord(**values)
+        return None if row is None else _record(row._mapping)
+
+    def recent(self, limit: int, collection: str | None = None) -> list[JobRecord]:
+        """Newest first; the web page shows these as progress bars."""
+        query = select(jobs).order_by(jobs.c.created_at.desc()).limit(limit)
+        if collection is not None:
+            query = query.where(jobs.c.collection == collection)
+        with self.engine.connect() as conn:
+            return [_record(row._mapping) for row in conn.execute(query)]
 
     def update(self, job_id: str, **values: Any) -> None:
         if "errors" in values:
@@ -83,13 +86,21 @@ class JobStore:
         with self.engine.begin() as conn:
             conn.execute(update(jobs).where(jobs.c.id == job_id).values(**values))
 
-    def fail_stale(self, stale_after: dt.timedelta, reason: str) -> int:
-        """Jobs whose worker stopped beating (a crash or restart) are marked failed, never left 'running'."""
+    def fail_stale(self, stale_after: dt.timedelta, reason: str, exclude: Collection[str] = ()) -> int:
+        """Jobs whose worker stopped beating (a crash or restart) are marked failed, never left 'running';
+        ``exclude`` holds the caller's own jobs, which are alive whatever their heartbeat says."""
         cutoff = utc_now() - stale_after
+        query = update(jobs).where(jobs.c.state.in_(ACTIVE_STATES), jobs.c.heartbeat_at < cutoff)
+        if exclude:
+            query = query.where(jobs.c.id.not_in(list(exclude)))
         with self.engine.begin() as conn:
-            result = conn.execute(
-                update(jobs)
-                .where(jobs.c.state.in_(ACTIVE_STATES), jobs.c.heartbeat_at < cutoff)
-                .values(state="failed", message=reason, finished_at=utc_now())
-            )
+            result = conn.execute(query.values(state="failed", message=reason, finished_at=utc_now()))
         return int(result.rowcount or 0)
+
+
+def _record(mapping: Any) -> JobRecord:
+    values = dict(mapping)
+    values["params"] = json.loads(values["params"])
+    values["errors"] = json.loads(values["errors"])
+    values["result"] = json.loads(values["result"]) if values["result"] else None
+    return JobRecord(**values)

@@ -9,6 +9,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from fastapi_offline import FastAPIOffline
 from starlette.concurrency import run_in_threadpool
+from starlette.staticfiles import StaticFiles
 
 from adapters.encoder_base import EncoderBase
 from app.access import ReadAccess
@@ -17,7 +18,7 @@ from app.limits import BodySizeLimit
 from app.metrics import Metrics
 from app.observability import RequestContext
 from app.openapi import install_openapi
-from app.routes import collections, embed, health, images, jobs, models, search
+from app.routes import collections, embed, health, images, jobs, models, search, web
 from config import Settings
 from operations.jobs import JobRunner
 from operations.services import build_services
@@ -82,4 +83,6 @@ def create_app(settings: Settings | None = None, encoder: EncoderBase | None = N
     for module in (search, images, collections, models, jobs, embed):
         app.include_router(module.router, dependencies=[ReadAccess])
     app.include_router(health.router)
+    app.include_router(web.router)
+    app.mount("/static", StaticFiles(directory=web.WEB_DIR), name="static")
     return app

@@ -24,7 +24,9 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -93,6 +95,31 @@ def search_floor(directory: Path, split: str, queries: list[str]) -> list[float]
         times.append((time.perf_counter() - started) * 1000)
     encoder.close()
     return times
+
+
+def wait_job(client: httpx.Client, job_id: str) -> dict:
+    while (job := client.get(f"/jobs/{job_id}").json())["state"] not in ("succeeded", "failed"):
+        time.sleep(0.2)
+    return job
+
+
+def drop_database(name: str) -> None:
+    connection = pymysql.connect(host="127.0.0.1", user="root", password="")
+    try:
+        connection.cursor().execute(f"DROP DATABASE IF EXISTS `{name}`")
+    finally:
+        connection.close()
+
+
+def for_seconds(clients: int, worker: Callable[[int], None]) -> float:
+    """Runs ``worker(n)`` in ``clients`` threads (each loops until its own deadline) and returns the wall time."""
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(clients)]
+    started = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return time.perf_counter() - started
 
 
 def run_service(env: dict[str, str], port: int) -> subprocess.Popen:
@@ -178,9 +205,7 @@ def main() -> int:
         try:
             results["mysql"] = measure_backend("mysql", f"{args.mysql.rstrip('/')}/{database}", work, "bench", queries)
         finally:
-            connection = pymysql.connect(host="127.0.0.1", user="root", password="")
-            connection.cursor().execute(f"DROP DATABASE IF EXISTS `{database}`")
-            connection.close()
+            drop_database(database)
         # The floor is measured before and after the services, so machine drift shows up in both.
         floor_search = [min(a, b) for a, b in zip(floor_before, search_floor(split_dir, "bench", queries), strict=True)]
 

@@ -32,7 +32,7 @@ from config import Settings  # noqa: E402
 from operations import ingest_job  # noqa: E402
 from operations.file_sources import FileSource  # noqa: E402
 from operations.jobs import JobProgress  # noqa: E402
-from operations.sample_data import _make_image  # noqa: E402
+from operations.sample_data import make_image  # noqa: E402
 from operations.services import build_services  # noqa: E402
 
 
@@ -41,7 +41,7 @@ def make_folder(folder: Path, count: int) -> float:
     rng = np.random.default_rng(0)
     sizes = []
     for i in range(count):
-        data = _make_image(rng)[0]
+        data = make_image(rng)[0]
         (folder / f"{i:05}.jpg").write_bytes(data)
         sizes.append(len(data))
     return float(np.mean(sizes)) / 1024

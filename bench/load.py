@@ -22,13 +22,12 @@ import time
 from pathlib import Path
 
 import httpx
-import pymysql
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from core import free_port, run_service, write_random_features  # noqa: E402
+from core import drop_database, free_port, run_service, write_random_features  # noqa: E402
 from results_file import run_header, write_section  # noqa: E402
 
 from operations.sample_data import generate_split  # noqa: E402
@@ -91,9 +90,7 @@ def measure(work: Path, mysql_url: str, name: str, count: int) -> dict:
     finally:
         process.terminate()
         process.wait(timeout=60)
-        connection = pymysql.connect(host="127.0.0.1", user="root", password="")
-        connection.cursor().execute(f"DROP DATABASE IF EXISTS `{database}`")
-        connection.close()
+        drop_database(database)
 
 
 def main() -> int:

@@ -23,13 +23,12 @@ import time
 from pathlib import Path
 
 import httpx
-import pymysql
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from core import QUERIES, free_port, pct, run_service, search_floor, write_random_features  # noqa: E402
+from core import QUERIES, drop_database, for_seconds, free_port, pct, run_service, search_floor, write_random_features  # noqa: E402
 from results_file import run_header, write_section  # noqa: E402
 
 from operations.sample_data import generate_split  # noqa: E402
@@ -86,13 +85,7 @@ def many_clients(base_url: str, queries: list[str], clients: int, seconds: float
                     errors += response.status_code != 200
                 i += clients
 
-    threads = [threading.Thread(target=worker, args=(n,)) for n in range(clients)]
-    started = time.perf_counter()
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    return time.perf_counter() - started, latencies, errors
+    return for_seconds(clients, worker), latencies, errors
 
 
 def main() -> int:
@@ -134,9 +127,7 @@ def main() -> int:
         finally:
             process.terminate()
             process.wait(timeout=60)
-            connection = pymysql.connect(host="127.0.0.1", user="root", password="")
-            connection.cursor().execute(f"DROP DATABASE IF EXISTS `{database}`")
-            connection.close()
+            drop_database(database)
         floor = [min(a, b) for a, b in zip(floor_before, search_floor(split_dir, "bench", queries), strict=True)]
 
     total = [s["total"] for s in single]

@@ -12,7 +12,16 @@ from operations.ingest import Candidate
 
 
 def resolve_under_root(root: Path, relative: str) -> Path:
-    """The data root is the only place a request may read from: no absolute paths, no ``..`` or link escapes."""
+    """The data root is the only place a request may read from: no absolute paths, no ``..`` or link escapes.
+    Names the file system cannot hold (NUL, a part over 255 bytes) are bad input, not an OSError later."""
+    if "\x00" in relative:
+        raise InvalidInput("path must not contain a NUL character")
+    try:
+        relative.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise InvalidInput("path is not valid Unicode (lone surrogate)") from exc
+    if any(len(part.encode("utf-8")) > 255 for part in Path(relative).parts):
+        raise InvalidInput("path has a part longer than 255 bytes, which no file system allows")
     base = root.resolve()
     candidate = (base / relative).resolve()
     if Path(relative).is_absolute() or not candidate.is_relative_to(base):

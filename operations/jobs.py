@@ -80,6 +80,8 @@ def describe_failure(exc: Exception) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
+INTERRUPTED = "interrupted: the service stopped; run the job again to finish"
+
 JobFn = Callable[[JobProgress], "str | JobOutcome"]
 
 
@@ -98,12 +100,29 @@ class JobRunner:
         self.max_active = max_active
         self.active = 0  # queued or running, guarded by _lock
         self._lock = threading.Lock()
+        self._mine: set[str] = set()  # ids of this process's queued and running jobs, guarded by _lock
         self._on_finish = on_finish
-        failed = store.fail_stale(
-            dt.timedelta(seconds=stale_after_s), "interrupted: the service stopped; run the job again to finish"
+        self._stale_after = dt.timedelta(seconds=stale_after_s)
+        self._sweep_stale()
+        # A job left 'running' by a killed process must read 'failed' soon, not only after the next restart.
+        self._sweeper = threading.Thread(
+            target=self._sweep_forever, args=(max(1.0, stale_after_s / 3),), name="job-sweeper", daemon=True
         )
+        self._sweeper.start()
+
+    def _sweep_stale(self) -> None:
+        with self._lock:
+            mine = set(self._mine)
+        failed = self.store.fail_stale(self._stale_after, INTERRUPTED, exclude=mine)
         if failed:
             logger.warning("marked %d interrupted job(s) as failed", failed)
+
+    def _sweep_forever(self, every_s: float) -> None:
+        while not self._stop.wait(every_s):
+            try:
+                self._sweep_stale()
+            except Exception as exc:  # the database may be down for a while: try again next round
+                logger.warning("could not check for interrupted jobs: %s", exc)
 
     def submit(self, kind: str, collection: str, params: dict[str, Any], fn: JobFn) -> JobRecord:
         """Queues the job, or refuses it (429) when ``max_active`` jobs are already queued or running."""
@@ -112,11 +131,13 @@ class JobRunner:
             self.active += 1
         try:
             record = self.store.create(kind, collection, params)
+            with self._lock:
+                self._mine.add(record.id)
             future = self._executor.submit(self._run_reported, kind, record.id, fn)
         except BaseException:
             self._release()
             raise
-        future.add_done_callback(lambda _: self._release())  # also when a queued job is cancelled at shutdown
+        future.add_done_callback(lambda _: self._release(record.id))  # also when cancelled at shutdown
         logger.info("job %s queued: %s %s %s", record.id, kind, collection, params)
         return record
 
@@ -125,7 +146,13 @@ class JobRunner:
     ) -> JobRecord:
         """Run a job in the calling thread (the CLI), recorded like any other."""
         record = self.store.create(kind, collection, params)
-        self._run(record.id, fn, listener)
+        with self._lock:
+            self._mine.add(record.id)
+        try:
+            self._run(record.id, fn, listener)
+        finally:
+            with self._lock:
+                self._mine.discard(record.id)
         return self.get(record.id)
 
     def ensure_capacity(self) -> None:
@@ -140,9 +167,10 @@ class JobRunner:
                 "retry when one has finished"
             )
 
-    def _release(self) -> None:
+    def _release(self, job_id: str = "") -> None:
         with self._lock:
             self.active -= 1
+            self._mine.discard(job_id)
 
     def _run_reported(self, kind: str, job_id: str, fn: JobFn) -> None:
         state = self._run(job_id, fn)
@@ -160,7 +188,7 @@ class JobRunner:
             message, result = outcome.message, outcome.result
             state = "failed" if self._stop.is_set() else "succeeded"
             if self._stop.is_set():
-                message = "interrupted: the service stopped; run the job again to finish"
+                message = INTERRUPTED
         except Exception as exc:
             logger.exception("job %s failed", job_id)
             state, message = "failed", describe_failure(exc)

@@ -58,7 +58,8 @@ def _draw_shape(draw: ImageDraw.ImageDraw, shape: str, box: tuple[int, int, int,
         draw.rectangle((x0, (y0 + y1) // 2 - 8, x1, (y0 + y1) // 2 + 8), fill=fill)
 
 
-def _make_image(rng: np.random.Generator) -> tuple[bytes, list[str]]:
+def make_image(rng: np.random.Generator) -> tuple[bytes, list[str]]:
+    """One JPEG of coloured shapes on a textured background, and its Chinese captions."""
     names = list(COLORS)
     background = names[rng.integers(len(names))]
     width, height = SIZES[rng.integers(len(SIZES))]
@@ -113,7 +114,7 @@ def generate_split(
     with images_tsv(directory, split).open("w", encoding="ascii") as tsv:
         pending: list[bytes] = []
         for image_id in tqdm(image_ids, desc=f"sample {split}", unit="img"):
-            data, captions = _make_image(rng)
+            data, captions = make_image(rng)
             tsv.write(f"{image_id}\t{base64.b64encode(data).decode('ascii')}\n")
             for caption in captions:
                 texts.append({"text_id": text_id, "text": caption, "image_ids": [image_id]})

@@ -3,7 +3,10 @@ random-weight RN50 shared by all apps, and generated Flickr30k-CN-format splits.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import socket
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -11,6 +14,8 @@ from pathlib import Path
 
 import pymysql
 import pytest
+import uvicorn
+from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlalchemy.engine import make_url
 
@@ -122,6 +127,27 @@ def make_client(encoder: ChineseClipEncoder) -> Callable[[Settings], TestClient]
         return TestClient(create_app(settings, encoder=encoder), raise_server_exceptions=False)
 
     return build
+
+
+@contextlib.contextmanager
+def serve(app: FastAPI) -> Iterator[str]:
+    """The app under a real uvicorn on a free loopback port, for browsers and HTTP fuzzers; yields its URL."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 120
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError("uvicorn did not start")
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=60)
 
 
 def wait_for_job(client: TestClient, job_id: str, timeout: float = 300.0) -> dict:

@@ -83,3 +83,12 @@ def test_lock_file_pins_every_direct_dependency_at_the_same_version() -> None:
     for requirement in [*project["dependencies"], *project["optional-dependencies"]["dev"]]:
         name, version = requirement.split("==")
         assert lock[re.sub(r"[-_.]+", "-", name.lower())] == version, requirement
+
+
+def test_the_search_page_is_packaged() -> None:
+    """The image installs the package (not a checkout): the page's files must be package data."""
+    globs = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["app"]
+    files = sorted((ROOT / "app" / "web").iterdir())
+    assert {f.name for f in files} >= {"index.html", "app.js", "style.css"}
+    for file in files:
+        assert any(file.relative_to(ROOT / "app").match(pattern) for pattern in globs), file

@@ -10,12 +10,12 @@ import pytest
 from PIL import Image
 
 from adapters.clip_encoder import ChineseClipEncoder, ModelLoadError
-from operations.sample_data import _make_image
+from operations.sample_data import make_image
 
 
 def _images(count: int, seed: int = 0) -> list[Image.Image]:
     rng = np.random.default_rng(seed)
-    return [Image.open(io.BytesIO(_make_image(rng)[0])) for _ in range(count)]
+    return [Image.open(io.BytesIO(make_image(rng)[0])) for _ in range(count)]
 
 
 def test_outputs_are_unit_float32_with_model_dim(encoder: ChineseClipEncoder) -> None:

@@ -140,3 +140,37 @@ def test_over_long_query_is_truncated_and_says_so(client: TestClient) -> None:
     # The service searched with what the model read: the first 50 tokens give the same hits.
     cut = client.post("/img/search", json={"collection": "good", "text": long_text[:50]}).json()
     assert [h["id"] for h in cut["hits"]] == [h["id"] for h in body["hits"]]
+
+
+def test_jobs_of_a_dead_process_read_failed_without_a_restart(tmp_path: Path) -> None:
+    """kill -9 leaves a job 'running' in the DB; the live service's sweeper marks it failed within seconds,
+    while its own job, silent for longer than the stale limit, is left alone."""
+    from adapters.job_store import JobStore
+    from adapters.sql_schema import create_metadata_engine
+
+    engine = create_metadata_engine(f"sqlite:///{tmp_path / 'jobs.db'}")
+    store = JobStore(engine)
+    runner = JobRunner(store, 1, stale_after_s=1.0)
+    gate = threading.Event()
+    try:
+        orphan = store.create("load", "a", {})
+        store.update(orphan.id, state="running")  # its process is gone: no more heartbeats
+        own = runner.submit("load", "a", {}, lambda p: gate.wait(30) and "ok")
+        deadline = threading.Event()
+        for _ in range(100):
+            if store.get(orphan.id).state == "failed":  # type: ignore[union-attr]
+                break
+            deadline.wait(0.1)
+        assert store.get(orphan.id).state == "failed"  # type: ignore[union-attr]
+        assert "interrupted" in (store.get(orphan.id).message or "")  # type: ignore[union-attr]
+        deadline.wait(1.5)
+        assert store.get(own.id).state == "running"  # type: ignore[union-attr]
+        gate.set()
+        for _ in range(100):
+            if runner.active == 0:
+                break
+            deadline.wait(0.1)
+    finally:
+        runner.shutdown()
+        engine.dispose()
+    assert store.get(own.id).state == "succeeded"  # type: ignore[union-attr]

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request
 from starlette.concurrency import run_in_threadpool
 
 from adapters.job_store import JobRecord
 from adapters.sql_schema import utc_now
 from app.deps import JobsDep
 from app.errors import documented
-from app.schemas import JobAccepted, JobOut
+from app.schemas import CollectionName, JobAccepted, JobOut
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
 
@@ -26,9 +28,22 @@ def _rate(record: JobRecord) -> float | None:
     return round(record.done / seconds, 1) if seconds > 0 else None
 
 
+@router.get("", response_model=list[JobOut], responses=documented(422))
+async def list_jobs(
+    jobs: JobsDep,
+    collection: Annotated[CollectionName | None, Query()] = None,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+) -> list[JobOut]:
+    """The newest jobs first, optionally of one collection."""
+    return [_out(record) for record in await run_in_threadpool(jobs.store.recent, limit, collection)]
+
+
 @router.get("/{job_id}", name="get_job", response_model=JobOut, responses=documented(404))
 async def get_job(job_id: str, jobs: JobsDep) -> JobOut:
-    record = await run_in_threadpool(jobs.get, job_id)
+    return _out(await run_in_threadpool(jobs.get, job_id))
+
+
+def _out(record: JobRecord) -> JobOut:
     return JobOut(
         job_id=record.id,
         kind=record.kind,

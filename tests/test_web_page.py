@@ -1,0 +1,125 @@
+"""The search page at / in a real headless Chromium (Debian's `chromium`, driven by Playwright): typing a
+Chinese query fills the grid with the API's own first hit, dropping an image finds its duplicate first, a click
+opens the full image and "more like this", and the page fits a phone. Screenshots go to test-artifacts/."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from adapters.clip_encoder import ChineseClipEncoder
+from app.main import create_app
+from config import Settings
+from tests.conftest import load_split, serve
+
+ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
+QUERY = "红色的圆形"
+
+
+def chromium_path() -> str:
+    found = shutil.which("chromium") or shutil.which("chromium-browser")
+    if found:
+        return found
+    if os.environ.get("CI"):
+        pytest.fail("chromium is not installed (apt-get install chromium); .ci/run installs it")
+    pytest.skip("chromium is not installed (apt-get install chromium)")
+
+
+@pytest.fixture
+def live_server(
+    small_split: Path, make_settings: Callable[..., Settings], encoder: ChineseClipEncoder
+) -> Iterator[str]:
+    with serve(create_app(make_settings(), encoder=encoder)) as base, httpx.Client(base_url=base) as client:
+        assert load_split(client, "good", "small", "valid")["state"] == "succeeded"  # type: ignore[arg-type]
+        yield base
+
+
+@pytest.fixture
+def page(live_server: str) -> Iterator:
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=chromium_path(), args=["--no-sandbox"])
+        try:
+            context = browser.new_context(viewport={"width": 1280, "height": 900}, locale="zh-CN")
+            yield context.new_page()
+        finally:
+            browser.close()
+
+
+def first_card(page) -> tuple[str, float]:  # type: ignore[no-untyped-def]
+    card = page.locator('.card[data-rank="1"]')
+    return card.get_attribute("data-image-id"), float(card.locator(".score").inner_text())
+
+
+def test_search_page_by_text_and_by_image(live_server: str, page, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    ARTIFACTS.mkdir(exist_ok=True)
+    expected = httpx.post(f"{live_server}/img/search", json={"collection": "good", "text": QUERY, "top_k": 30}).json()
+
+    page.goto(live_server + "/")
+    page.wait_for_function("document.querySelector('#collection').options.length > 0")
+    assert "60 张图片" in page.locator("#overview").inner_text()
+
+    page.locator("#query").press_sequentially(QUERY, delay=40)  # as a person types: debounced searches
+    page.wait_for_function(f"document.querySelector('#status').textContent.includes('{QUERY}')")
+    image_id, score = first_card(page)
+    assert image_id == expected["hits"][0]["image_id"]
+    assert score == pytest.approx(expected["hits"][0]["score"], abs=1e-3)
+    assert page.locator(".card").count() == len(expected["hits"])
+    # Thumbnails are served resized, not as originals.
+    page.wait_for_function("document.querySelector('.card img').naturalWidth > 0")
+    assert page.locator(".card img").first.evaluate("img => Math.max(img.naturalWidth, img.naturalHeight)") <= 320
+    page.screenshot(path=str(ARTIFACTS / "web-text-search.png"), full_page=True)
+
+    # 以图搜图: drop in a copy of a stored image; the stored one ranks first with score 1.
+    target = expected["hits"][5]["image_id"]
+    copy = tmp_path / "copy.jpg"
+    copy.write_bytes(httpx.get(f"{live_server}/img/good/{target}").content)
+    page.locator("#file").set_input_files(str(copy))
+    page.wait_for_function("document.querySelector('#status').textContent.includes('copy.jpg')")
+    image_id, score = first_card(page)
+    assert image_id == target and score == pytest.approx(1.0, abs=1e-3)
+
+    # Click → full image → more like this (which leaves the image itself out).
+    page.locator('.card[data-rank="1"]').click()
+    page.wait_for_function("document.querySelector('#viewer').open")
+    page.wait_for_function("document.querySelector('#viewer-img').naturalWidth > 0")
+    page.screenshot(path=str(ARTIFACTS / "web-viewer.png"))
+    page.locator("#more-like-this").click()
+    page.wait_for_function(f"document.querySelector('#status').textContent.includes('与 {target} 相似')")
+    similar = httpx.get(f"{live_server}/img/good/{target}/similar?top_k=30").json()
+    assert first_card(page)[0] == similar["hits"][0]["image_id"] != target
+
+    # A phone-width screen: no sideways scrolling, two thumbnails per row.
+    page.set_viewport_size({"width": 390, "height": 844})
+    assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
+    boxes = [page.locator(".card").nth(i).bounding_box() for i in range(3)]
+    assert boxes[0]["y"] == boxes[1]["y"] < boxes[2]["y"]
+    page.screenshot(path=str(ARTIFACTS / "web-phone.png"), full_page=True)
+
+
+def test_page_shows_the_job_and_the_truncation_notice(live_server: str, page) -> None:  # type: ignore[no-untyped-def]
+    page.goto(live_server + "/")
+    page.wait_for_function("document.querySelector('#jobs li progress') !== null")
+    assert "批量导入 · 已完成 · 60/60 张，新增 60" in page.locator("#jobs li").first.inner_text()
+    page.locator("#query").fill("一只红色的圆形在蓝色背景上" * 8)
+    page.wait_for_function("!document.querySelector('#notice').hidden")
+    assert "52 个 token" in page.locator("#notice").inner_text()
+
+
+def test_thumbnails_are_cached(live_server: str) -> None:
+    hit = httpx.post(f"{live_server}/img/search", json={"collection": "good", "text": QUERY}).json()["hits"][0]
+    url = f"{live_server}/img/good/{hit['image_id']}/thumb?size=128"
+    first = httpx.get(url)
+    assert first.status_code == 200 and first.headers["content-type"] == "image/jpeg"
+    assert "max-age" in first.headers["cache-control"] and first.headers["etag"]
+    again = httpx.get(url, headers={"If-None-Match": first.headers["etag"]})
+    assert again.status_code == 304 and again.content == b""
+    original = httpx.get(hit["url"])
+    assert len(first.content) < len(original.content)
+    assert httpx.get(hit["url"], headers={"If-None-Match": original.headers["etag"]}).status_code == 304
+    assert httpx.get(f"{live_server}/img/good/{hit['image_id']}/thumb?size=5000").status_code == 422
