@@ -92,7 +92,7 @@ def kill_during_load(env: dict[str, str], images: int, checks: list[tuple[str, b
     )
     checks.append(("the re-run load succeeds", rerun["state"] == "succeeded"))
     checks.append(("exact counts in both stores", count == vectors == images))
-    checks.append(("reconcile finds nothing", reconcile["message"] == "nothing to repair"))
+    checks.append(("reconcile finds nothing", reconcile["message"].startswith("nothing to repair")))
     return lines
 
 
@@ -102,7 +102,7 @@ def database_outage(
     stop_db, start_db = commands
     port = free_port()
     process = run_service(env, port)
-    samples: list[tuple[float, str, int, str]] = []  # (time, phase, status, error code)
+    samples: list[tuple[float, str, int, str, float]] = []  # (seconds, phase, status, error code, finished at)
     phase = "before"
     stop = threading.Event()
 
@@ -116,7 +116,7 @@ def database_outage(
                     status = response.status_code
                 except httpx.HTTPError as exc:
                     status, code = 0, type(exc).__name__
-                samples.append((time.perf_counter() - started, phase, status, code))
+                samples.append((time.perf_counter() - started, phase, status, code, time.perf_counter()))
                 time.sleep(0.05)
 
     thread = threading.Thread(target=search_loop)
@@ -132,14 +132,19 @@ def database_outage(
             health = client.get("/healthz")
             message = client.post("/img/search", json={"collection": "drill", "text": "猫"}).json()
         phase = "returning"
-        subprocess.run(shlex.split(start_db), check=True, capture_output=True)
-        back = time.perf_counter()
+        # Debian's init script can report failure while the server does come up: what counts is a connection.
+        starter = subprocess.Popen(shlex.split(start_db), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        begun = time.perf_counter()
         while not db_up():
-            time.sleep(0.1)
-        db_back_s = time.perf_counter() - back
-        while not samples or samples[-1][2] != 200:
+            if time.perf_counter() - begun > 120:
+                raise RuntimeError(f"MariaDB did not come back after {start_db!r}")
             time.sleep(0.05)
-        recovered_s = time.perf_counter() - back
+        up_at = time.perf_counter()
+        while not any(sample[2] == 200 and sample[4] > up_at for sample in samples):
+            time.sleep(0.02)
+        recovered_s = min(sample[4] for sample in samples if sample[2] == 200 and sample[4] > up_at) - up_at
+        db_back_s = up_at - begun
+        starter.wait(timeout=120)
         phase = "after"
         time.sleep(3)
     finally:
@@ -163,8 +168,8 @@ def database_outage(
         f'- During the outage: `{message["error"]["code"]}` — "{message["error"]["message"]}"; /healthz '
         f"{health.status_code} (`{health.json()['stores']['metadata']['error'][:80]}…`); slowest answer "
         f"{slowest * 1000:.0f} ms.",
-        f"- MariaDB took {db_back_s:.1f} s to accept connections again; the first successful search came "
-        f"{recovered_s:.1f} s after the restart began, with no action on the service.",
+        f"- MariaDB accepted connections {db_back_s:.1f} s after its start command; the first search to succeed "
+        f"after that ended {recovered_s * 1000:.0f} ms later, with no action on the service.",
     ]
 
 
