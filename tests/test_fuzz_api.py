@@ -60,9 +60,7 @@ def fuzz_target(
 
 def store_counts(services: Services) -> dict[str, tuple[int, int]]:
     """Per collection: (searchable rows, vectors)."""
-    return {
-        s.record.name: (s.count, services.vectors.count(s.record.name)) for s in collections.list_all(services)
-    }
+    return {s.record.name: (s.count, services.vectors.count(s.record.name)) for s in collections.list_all(services)}
 
 
 @schema.parametrize()
