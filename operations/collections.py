@@ -7,7 +7,7 @@ import re
 from dataclasses import dataclass
 
 from adapters.encoder_base import EncoderBase
-from adapters.metadata_store import CollectionRecord
+from adapters.metadata_store import CollectionRecord, ImageRecord
 from operations.errors import Conflict, InvalidInput, NotFound
 from operations.services import Services
 
@@ -72,6 +72,15 @@ def ensure(services: Services, name: str, model: str | None = None) -> Collectio
         raise Conflict(f"collection {name!r} is bound to {record.model}; it cannot take {model} vectors")
     services.vectors.ensure_collection(name, record.dim)
     return record
+
+
+def require_image(services: Services, collection: str, image_id: str) -> ImageRecord:
+    """A searchable image of an existing collection, bytes included, or 404."""
+    require(services, collection)
+    image = services.metadata.get_image(collection, image_id)
+    if image is None:
+        raise NotFound(f"image {image_id!r} not found in collection {collection!r}")
+    return image
 
 
 def summarise(services: Services, name: str) -> CollectionSummary:

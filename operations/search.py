@@ -11,7 +11,7 @@ import numpy as np
 from adapters import images
 from adapters.metadata_store import ImageRecord
 from operations import collections
-from operations.errors import Conflict, InvalidInput, NotFound
+from operations.errors import Conflict, InvalidInput
 from operations.services import Services
 
 logger = logging.getLogger(__name__)
@@ -113,9 +113,7 @@ def similar(services: Services, collection: str, image_id: str, top_k: int, with
     """More like this: searches with the stored vector (no re-encoding) and leaves the image itself out."""
     validate_top_k(top_k, services.settings.max_top_k)
     record = collections.require(services, collection)
-    image = services.metadata.get_image(collection, image_id)
-    if image is None:
-        raise NotFound(f"image {image_id!r} not found in collection {collection!r}")
+    image = collections.require_image(services, collection, image_id)
     started = time.perf_counter()
     vector = services.vectors.get(collection, [image.id]).get(image.id)
     if vector is None:

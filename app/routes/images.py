@@ -9,7 +9,6 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from adapters import images
-from adapters.metadata_store import ImageRecord
 from app.access import WriteAccess
 from app.deps import JobsDep, ServicesDep
 from app.errors import documented, error_response
@@ -28,9 +27,8 @@ from app.schemas import (
     UploadResult,
 )
 from operations import collections, evaluation, ingest_job, load, writes
-from operations.errors import InvalidInput, NotFound, TooLarge
+from operations.errors import InvalidInput, TooLarge
 from operations.ingest import Candidate, ingest
-from operations.services import Services
 
 router = APIRouter(prefix="/img", tags=["images"])
 ERRORS = documented(401, 403, 404, 409, 413, 422, 429, 503)
@@ -146,7 +144,7 @@ async def count_images(collection: Annotated[CollectionName, Query()], services:
 )
 async def get_image(collection: CollectionPath, image_id: str, services: ServicesDep, request: Request) -> Response:
     """The stored image bytes with their content type (``ETag``: a browser revalidates with a 304)."""
-    record = await _stored_image(services, collection, image_id)
+    record = await run_in_threadpool(collections.require_image, services, collection, image_id)
     etag = f'"{record.sha256[:32]}"'
     if _not_modified(request, etag):
         return Response(status_code=304, headers=_cache_headers(etag))
@@ -167,20 +165,12 @@ async def get_thumbnail(
     size: Annotated[int, Query(ge=32, le=1024, description="Longest side in pixels.")] = 256,
 ) -> Response:
     """A resized JPEG for result grids, cached by the browser (``Cache-Control`` + ``ETag``)."""
-    record = await _stored_image(services, collection, image_id)
+    record = await run_in_threadpool(collections.require_image, services, collection, image_id)
     etag = f'"{record.sha256[:32]}-{size}"'
     if _not_modified(request, etag):
         return Response(status_code=304, headers=_cache_headers(etag))
     data = await run_in_threadpool(images.thumbnail_jpeg, record.data, size, services.settings.max_image_pixels)
     return Response(content=data, media_type="image/jpeg", headers=_cache_headers(etag))
-
-
-async def _stored_image(services: Services, collection: str, image_id: str) -> ImageRecord:
-    await run_in_threadpool(collections.require, services, collection)
-    record = await run_in_threadpool(services.metadata.get_image, collection, image_id)
-    if record is None or record.data is None:
-        raise NotFound(f"image {image_id!r} not found in collection {collection!r}")
-    return record
 
 
 def _cache_headers(etag: str) -> dict[str, str]:
