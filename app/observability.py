@@ -42,7 +42,6 @@ class RequestContext:
         sent = dict(scope.get("headers") or []).get(b"x-request-id", b"").decode("latin-1")
         request_id = sent if _SANE_ID.match(sent) else uuid.uuid4().hex
         token = REQUEST_ID.set(request_id)
-        scope.setdefault("state", {})["request_id"] = request_id
         started = time.perf_counter()
         status = 500  # what the client gets if the app dies before answering
 

@@ -75,10 +75,11 @@ def ensure(services: Services, name: str, model: str | None = None) -> Collectio
 
 
 def require_image(services: Services, collection: str, image_id: str) -> ImageRecord:
-    """A searchable image of an existing collection, bytes included, or 404."""
-    require(services, collection)
+    """A searchable image of an existing collection, bytes included, or 404. The collection is looked up only
+    when the image is missing, to say which of the two is: image reads and thumbnails cost one query."""
     image = services.metadata.get_image(collection, image_id)
     if image is None:
+        require(services, collection)
         raise NotFound(f"image {image_id!r} not found in collection {collection!r}")
     return image
 
