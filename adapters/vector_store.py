@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -14,12 +15,42 @@ from pymilvus import DataType, MilvusClient
 logger = logging.getLogger(__name__)
 
 ID_FIELD, VECTOR_FIELD = "id", "vector"
+STRONG = "Strong"  # for reads that must see every earlier write, from any process: counts, reconcile
+_NOT_PARAMS = {"index_type", "metric_type", "field_name", "index_name", "total_rows", "indexed_rows"}
+_NOT_PARAMS |= {"pending_index_rows", "state", "params", "dim"}
+
+
+@dataclass(frozen=True)
+class IndexInfo:
+    index_type: str
+    metric: str
+    params: dict[str, Any]
+
+
+def _number(value: Any) -> Any:
+    """describe_index gives parameters as strings: '16' -> 16."""
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return value
+
+
+def _create_database_if_missing(uri: str, token: str | None, db_name: str) -> None:
+    client = MilvusClient(uri=uri, token=token or "")
+    try:
+        if db_name not in client.list_databases():
+            client.create_database(db_name)
+            logger.info("created Milvus database %s", db_name)
+    finally:
+        client.close()
 
 
 class VectorStore(Protocol):
     def ping(self) -> None: ...
     def has_collection(self, name: str) -> bool: ...
     def ensure_collection(self, name: str, dim: int) -> None: ...
+    def flush(self, name: str) -> None: ...
+    def index_info(self, name: str) -> IndexInfo: ...
     def drop_collection(self, name: str) -> None: ...
     def upsert(self, name: str, ids: Sequence[int], vectors: np.ndarray) -> None: ...
     def delete(self, name: str, ids: Sequence[int]) -> None: ...
@@ -40,24 +71,49 @@ class MilvusVectorStore:
         token: str | None = None,
         index_type: str = "FLAT",
         index_params: dict[str, Any] | None = None,
-        search_params: dict[str, Any] | None = None,
-        consistency_level: str = "Strong",
-        insert_batch: int = 500,
+        search_ef: int = 64,
+        search_nprobe: int = 16,
+        search_consistency: str = "Session",
+        db_name: str = "default",
+        insert_batch: int | None = None,
     ) -> None:
         self.local = local = not uri.startswith(("http://", "https://", "tcp://", "grpc://"))
         if local:
             Path(uri).parent.mkdir(parents=True, exist_ok=True)
+        elif db_name != "default":
+            _create_database_if_missing(uri, token, db_name)
         self.uri = uri
-        self._client = MilvusClient(uri=uri, token=token or "")
+        self.db_name = "default" if local else db_name
+        self._client = MilvusClient(uri=uri, token=token or "", db_name="" if local else db_name)
         self.index_type = index_type
         self.index_params = index_params or {}
-        self.search_params = search_params or {}
-        self.consistency_level = consistency_level
-        # Milvus Lite inserts ~30x faster in 500-row batches than in 2,000-row ones (REFERENCE.md).
-        self.insert_batch = insert_batch
+        self.search_ef, self.search_nprobe = search_ef, search_nprobe
+        # Searches do not wait for the server's time tick (Strong costs ~200-400 ms each on a server); Session
+        # still shows this process its own writes. Reads that must see every write use STRONG explicitly.
+        self.search_consistency = search_consistency
+        # Milvus Lite inserts ~30x faster in 500-row batches than in 2,000-row ones; a server takes big batches
+        # well (REFERENCE.md), and fewer round trips matter there.
+        self.insert_batch = insert_batch or (500 if local else 2000)
         self._loaded: set[str] = set()
+        self._indexes: dict[str, IndexInfo] = {}
         self._lock = threading.Lock()
-        logger.info("vector store ready: %s (%s)", "Milvus Lite " + uri if local else uri, index_type)
+        logger.info(
+            "vector store ready: %s, new collections %s %s, searches %s",
+            "Milvus Lite " + uri if local else f"Milvus server {uri} (database {db_name})",
+            index_type,
+            self.index_params,
+            search_consistency,
+        )
+
+    @property
+    def backend(self) -> str:
+        return "milvus-lite" if self.local else "milvus-server"
+
+    def server_version(self) -> str | None:
+        try:
+            return str(self._client.get_server_version())
+        except Exception:  # Lite and old servers may not say
+            return None
 
     def ping(self) -> None:
         self._client.list_collections()
@@ -83,7 +139,7 @@ class MilvusVectorStore:
                     params=self.index_params,
                 )
                 self._client.create_collection(
-                    name, schema=schema, index_params=index, consistency_level=self.consistency_level
+                    name, schema=schema, index_params=index, consistency_level=self.search_consistency
                 )
                 logger.info("created Milvus collection %s (dim %d, %s/IP)", name, dim, self.index_type)
             self._ensure_loaded(name)
@@ -99,9 +155,36 @@ class MilvusVectorStore:
             self._client.load_collection(name)
             self._loaded.add(name)
 
+    def index_info(self, name: str) -> IndexInfo:
+        """The index a collection was built with (it may predate today's settings); read once, then cached."""
+        info = self._indexes.get(name)
+        if info is None:
+            described = self._client.describe_index(name, index_name=VECTOR_FIELD) or {}
+            params = {k: _number(v) for k, v in described.items() if k not in _NOT_PARAMS}
+            index_type = str(described.get("index_type", "FLAT")).upper()
+            info = IndexInfo(index_type, str(described.get("metric_type")), params)
+            self._indexes[name] = info
+        return info
+
+    def search_params_for(self, name: str, top_k: int) -> dict[str, Any]:
+        """``ef`` never below ``top_k`` (Milvus refuses that); IVF's ``nprobe``; nothing for exact FLAT."""
+        index_type = self.index_info(name).index_type
+        if index_type == "HNSW":
+            return {"ef": max(self.search_ef, top_k)}
+        if index_type.startswith("IVF"):
+            return {"nprobe": self.search_nprobe}
+        return {}
+
+    def flush(self, name: str) -> None:
+        """Seal what was written so a server builds the index on it (growing segments are searched by brute
+        force); once after a bulk write, not per batch. Milvus Lite gains nothing from it."""
+        if not self.local and self._client.has_collection(name):
+            self._client.flush(name)
+
     def drop_collection(self, name: str) -> None:
         with self._lock:
             self._loaded.discard(name)
+            self._indexes.pop(name, None)
             if self._client.has_collection(name):
                 self._client.drop_collection(name)
 
@@ -127,8 +210,8 @@ class MilvusVectorStore:
             data=[np.asarray(v, dtype=np.float32).tolist() for v in vectors],
             limit=top_k,
             anns_field=VECTOR_FIELD,
-            search_params={"metric_type": "IP", "params": self.search_params},
-            consistency_level=self.consistency_level,
+            search_params={"metric_type": "IP", "params": self.search_params_for(name, top_k)},
+            consistency_level=self.search_consistency,
         )
         return [[(int(hit["id"]), float(hit["distance"])) for hit in hits] for hits in results]
 
@@ -151,7 +234,7 @@ class MilvusVectorStore:
                 name,
                 filter=f"{ID_FIELD} in {chunk}",
                 output_fields=[ID_FIELD],
-                consistency_level=self.consistency_level,
+                consistency_level=STRONG,
             )
             found.update(int(row[ID_FIELD]) for row in rows)
         return found
@@ -159,7 +242,9 @@ class MilvusVectorStore:
     def iter_ids(self, name: str, batch: int = 1000) -> Iterator[list[int]]:
         """Every id in the collection, a batch at a time."""
         self._ensure_loaded(name)
-        iterator = self._client.query_iterator(name, batch_size=batch, filter="", output_fields=[ID_FIELD])
+        iterator = self._client.query_iterator(
+            name, batch_size=batch, filter="", output_fields=[ID_FIELD], consistency_level=STRONG
+        )
         try:
             while rows := iterator.next():
                 yield [int(row[ID_FIELD]) for row in rows]
@@ -170,7 +255,7 @@ class MilvusVectorStore:
         if not self._client.has_collection(name):
             return 0
         self._ensure_loaded(name)
-        rows = self._client.query(name, filter="", output_fields=["count(*)"], consistency_level=self.consistency_level)
+        rows = self._client.query(name, filter="", output_fields=["count(*)"], consistency_level=STRONG)
         return int(rows[0]["count(*)"])
 
     def close(self) -> None:

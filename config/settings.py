@@ -8,6 +8,8 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from config.index_choice import index_choice
+
 MODEL_NAMES = ("RN50", "ViT-B-16", "ViT-L-14", "ViT-L-14-336", "ViT-H-14")
 ModelName = Literal["RN50", "ViT-B-16", "ViT-L-14", "ViT-L-14-336", "ViT-H-14"]
 
@@ -20,6 +22,7 @@ class Settings(BaseSettings):
     data_root: Path | None = Field(None, description="Server-side loads may only read below this folder.")
     milvus_uri: str | None = Field(None, description="Milvus Lite file (*.db) or http://host:19530.")
     milvus_token: SecretStr | None = None
+    milvus_db: str = Field("default", description="Database on a Milvus server (ignored by Milvus Lite).")
     metadata_url: str | None = Field(None, description="sqlite:///file.db or mysql+pymysql://user:pw@host/db")
 
     # Model.
@@ -41,11 +44,13 @@ class Settings(BaseSettings):
     microbatch_max_size: int = Field(16, ge=1, le=256)
     microbatch_max_wait_ms: float = Field(3.0, ge=0, le=1000)
 
-    # Vector index.
-    index_type: str = "FLAT"
-    index_params: dict[str, Any] = Field(default_factory=dict)
-    search_params: dict[str, Any] = Field(default_factory=dict)
-    consistency_level: Literal["Strong", "Session", "Bounded", "Eventually"] = "Strong"
+    # Vector index, for new collections: unset = FLAT (exact) on Milvus Lite, HNSW on a Milvus server.
+    index_type: str | None = Field(None, description="FLAT, IVF_FLAT, IVF_SQ8, HNSW or AUTOINDEX")
+    index_params: dict[str, Any] | None = Field(None, description='e.g. {"M": 16, "efConstruction": 200}')
+    search_ef: int = Field(64, ge=1, le=32768, description="HNSW search breadth (raised to top_k when smaller)")
+    search_nprobe: int = Field(16, ge=1, le=65536, description="IVF clusters searched")
+    # Searches read at this level; reads that must see every earlier write (reconcile, counts) use Strong.
+    search_consistency: Literal["Strong", "Session", "Bounded", "Eventually"] = "Session"
 
     # Limits and batch sizes.
     max_top_k: int = Field(100, ge=1, le=16384)
@@ -88,6 +93,11 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _derive_defaults(self) -> Settings:
+        self._derive_paths()
+        self.index_type, self.index_params = index_choice(self.index_type, self.index_params, self.milvus_is_local)
+        return self
+
+    def _derive_paths(self) -> None:
         if self.data_root is None:
             self.data_root = self.data_dir / "datasets"
         if self.milvus_uri is None:
@@ -100,7 +110,6 @@ class Settings(BaseSettings):
             self.onnx_dir = self.model_dir / "onnx"
         if self.custom_models_dir is None:
             self.custom_models_dir = self.model_dir / "custom"
-        return self
 
     @property
     def milvus_is_local(self) -> bool:

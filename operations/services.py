@@ -58,10 +58,12 @@ def build_services(settings: Settings, encoder: EncoderBase | None = None) -> Se
         vectors = MilvusVectorStore(
             str(settings.milvus_uri),
             token=settings.milvus_token.get_secret_value() if settings.milvus_token else None,
-            index_type=settings.index_type,
+            index_type=str(settings.index_type),
             index_params=settings.index_params,
-            search_params=settings.search_params,
-            consistency_level=settings.consistency_level,
+            search_ef=settings.search_ef,
+            search_nprobe=settings.search_nprobe,
+            search_consistency=settings.search_consistency,
+            db_name=settings.milvus_db,
         )
     except Exception:
         metadata.close()

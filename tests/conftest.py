@@ -17,12 +17,14 @@ import pytest
 import uvicorn
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
+from pymilvus import MilvusClient
 from sqlalchemy.engine import make_url
 
 from adapters.clip_encoder import ChineseClipEncoder
 from app.main import create_app
 from config import Settings
 from operations.sample_data import generate_split
+from tests.milvus_server import LocalMilvusServer
 
 MYSQL_SERVER_URL = os.environ.get("IMGSEARCH_TEST_MYSQL_URL", "mysql+pymysql://root@127.0.0.1:3306/")
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
@@ -75,6 +77,41 @@ def metadata_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 
 
 @pytest.fixture(scope="session")
+def milvus_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalMilvusServer]:
+    """One real Milvus server for the whole run (it takes ~10 s to start); each test gets its own database."""
+    try:
+        server = LocalMilvusServer(tmp_path_factory.mktemp("milvus-server")).start()
+    except Exception as exc:
+        message = f"the embedded Milvus server (PyPI milvus==2.3.5) did not start: {exc!r}"
+        if IN_CI:
+            pytest.fail(message)
+        pytest.skip(message)
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def milvus_server_db(milvus_server: LocalMilvusServer) -> Iterator[dict[str, str]]:
+    """Settings for a fresh database on the shared server, dropped with its collections afterwards."""
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    yield {"milvus_uri": milvus_server.uri, "milvus_db": name}
+    with contextlib.suppress(Exception):
+        client = MilvusClient(uri=milvus_server.uri, db_name=name)
+        for collection in client.list_collections():
+            client.drop_collection(collection)
+        client.close()
+        MilvusClient(uri=milvus_server.uri).drop_database(name)
+
+
+@pytest.fixture(params=["lite", "server"])
+def milvus_target(request: pytest.FixtureRequest, tmp_path: Path) -> dict[str, str]:
+    """Runs a test once on Milvus Lite and once on a real Milvus server, with the same assertions."""
+    if request.param == "lite":
+        return {"milvus_uri": str(tmp_path / "milvus.db")}
+    return request.getfixturevalue("milvus_server_db")
+
+
+@pytest.fixture(scope="session")
 def encoder() -> Iterator[ChineseClipEncoder]:
     model = ChineseClipEncoder("RN50", weights="random", seed=0, threads=2)
     model.load()
@@ -104,7 +141,7 @@ def big_split(data_root: Path, encoder: ChineseClipEncoder) -> Path:
 
 @pytest.fixture
 def make_settings(tmp_path: Path, data_root: Path) -> Callable[..., Settings]:
-    def build(metadata_url: str | None = None, **overrides: object) -> Settings:
+    def build(metadata_url: str | None = None, milvus: dict[str, str] | None = None, **overrides: object) -> Settings:
         values: dict[str, object] = {
             "data_dir": tmp_path / "data",
             "data_root": data_root,
@@ -113,6 +150,7 @@ def make_settings(tmp_path: Path, data_root: Path) -> Callable[..., Settings]:
         }
         if metadata_url:
             values["metadata_url"] = metadata_url
+        values.update(milvus or {})
         values.update(overrides)
         return Settings(_env_file=None, **values)  # type: ignore[arg-type]
 
