@@ -233,6 +233,69 @@ class MetadataStore:
         with self.engine.connect() as conn:
             return int(conn.execute(query).scalar_one())
 
+    # --- copies and exports (new methods; the writers above are unchanged) --------------------------
+    def iter_image_pages(
+        self, collection: str, page: int = 500, with_data: bool = True, include_pending: bool = False
+    ) -> Iterator[list[ImageRecord]]:
+        """Whole rows (bytes included unless with_data=False), in id order, a page at a time: keyset pagination,
+        so a page costs the same at the end of a big collection as at its start. Only searchable rows unless
+        include_pending."""
+        columns = [c for c in images.c if with_data or c.name != "data"]
+        last = -1
+        while True:
+            query = select(*columns).where(images.c.collection == collection, images.c.id > last)
+            if not include_pending:
+                query = query.where(images.c.indexed.is_(True))
+            with self.engine.connect() as conn:
+                rows = [_record(row._mapping) for row in conn.execute(query.order_by(images.c.id).limit(page))]
+            if not rows:
+                return
+            yield rows
+            last = rows[-1].id
+
+    def ids_in_use(self, ids: Sequence[int]) -> set[int]:
+        """Which of these ids a row holds, in any collection (a row id is unique in the whole table)."""
+        found: set[int] = set()
+        with self.engine.connect() as conn:
+            for chunk in _chunks(sorted({int(i) for i in ids})):
+                found.update(int(i) for (i,) in conn.execute(select(images.c.id).where(images.c.id.in_(chunk))))
+        return found
+
+    def insert_pending_with_ids(self, collection: str, rows: Sequence[tuple[NewImage, int | None]]) -> dict[str, int]:
+        """insert_pending, except that a row paired with an id gets that id (the caller found it free with
+        ids_in_use); rows paired with None get new ones. If an id or an image_id was taken in the meantime, the
+        whole batch falls back to insert_pending (new ids). Returns the id of each image_id, as insert_pending."""
+        if not rows:
+            return {}
+        now = utc_now()
+        chosen, fresh = [], []
+        for row, wanted in rows:
+            values = {
+                "collection": collection,
+                "image_id": row.image_id,
+                "data": row.data,
+                "mime": row.mime,
+                "width": row.width,
+                "height": row.height,
+                "sha256": row.sha256,
+                "source": row.source,
+                "indexed": False,
+                "created_at": now,
+            }
+            if wanted is None:
+                fresh.append(values)
+            else:
+                chosen.append({"id": int(wanted), **values})
+        try:
+            with self.engine.begin() as conn:
+                if chosen:
+                    conn.execute(insert(images), chosen)
+                if fresh:
+                    conn.execute(insert(images), fresh)
+        except IntegrityError:
+            return self.insert_pending(collection, [row for row, _ in rows])
+        return {k: v.id for k, v in self.lookup(collection, [row.image_id for row, _ in rows]).items()}
+
 
 def _record(mapping) -> ImageRecord:  # type: ignore[no-untyped-def]
     fields = {k: mapping[k] for k in ImageRecord.__dataclass_fields__ if k in mapping}

@@ -21,6 +21,7 @@ from sqlalchemy import (
     Text,
     create_engine,
     event,
+    inspect,
     make_url,
     text,
 )
@@ -94,8 +95,26 @@ jobs = Table(
     Column("started_at", _Time, nullable=True),
     Column("finished_at", _Time, nullable=True),
     Column("heartbeat_at", _Time, nullable=True),
+    # The queue shared by every service process: a job is claimed by one owner (process) under a lease that
+    # the owner renews; a lease that runs out means its process died, and the job is queued again.
+    Column("owner", String(80), nullable=True),
+    Column("lease_until", _Time, nullable=True),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("max_attempts", Integer, nullable=False, default=1),
+    Column("cancel_requested", Boolean, nullable=False, default=False),
+    Column("runs", Text, nullable=True),  # JSON: one entry per attempt, who ran it and how it ended
+    Index("ix_jobs_state_created", "state", "created_at"),
     mysql_charset="utf8mb4",
 )
+# Added after the first release: databases made before then get them on start-up (see _add_missing_columns).
+_LATER_JOB_COLUMNS = {
+    "owner": "",
+    "lease_until": "",
+    "attempts": "0",
+    "max_attempts": "1",
+    "cancel_requested": "0",
+    "runs": "",
+}
 
 
 def _create_mysql_database_if_missing(url: str) -> None:
@@ -119,6 +138,21 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:  # type: ignore[no-untyp
     cursor.close()
 
 
+def _add_missing_columns(engine: Engine) -> None:
+    """A metadata DB from an earlier version keeps its data and gains the job-queue columns."""
+    present = {column["name"] for column in inspect(engine).get_columns("jobs")}
+    missing = [name for name in _LATER_JOB_COLUMNS if name not in present]
+    with engine.begin() as conn:
+        for name in missing:
+            kind = jobs.c[name].type.compile(dialect=engine.dialect)
+            default = _LATER_JOB_COLUMNS[name]
+            conn.execute(
+                text(f"ALTER TABLE jobs ADD COLUMN {name} {kind}{f' NOT NULL DEFAULT {default}' if default else ''}")
+            )
+    if missing:
+        logger.info("metadata store: added job-queue columns %s", ", ".join(missing))
+
+
 def create_metadata_engine(url: str) -> Engine:
     """One pooled engine per process; tables are created when missing."""
     parsed = make_url(url)
@@ -134,5 +168,6 @@ def create_metadata_engine(url: str) -> Engine:
             _create_mysql_database_if_missing(url)
         engine = create_engine(url, pool_pre_ping=True, pool_recycle=3600, pool_size=8, max_overflow=8)
     metadata.create_all(engine)
+    _add_missing_columns(engine)
     logger.info("metadata store ready: %s", parsed.render_as_string(hide_password=True))
     return engine

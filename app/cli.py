@@ -45,7 +45,7 @@ def _run_job(services, kind: str, collection: str, params: dict, fn) -> int:  # 
 
     from operations.jobs import JobProgress, JobRunner
 
-    runner = JobRunner(services.jobs, 1, services.settings.job_stale_seconds)
+    runner = JobRunner(services.jobs, None, 0, services.settings.job_lease_seconds)
     with tqdm(desc=f"{kind} {collection}", unit="img", dynamic_ncols=True) as bar:
 
         def listener(progress: JobProgress) -> None:
@@ -210,16 +210,19 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
 
     from app.main import create_app
 
-    # One worker: an embedded Milvus Lite file may be opened by one process only.
+    workers = args.workers or settings.workers
+    if workers > 1 and (reasons := settings.single_process_stores()):
+        raise SystemExit(
+            f"error: --workers {workers} needs stores that several processes can share, and "
+            + "; and ".join(reasons)
+            + ". Or run one process (--workers 1)."
+        )
     # log_config=None: uvicorn's loggers use ours (request ids, JSON); the service writes its own access log line.
-    uvicorn.run(
-        create_app(settings),
-        host=args.host,
-        port=args.port,
-        log_level=settings.log_level.lower(),
-        log_config=None,
-        access_log=False,
-    )
+    options: dict = {"log_level": settings.log_level.lower(), "log_config": None, "access_log": False}
+    if workers > 1:  # each process builds its own app from the same environment; the stores are shared
+        uvicorn.run("app.main:create_app", factory=True, host=args.host, port=args.port, workers=workers, **options)
+    else:
+        uvicorn.run(create_app(settings), host=args.host, port=args.port, **options)
     return 0
 
 
@@ -238,6 +241,79 @@ def _sample(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+@contextlib.contextmanager
+def _configured_stores(settings: Settings) -> Iterator:
+    """The stores the settings name, opened directly (no model): for copy and export."""
+    from operations.copy_collection import configured_stores
+
+    try:
+        stores = configured_stores(settings)
+    except Exception as exc:
+        if "lock" in str(exc).lower() and settings.milvus_is_local:
+            raise SystemExit(
+                f"error: {settings.milvus_uri} is in use by another process (a running server?). Milvus Lite "
+                "allows one process per file: stop the server first."
+            ) from exc
+        raise
+    try:
+        yield stores
+    finally:
+        stores.close()
+
+
+@contextlib.contextmanager
+def _progress_bar(desc: str) -> Iterator:
+    """A tqdm bar shown from the first report of progress (so a refusal prints no empty bar)."""
+    from tqdm import tqdm
+
+    bars: list = []
+
+    def progress(done: int, total: int) -> None:
+        if not bars:
+            bars.append(tqdm(desc=desc, total=total, unit="img", dynamic_ncols=True))
+        bar = bars[0]
+        if bar.total != total:
+            bar.total = total
+        bar.update(done - bar.n)
+
+    try:
+        yield progress
+    finally:
+        for bar in bars:
+            bar.close()
+
+
+def _copy(args: argparse.Namespace, settings: Settings) -> int:
+    import os
+
+    from operations.copy_collection import copy_collection, open_stores, refuse_same_stores, source_collection
+
+    token = args.to_milvus_token or os.environ.get("IMGSEARCH_TO_MILVUS_TOKEN") or None
+    with _configured_stores(settings) as source:
+        refuse_same_stores(source, args.to_metadata, args.to_milvus, args.to_milvus_db)
+        source_collection(source, args.collection)  # before the destination is opened (and created)
+        destination = open_stores(args.to_metadata, args.to_milvus, args.to_milvus_db, token)
+        try:
+            with _progress_bar(f"copy {args.collection}") as progress:
+                report = copy_collection(source, destination, args.collection, args.batch_size, progress)
+        finally:
+            destination.close()
+    _out(report.summary())
+    return 1 if report.without_vector else 0
+
+
+def _export(args: argparse.Namespace, settings: Settings) -> int:
+    from operations.export_collection import export_collection
+
+    with _configured_stores(settings) as stores, _progress_bar(f"export {args.collection}") as progress:
+        report = export_collection(stores, args.collection, Path(args.path), args.split, progress=progress)
+    for warning in report.warnings():
+        _out(f"  warning: {warning}")
+    _out(report.summary())
+    _out(f"restore with: imgsearch load {args.path} --split {args.split} --collection NAME --model {report.model}")
+    return 1 if report.without_vector else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="imgsearch", description="Chinese text-to-image search service")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -245,6 +321,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve = commands.add_parser("serve", help="run the HTTP API (Swagger UI at /docs)")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument(
+        "--workers",
+        type=int,
+        help="service processes (default: IMGSEARCH_WORKERS); >1 needs a Milvus server and MySQL",
+    )
     serve.set_defaults(handler=_serve)
 
     ingest = commands.add_parser("ingest", help="add every image of a folder (recursive) or a .zip")
@@ -303,6 +384,28 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--seed", type=int, default=0)
     sample.add_argument("--no-features", action="store_true", help="skip the feature files (no model needed)")
     sample.set_defaults(handler=_sample)
+
+    copy = commands.add_parser(
+        "copy", help="copy a collection (bytes, ids, vectors; no re-encoding) to other stores, e.g. a server + MySQL"
+    )
+    copy.add_argument("--collection", required=True)
+    copy.add_argument("--to-milvus", required=True, help="destination Milvus: http://host:19530 or a Lite *.db file")
+    copy.add_argument("--to-metadata", required=True, help="destination SQLAlchemy URL, e.g. mysql+pymysql://…")
+    copy.add_argument("--to-milvus-db", default="default", help="database on the destination Milvus server")
+    copy.add_argument(
+        "--to-milvus-token",
+        help="destination Milvus credentials (default: $IMGSEARCH_TO_MILVUS_TOKEN)",
+    )
+    copy.add_argument("--batch-size", type=int, default=500, help="rows per page and per write batch")
+    copy.set_defaults(handler=_copy)
+
+    export_collection = commands.add_parser(
+        "export", help="write a collection as {split}_imgs.tsv + {split}_imgs.img_feat.jsonl (a backup load restores)"
+    )
+    export_collection.add_argument("path", help="folder to write (created if missing)")
+    export_collection.add_argument("--collection", required=True)
+    export_collection.add_argument("--split", default="valid", help="file name prefix (default: valid)")
+    export_collection.set_defaults(handler=_export)
     return parser
 
 

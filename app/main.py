@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from functools import partial
 
 from fastapi import FastAPI
 from fastapi_offline import FastAPIOffline
@@ -20,6 +21,7 @@ from app.observability import RequestContext
 from app.openapi import install_openapi
 from app.routes import collections, embed, health, images, jobs, models, search, web
 from config import Settings
+from operations.job_kinds import job_function
 from operations.jobs import JobRunner
 from operations.services import build_services
 
@@ -49,9 +51,11 @@ def create_app(settings: Settings | None = None, encoder: EncoderBase | None = N
                 await run_in_threadpool(services.models.get, name)
             runner = JobRunner(
                 services.jobs,
+                partial(job_function, services),
                 resolved.job_workers,
-                resolved.job_stale_seconds,
+                resolved.job_lease_seconds,
                 max_active=resolved.max_active_jobs,
+                max_attempts=resolved.job_max_attempts,
                 on_finish=metrics.job_finished,
             )
             metrics.jobs_active.set_function(lambda: runner.active)

@@ -57,7 +57,7 @@ class JobOut(BaseModel):
     job_id: str
     kind: str
     collection: str
-    state: str = Field(description="queued, running, succeeded or failed")
+    state: str = Field(description="queued, running, succeeded, failed or cancelled")
     params: dict[str, Any]
     total: int | None
     done: int
@@ -71,6 +71,13 @@ class JobOut(BaseModel):
     created_at: dt.datetime | None
     started_at: dt.datetime | None
     finished_at: dt.datetime | None
+    owner: str | None = Field(None, description="The process running it now (host:pid:tag); none unless running.")
+    attempts: int = Field(0, description="Runs so far: the first, plus resumes after a process died.")
+    max_attempts: int = 1
+    cancel_requested: bool = False
+    runs: list[dict[str, Any]] = Field(
+        default_factory=list, description="One entry per attempt: which process ran it, when, and how it ended."
+    )
 
 
 class EvaluateRequest(BaseModel):

@@ -63,9 +63,13 @@ class Settings(BaseSettings):
     load_batch_size: int = Field(500, ge=1, le=5000)
     encode_batch_size: int = Field(16, ge=1, le=1024)
     decode_workers: int = Field(2, ge=1, le=64, description="Threads reading and decoding image files.")
-    job_workers: int = Field(1, ge=1, le=16)
+    job_workers: int = Field(1, ge=1, le=16, description="Job threads per service process.")
+    workers: int = Field(1, ge=1, le=64, description="Service processes of `imgsearch serve` (needs shared stores).")
     max_active_jobs: int = Field(4, ge=1, le=64, description="Bulk jobs queued or running at once; more get 429.")
-    job_stale_seconds: float = Field(60.0, gt=0)
+    job_lease_seconds: float = Field(
+        60.0, gt=0, description="A job whose process stops renewing its lease this long is resumed by another."
+    )
+    job_max_attempts: int = Field(3, ge=1, le=100, description="Runs of a job (first + resumes) before it fails.")
 
     # Access control: with keys set, every route that changes data needs one; reads too with read_access=key.
     api_keys: Annotated[list[SecretStr], NoDecode] = Field(
@@ -110,6 +114,21 @@ class Settings(BaseSettings):
             self.onnx_dir = self.model_dir / "onnx"
         if self.custom_models_dir is None:
             self.custom_models_dir = self.model_dir / "custom"
+
+    def single_process_stores(self) -> list[str]:
+        """Why this configuration cannot run several service processes (empty when it can)."""
+        reasons = []
+        if self.milvus_is_local:
+            reasons.append(
+                f"Milvus Lite ({self.milvus_uri}) is opened by one process only: "
+                "set IMGSEARCH_MILVUS_URI=http://HOST:19530 (a Milvus server)"
+            )
+        if str(self.metadata_url).startswith("sqlite"):
+            reasons.append(
+                "the SQLite metadata file is for one process: "
+                "set IMGSEARCH_METADATA_URL=mysql+pymysql://USER:PASSWORD@HOST:3306/imgsearch?charset=utf8mb4"
+            )
+        return reasons
 
     @property
     def milvus_is_local(self) -> bool:

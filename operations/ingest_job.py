@@ -26,6 +26,8 @@ def run(
     try:
         for _ in ingest(services, collection, source.candidates(), progress, model):
             pass
+        if services.vectors.has_collection(collection):
+            services.vectors.flush(collection)  # a server indexes sealed data: once per ingest, not per batch
     finally:
         source.close()
     return f"{progress.loaded} stored, {progress.skipped} duplicates skipped, {progress.failed} rejected"

@@ -88,6 +88,7 @@ def run(services: Services, load: LoadPlan, progress: JobProgress) -> str:
                 progress.flush()
         if batch and not progress.should_stop():
             _load_batch(services, encoder, load.collection, batch, feature_file, progress)
+        services.vectors.flush(load.collection)  # a server indexes sealed data: once per load, not per batch
     finally:
         if feature_file is not None:
             feature_file.close()

@@ -146,7 +146,7 @@ def make_settings(tmp_path: Path, data_root: Path) -> Callable[..., Settings]:
             "data_dir": tmp_path / "data",
             "data_root": data_root,
             "weights": "random",
-            "job_stale_seconds": 1.0,
+            "job_lease_seconds": 2.0,
         }
         if metadata_url:
             values["metadata_url"] = metadata_url
@@ -192,7 +192,7 @@ def wait_for_job(client: TestClient, job_id: str, timeout: float = 300.0) -> dic
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         job = client.get(f"/jobs/{job_id}").json()
-        if job["state"] in ("succeeded", "failed"):
+        if job["state"] in ("succeeded", "failed", "cancelled"):
             return job
         time.sleep(0.1)
     raise AssertionError(f"job {job_id} did not finish in {timeout}s")

@@ -19,7 +19,7 @@ from adapters.clip_encoder import ChineseClipEncoder
 from adapters.job_store import JobStore
 from config import Settings
 from operations.sample_data import generate_split
-from tests.conftest import load_split
+from tests.conftest import load_split, wait_for_job
 
 SMALL = 60
 
@@ -36,11 +36,12 @@ def _store_counts(client: TestClient, collection: str) -> tuple[int, int]:
 
 def test_load_search_fetch_reload_restart_drop(
     metadata_url: str,
+    milvus_target: dict[str, str],
     small_split: Path,
     make_settings: Callable[..., Settings],
     make_client: Callable[[Settings], TestClient],
 ) -> None:
-    settings = make_settings(metadata_url)
+    settings = make_settings(metadata_url, milvus_target)
     originals = _tsv_bytes(small_split)
     with make_client(settings) as client:
         job = load_split(client, "flickr", "small", "valid")
@@ -191,20 +192,51 @@ def test_failure_mid_load_leaves_nothing_searchable_without_its_vector(
         assert _store_counts(client, "faulty") == (SMALL, SMALL)
 
 
-def test_job_left_running_by_a_dead_process_is_reported_failed(
-    make_settings: Callable[..., Settings], make_client: Callable[[Settings], TestClient]
+def test_job_left_running_by_a_dead_process_is_resumed_on_restart_with_exact_counts(
+    small_split: Path, make_settings: Callable[..., Settings], make_client: Callable[[Settings], TestClient]
 ) -> None:
-    settings = make_settings()
+    """The embedded defaults, one process: a load whose process died (its lease left to run out) is resumed by
+    the next start and ends with every image stored once; a job with no attempts left is failed with the reason."""
+    settings = make_settings(job_lease_seconds=0.5)
     with make_client(settings) as client:
         jobs = JobStore(client.app.state.services.metadata.engine)  # type: ignore[attr-defined]
-        job = jobs.create("load", "x", {})
-        jobs.update(job.id, state="running")
-    time.sleep(1.2)
+        params = {"collection": "resumed", "path": "small", "split": "valid", "model": None}
+        orphan = jobs.create("load", "resumed", params, max_attempts=3, owner="dead:1:x", lease_s=0.3)
+        spent = jobs.create("load", "x", params, max_attempts=1, owner="dead:1:x", lease_s=0.3)
+    time.sleep(0.5)
     with make_client(settings) as client:
-        status = client.get(f"/jobs/{job.id}").json()
-        assert status["state"] == "failed" and "interrupted" in status["message"]
+        resumed = wait_for_job(client, orphan.id)
+        assert (resumed["state"], resumed["loaded"], resumed["attempts"]) == ("succeeded", SMALL, 2), resumed
+        assert resumed["runs"][0]["owner"] == "dead:1:x"
+        assert _store_counts(client, "resumed") == (SMALL, SMALL)
+        failed = wait_for_job(client, spent.id)
+        assert failed["state"] == "failed" and "interrupted" in failed["message"] and "1 attempt" in failed["message"]
         missing = client.get("/jobs/doesnotexist")
         assert missing.status_code == 404 and missing.json()["error"]["code"] == "not_found"
+
+
+def test_cancel_stops_a_running_load_and_a_rerun_completes_it(
+    data_root: Path, make_settings: Callable[..., Settings], make_client: Callable[[Settings], TestClient]
+) -> None:
+    generate_split(data_root / "slow", "train", 40, encoder=None, seed=9)  # no features: encoding is slow
+    with make_client(make_settings(load_batch_size=4, encode_batch_size=4)) as client:
+        job_id = client.post("/img/load", json={"collection": "slow", "path": "slow", "split": "train"}).json()[
+            "job_id"
+        ]
+        deadline = time.monotonic() + 60
+        while client.get(f"/jobs/{job_id}").json()["done"] == 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        cancelled = client.post(f"/jobs/{job_id}/cancel")
+        assert cancelled.status_code == 200 and cancelled.json()["cancel_requested"] is True
+        job = wait_for_job(client, job_id)
+        assert job["state"] == "cancelled" and 0 < job["done"] < 40, job
+        assert _store_counts(client, "slow") == (job["loaded"], job["loaded"])  # nothing half-written
+        assert client.post(f"/jobs/{job_id}/cancel").status_code == 200  # cancelling again changes nothing
+        rerun = load_split(client, "slow", "slow", "train")
+        assert (rerun["state"], rerun["loaded"] + rerun["skipped"]) == ("succeeded", 40)
+        assert rerun["skipped"] == job["loaded"]
+        assert client.post(f"/jobs/{rerun['job_id']}/cancel").status_code == 409
+        assert client.post("/jobs/nope/cancel").status_code == 404
 
 
 def test_healthz_reports_random_weights_and_stores(

@@ -35,6 +35,7 @@ def _same_ranking(got: list[str], expected: list[str], expected_scores: np.ndarr
 @pytest.mark.slow
 def test_top10_equals_brute_force_knn_for_every_text(
     mysql_url: str,
+    milvus_target: dict[str, str],
     big_split: Path,
     make_settings: Callable[..., Settings],
     make_client: Callable[[Settings], TestClient],
@@ -46,7 +47,7 @@ def test_top10_equals_brute_force_knn_for_every_text(
     texts = list(iter_jsonl(texts_jsonl(big_split, "test")))
     assert len(image_ids) == 1000 and len(texts) >= 1000
 
-    with make_client(make_settings(mysql_url)) as client:
+    with make_client(make_settings(mysql_url, milvus_target)) as client:
         job = load_split(client, "flickr30k", "big", "test")
         assert (job["state"], job["loaded"]) == ("succeeded", 1000), job
 

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import hashlib
 import os
 
 import pytest
 
-from adapters.job_store import JobStore
 from adapters.metadata_store import MetadataStore, NewImage
 
 
@@ -92,20 +90,6 @@ def test_delete_collection_removes_rows_and_only_its_own(store: MetadataStore) -
     assert store.delete_collection("drop") == 2
     assert store.get_collection("drop") is None and store.count("drop", include_pending=True) == 0
     assert store.count("keep") == 2
-
-
-def test_jobs_record_progress_and_stale_jobs_fail(store: MetadataStore) -> None:
-    jobs = JobStore(store.engine)
-    job = jobs.create("load", "c", {"path": "x"})
-    assert job.state == "queued" and job.params == {"path": "x"}
-    jobs.update(job.id, state="running", total=10, done=4, errors=[{"reason": "坏的"}])
-    got = jobs.get(job.id)
-    assert got is not None and (got.state, got.total, got.done, got.errors) == ("running", 10, 4, [{"reason": "坏的"}])
-    assert jobs.fail_stale(dt.timedelta(hours=1), "gone") == 0  # fresh heartbeat: left alone
-    assert jobs.fail_stale(dt.timedelta(seconds=-1), "gone") == 1
-    got = jobs.get(job.id)
-    assert got is not None and (got.state, got.message) == ("failed", "gone")
-    assert jobs.get("nope") is None
 
 
 def test_sha_lookup_pages_hide_and_delete(store: MetadataStore) -> None:

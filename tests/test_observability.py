@@ -7,6 +7,7 @@ import json
 import logging
 import re
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -83,49 +84,52 @@ def test_request_ids_in_headers_and_json_logs(client: TestClient, capsys: pytest
 
 
 def test_a_full_job_queue_answers_429_and_changes_nothing(client: TestClient) -> None:
-    release = threading.Event()
+    """The limit counts every process's jobs: one running in another process (a record it holds) fills it here."""
     runner: JobRunner = client.app.state.jobs  # type: ignore[attr-defined]
-    runner.submit("load", "good", {}, lambda progress: release.wait(30) and "held")
-    try:
-        count = client.get("/img/count?collection=good").json()["count"]
-        response = client.post("/img/load", json={"collection": "other", "path": "small", "split": "valid"})
-        assert response.status_code == 429, response.text
-        assert response.json()["error"]["code"] == "busy"
-        assert "IMGSEARCH_MAX_ACTIVE_JOBS=1" in response.json()["error"]["message"]
-        assert client.get("/img/count?collection=good").json()["count"] == count
-        assert [c["name"] for c in client.get("/collections").json()] == ["good"]
-    finally:
-        release.set()
-    for _ in range(100):  # the slot frees when the held job ends
-        if runner.active == 0:
-            break
-        threading.Event().wait(0.05)
+    held = runner.store.create("load", "good", {}, owner="other-host:1:abc", lease_s=600)
+    count = client.get("/img/count?collection=good").json()["count"]
+    response = client.post("/img/load", json={"collection": "other", "path": "small", "split": "valid"})
+    assert response.status_code == 429, response.text
+    assert response.json()["error"]["code"] == "busy"
+    assert "IMGSEARCH_MAX_ACTIVE_JOBS=1" in response.json()["error"]["message"]
+    assert client.get("/img/count?collection=good").json()["count"] == count
+    assert [c["name"] for c in client.get("/collections").json()] == ["good"]
+    runner.store.finish(held.id, "other-host:1:abc", "succeeded", "done")
     assert client.post("/img/load", json={"collection": "other", "path": "small", "split": "valid"}).status_code == 202
 
 
-def test_job_runner_counts_and_releases_slots(tmp_path: Path, make_settings: Callable[..., Settings]) -> None:
+def _wait_until(condition, timeout: float = 20.0) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.05)
+
+
+def test_job_runner_counts_and_releases_slots(tmp_path: Path) -> None:
     from adapters.job_store import JobStore
     from adapters.sql_schema import create_metadata_engine
 
     finished: list[tuple[str, str]] = []
-    engine = create_metadata_engine(f"sqlite:///{tmp_path / 'jobs.db'}")
-    runner = JobRunner(JobStore(engine), 1, 60, max_active=2, on_finish=lambda k, s: finished.append((k, s)))
     gate = threading.Event()
+    work = {"load": lambda p: gate.wait(30) and "ok", "ingest": lambda p: "ok"}
+    engine = create_metadata_engine(f"sqlite:///{tmp_path / 'jobs.db'}")
+    runner = JobRunner(
+        JobStore(engine), lambda r: work[r.kind], 1, 60, max_active=2, on_finish=lambda k, s: finished.append((k, s))
+    )
     try:
-        runner.submit("load", "a", {}, lambda p: gate.wait(30) and "ok")
-        runner.submit("ingest", "a", {}, lambda p: "ok")
+        runner.submit("load", "a", {})
+        runner.submit("ingest", "a", {})
         with pytest.raises(Busy):
-            runner.submit("load", "a", {}, lambda p: "ok")
+            runner.submit("load", "a", {})
         gate.set()
-        for _ in range(200):
-            if runner.active == 0:
-                break
-            threading.Event().wait(0.05)
+        _wait_until(lambda: len(finished) == 2)
+        runner.submit("load", "a", {})  # slots are free again
+        _wait_until(lambda: len(finished) == 3)
     finally:
         runner.shutdown()
         engine.dispose()
     assert runner.active == 0
-    assert sorted(finished) == [("ingest", "succeeded"), ("load", "succeeded")]
+    assert sorted(finished) == [("ingest", "succeeded"), ("load", "succeeded"), ("load", "succeeded")]
 
 
 def test_over_long_query_is_truncated_and_says_so(client: TestClient) -> None:
@@ -142,35 +146,32 @@ def test_over_long_query_is_truncated_and_says_so(client: TestClient) -> None:
     assert [h["id"] for h in cut["hits"]] == [h["id"] for h in body["hits"]]
 
 
-def test_jobs_of_a_dead_process_read_failed_without_a_restart(tmp_path: Path) -> None:
-    """kill -9 leaves a job 'running' in the DB; the live service's sweeper marks it failed within seconds,
-    while its own job, silent for longer than the stale limit, is left alone."""
+def test_jobs_of_a_dead_process_are_resumed_or_failed_without_a_restart(tmp_path: Path) -> None:
+    """kill -9 leaves a job 'running' under a lease nobody renews: the live process resumes it while attempts
+    remain, or marks it failed saying why; its own job, silent for longer than the lease, is left alone."""
     from adapters.job_store import JobStore
     from adapters.sql_schema import create_metadata_engine
 
     engine = create_metadata_engine(f"sqlite:///{tmp_path / 'jobs.db'}")
     store = JobStore(engine)
-    runner = JobRunner(store, 1, stale_after_s=1.0)
     gate = threading.Event()
+    work = {"load": lambda p: gate.wait(30) and "ok", "ingest": lambda p: "resumed"}
+    spent = store.create("ingest", "a", {}, max_attempts=1, owner="dead:1:x", lease_s=0.5)
+    resumable = store.create("ingest", "a", {}, max_attempts=3, owner="dead:1:x", lease_s=0.5)
+    runner = JobRunner(store, lambda r: work[r.kind], 2, lease_s=1.0)
     try:
-        orphan = store.create("load", "a", {})
-        store.update(orphan.id, state="running")  # its process is gone: no more heartbeats
-        own = runner.submit("load", "a", {}, lambda p: gate.wait(30) and "ok")
-        deadline = threading.Event()
-        for _ in range(100):
-            if store.get(orphan.id).state == "failed":  # type: ignore[union-attr]
-                break
-            deadline.wait(0.1)
-        assert store.get(orphan.id).state == "failed"  # type: ignore[union-attr]
-        assert "interrupted" in (store.get(orphan.id).message or "")  # type: ignore[union-attr]
-        deadline.wait(1.5)
+        own = runner.submit("load", "a", {})
+        _wait_until(lambda: store.get(resumable.id).state == "succeeded")  # type: ignore[union-attr]
+        _wait_until(lambda: store.get(spent.id).state == "failed")  # type: ignore[union-attr]
+        failed, resumed = store.get(spent.id), store.get(resumable.id)
+        assert failed is not None and failed.message == "interrupted: the process running it stopped after 1 attempt"
+        assert resumed is not None and resumed.message == "resumed" and resumed.attempts == 2
+        assert [r["owner"] for r in resumed.runs] == ["dead:1:x", runner.owner]
+        assert "lease expired" in resumed.runs[0]["outcome"]
+        time.sleep(1.5)  # longer than the lease: the keeper renews it
         assert store.get(own.id).state == "running"  # type: ignore[union-attr]
         gate.set()
-        for _ in range(100):
-            if runner.active == 0:
-                break
-            deadline.wait(0.1)
+        _wait_until(lambda: store.get(own.id).state == "succeeded")  # type: ignore[union-attr]
     finally:
         runner.shutdown()
         engine.dispose()
-    assert store.get(own.id).state == "succeeded"  # type: ignore[union-attr]

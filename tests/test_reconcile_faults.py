@@ -101,12 +101,13 @@ def test_store_failure_mid_ingest_then_rerun_gives_exact_counts(
 
 def test_reconcile_repairs_what_changed_behind_the_services_back(
     metadata_url: str,
+    milvus_target: dict[str, str],
     data_root: Path,
     make_settings: Callable[..., Settings],
     make_client: Callable[[Settings], TestClient],
 ) -> None:
     folder = _folder(data_root, "reconcile_me")
-    with make_client(make_settings(metadata_url)) as client:
+    with make_client(make_settings(metadata_url, milvus_target)) as client:
         services = client.app.state.services  # type: ignore[attr-defined]
         assert _job(client, "/img/ingest", {"collection": "rc", "path": folder.name})["loaded"] == COUNT
         ids = [row_id for page in services.metadata.iter_id_pages("rc") for row_id, _ in page]
@@ -135,10 +136,13 @@ def test_reconcile_repairs_what_changed_behind_the_services_back(
 
 
 def test_reconcile_rebuilds_a_lost_milvus_collection(
-    data_root: Path, make_settings: Callable[..., Settings], make_client: Callable[[Settings], TestClient]
+    milvus_target: dict[str, str],
+    data_root: Path,
+    make_settings: Callable[..., Settings],
+    make_client: Callable[[Settings], TestClient],
 ) -> None:
     folder = _folder(data_root, "lost_collection")
-    with make_client(make_settings()) as client:
+    with make_client(make_settings(milvus=milvus_target)) as client:
         services = client.app.state.services  # type: ignore[attr-defined]
         _job(client, "/img/ingest", {"collection": "lost", "path": folder.name})
         services.vectors.drop_collection("lost")

@@ -22,9 +22,15 @@ def _id(data: bytes) -> str:
 
 
 @pytest.fixture
-def gallery(mysql_url: str, make_settings: Callable[..., Settings], make_client: Callable[[Settings], TestClient]):
+def gallery(
+    mysql_url: str,
+    milvus_target: dict[str, str],
+    make_settings: Callable[..., Settings],
+    make_client: Callable[[Settings], TestClient],
+):
+    """Uploaded into MySQL and, in turn, Milvus Lite and a Milvus server: every test here runs on both."""
     originals = [jpeg(500 + i) for i in range(COUNT)]
-    with make_client(make_settings(mysql_url)) as client:
+    with make_client(make_settings(mysql_url, milvus_target)) as client:
         for start in (0, COUNT // 2):
             half = originals[start : start + COUNT // 2]
             files = [("files", (f"{start + i}.jpg", data, "image/jpeg")) for i, data in enumerate(half)]

@@ -10,7 +10,7 @@ from app.deps import JobsDep, ServicesDep
 from app.errors import documented
 from app.routes.jobs import job_accepted
 from app.schemas import CollectionOut, CollectionPath, CreateCollectionRequest, DropResponse, JobAccepted
-from operations import collections, reconcile
+from operations import collections
 from operations.collections import CollectionSummary
 
 router = APIRouter(prefix="/collections", tags=["collections"])
@@ -61,11 +61,5 @@ async def reconcile_collection(
     The job's ``result`` says what was checked and repaired; ``nothing to repair`` when they agree.
     """
     await run_in_threadpool(collections.require, services, name)
-    record = await run_in_threadpool(
-        jobs.submit,
-        "reconcile",
-        name,
-        {"collection": name},
-        lambda progress: reconcile.run_job(services, name, progress),
-    )
+    record = await run_in_threadpool(jobs.submit, "reconcile", name, {"collection": name})
     return job_accepted(request, record.id)

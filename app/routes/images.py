@@ -43,9 +43,7 @@ async def load_split(body: LoadRequest, services: ServicesDep, jobs: JobsDep, re
     jobs.ensure_capacity()
     plan = await run_in_threadpool(load.plan, services, body.collection, body.path, body.split, body.model)
     await run_in_threadpool(collections.ensure, services, plan.collection, plan.model)
-    record = await run_in_threadpool(
-        jobs.submit, "load", plan.collection, body.model_dump(), lambda progress: load.run(services, plan, progress)
-    )
+    record = await run_in_threadpool(jobs.submit, "load", plan.collection, body.model_dump())
     return job_accepted(request, record.id)
 
 
@@ -58,13 +56,8 @@ async def ingest_files(body: IngestRequest, services: ServicesDep, jobs: JobsDep
     """
     jobs.ensure_capacity()
     source = await run_in_threadpool(ingest_job.open_source, services, body.collection, body.path, body.model)
-    record = await run_in_threadpool(
-        jobs.submit,
-        "ingest",
-        body.collection,
-        body.model_dump(),
-        lambda progress: ingest_job.run(services, body.collection, source, progress, body.model),
-    )
+    source.close()  # checked now (4xx); the process that claims the job opens it again
+    record = await run_in_threadpool(jobs.submit, "ingest", body.collection, body.model_dump())
     return job_accepted(request, record.id)
 
 
@@ -72,14 +65,8 @@ async def ingest_files(body: IngestRequest, services: ServicesDep, jobs: JobsDep
 async def evaluate_split(body: EvaluateRequest, services: ServicesDep, jobs: JobsDep, request: Request) -> JobAccepted:
     """Recall@1/5/10 and mean recall of a loaded split in both directions, exactly as Chinese-CLIP's evaluation
     scripts compute them; the job's ``result`` has the numbers and the paths of the predictions files."""
-    directory = await run_in_threadpool(evaluation.plan_job, services, body.collection, body.path, body.split)
-    record = await run_in_threadpool(
-        jobs.submit,
-        "evaluate",
-        body.collection,
-        body.model_dump(),
-        lambda p: evaluation.run_job(services, body.collection, directory, body.split, body.text_features, p),
-    )
+    await run_in_threadpool(evaluation.plan_job, services, body.collection, body.path, body.split)
+    record = await run_in_threadpool(jobs.submit, "evaluate", body.collection, body.model_dump())
     return job_accepted(request, record.id)
 
 

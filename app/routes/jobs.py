@@ -9,6 +9,7 @@ from starlette.concurrency import run_in_threadpool
 
 from adapters.job_store import JobRecord
 from adapters.sql_schema import utc_now
+from app.access import WriteAccess
 from app.deps import JobsDep
 from app.errors import documented
 from app.schemas import CollectionName, JobAccepted, JobOut
@@ -43,6 +44,15 @@ async def get_job(job_id: str, jobs: JobsDep) -> JobOut:
     return _out(await run_in_threadpool(jobs.get, job_id))
 
 
+@router.post(
+    "/{job_id}/cancel", response_model=JobOut, responses=documented(401, 403, 404, 409), dependencies=[WriteAccess]
+)
+async def cancel_job(job_id: str, jobs: JobsDep) -> JobOut:
+    """A queued job is cancelled at once; a running one stops at its next batch, whichever service process runs
+    it (what it already stored stays, and running it again completes it). 409 if it already ended otherwise."""
+    return _out(await run_in_threadpool(jobs.cancel, job_id))
+
+
 def _out(record: JobRecord) -> JobOut:
     return JobOut(
         job_id=record.id,
@@ -62,4 +72,9 @@ def _out(record: JobRecord) -> JobOut:
         created_at=record.created_at,
         started_at=record.started_at,
         finished_at=record.finished_at,
+        owner=record.owner if record.state == "running" else None,
+        attempts=record.attempts,
+        max_attempts=record.max_attempts,
+        cancel_requested=record.cancel_requested,
+        runs=record.runs,
     )
