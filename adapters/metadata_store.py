@@ -95,6 +95,10 @@ class MetadataStore:
             row = conn.execute(select(collections).where(collections.c.name == name)).first()
         return CollectionRecord(**row._mapping) if row else None
 
+    def collection_names(self) -> list[str]:
+        with self.engine.connect() as conn:
+            return list(conn.execute(select(collections.c.name).order_by(collections.c.name)).scalars())
+
     def list_collections(self) -> list[CollectionRecord]:
         with self.engine.connect() as conn:
             rows = conn.execute(select(collections).order_by(collections.c.name)).all()

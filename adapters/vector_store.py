@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,6 +12,7 @@ from typing import Any, Protocol
 
 import numpy as np
 from pymilvus import DataType, MilvusClient
+from pymilvus.exceptions import MilvusException
 
 logger = logging.getLogger(__name__)
 
@@ -35,14 +37,27 @@ def _number(value: Any) -> Any:
         return value
 
 
-def _create_database_if_missing(uri: str, token: str | None, db_name: str) -> None:
-    client = MilvusClient(uri=uri, token=token or "")
-    try:
-        if db_name not in client.list_databases():
-            client.create_database(db_name)
-            logger.info("created Milvus database %s", db_name)
-    finally:
-        client.close()
+def _connect(uri: str, token: str | None, db_name: str) -> MilvusClient:
+    """Several service processes start at once: one creates the database, and the others may briefly be told it
+    does not exist (or already does) until the server's caches agree."""
+    for attempt in range(10):
+        try:
+            if db_name != "default":
+                admin = MilvusClient(uri=uri, token=token or "")
+                try:
+                    if db_name not in admin.list_databases():
+                        admin.create_database(db_name)
+                        logger.info("created Milvus database %s", db_name)
+                finally:
+                    admin.close()
+            client = MilvusClient(uri=uri, token=token or "", db_name=db_name)
+            client.list_collections()  # the database is usable from here
+            return client
+        except MilvusException as exc:
+            if attempt == 9 or "database" not in str(exc):
+                raise
+            time.sleep(0.5)
+    raise AssertionError("unreachable")
 
 
 class VectorStore(Protocol):
@@ -51,6 +66,10 @@ class VectorStore(Protocol):
     def ensure_collection(self, name: str, dim: int) -> None: ...
     def flush(self, name: str) -> None: ...
     def index_info(self, name: str) -> IndexInfo: ...
+    def search_params_for(self, name: str, top_k: int) -> dict[str, Any]: ...
+    @property
+    def backend(self) -> str: ...
+    def server_version(self) -> str | None: ...
     def drop_collection(self, name: str) -> None: ...
     def upsert(self, name: str, ids: Sequence[int], vectors: np.ndarray) -> None: ...
     def delete(self, name: str, ids: Sequence[int]) -> None: ...
@@ -80,11 +99,9 @@ class MilvusVectorStore:
         self.local = local = not uri.startswith(("http://", "https://", "tcp://", "grpc://"))
         if local:
             Path(uri).parent.mkdir(parents=True, exist_ok=True)
-        elif db_name != "default":
-            _create_database_if_missing(uri, token, db_name)
         self.uri = uri
         self.db_name = "default" if local else db_name
-        self._client = MilvusClient(uri=uri, token=token or "", db_name="" if local else db_name)
+        self._client = MilvusClient(uri=uri) if local else _connect(uri, token, db_name)
         self.index_type = index_type
         self.index_params = index_params or {}
         self.search_ef, self.search_nprobe = search_ef, search_nprobe

@@ -194,6 +194,13 @@ class CountResponse(BaseModel):
     count: int
 
 
+class IndexOut(BaseModel):
+    backend: str = Field(description="milvus-lite or milvus-server")
+    index_type: str = Field(description="The index the collection was built with, e.g. FLAT (exact) or HNSW.")
+    params: dict[str, Any] = Field(description="Its build parameters, e.g. M and efConstruction.")
+    search_params: dict[str, Any] = Field(description="What a search passes, e.g. ef (raised to top_k if smaller).")
+
+
 class CollectionOut(BaseModel):
     name: str
     model: str
@@ -201,6 +208,7 @@ class CollectionOut(BaseModel):
     metric: str
     count: int
     created_at: dt.datetime
+    index: IndexOut | None = Field(None, description="None while the vector store cannot be reached.")
 
 
 class DropResponse(BaseModel):
@@ -225,7 +233,17 @@ class ModelHealth(BaseModel):
     micro_batching: dict[str, Any] | None = None
 
 
+class VectorIndexHealth(BaseModel):
+    backend: str
+    database: str
+    server_version: str | None = None
+    new_collections: dict[str, Any] = Field(description="Index type and parameters a new collection gets.")
+    search: dict[str, Any] = Field(description="Search settings: ef, nprobe, consistency level.")
+    collections: dict[str, IndexOut] = Field(description="The index each existing collection uses.")
+
+
 class HealthResponse(BaseModel):
     status: str
     model: ModelHealth
     stores: dict[str, StoreHealth]
+    vector_index: VectorIndexHealth | None = None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import re
 from dataclasses import dataclass
+from typing import Any
 
 from adapters.encoder_base import EncoderBase
 from adapters.metadata_store import CollectionRecord, ImageRecord
@@ -22,6 +23,21 @@ METRIC = "IP"
 class CollectionSummary:
     record: CollectionRecord
     count: int
+    index: dict[str, Any] | None = None
+
+
+def index_summary(services: Services, name: str) -> dict[str, Any] | None:
+    """The backend and index a collection's vectors use (built when it was created, whatever today's settings
+    say) and what a search passes; None while Milvus cannot say (down, or the collection has no vectors yet)."""
+    try:
+        info = services.vectors.index_info(name)
+        search = services.vectors.search_params_for(name, 1)
+    except Exception as exc:
+        logger.debug("no index description for %s: %s", name, exc)
+        return None
+    return {"backend": services.vectors.backend, "index_type": info.index_type, "params": info.params} | {
+        "search_params": search
+    }
 
 
 def validate_name(name: str) -> str:
@@ -86,11 +102,14 @@ def require_image(services: Services, collection: str, image_id: str) -> ImageRe
 
 def summarise(services: Services, name: str) -> CollectionSummary:
     record = require(services, name)
-    return CollectionSummary(record, services.metadata.count(name))
+    return CollectionSummary(record, services.metadata.count(name), index_summary(services, name))
 
 
 def list_all(services: Services) -> list[CollectionSummary]:
-    return [CollectionSummary(r, services.metadata.count(r.name)) for r in services.metadata.list_collections()]
+    return [
+        CollectionSummary(r, services.metadata.count(r.name), index_summary(services, r.name))
+        for r in services.metadata.list_collections()
+    ]
 
 
 def drop(services: Services, name: str) -> int:

@@ -79,6 +79,16 @@ def test_load_search_fetch_reload_restart_drop(
         assert [h["id"] for h in after["hits"]] == [h["id"] for h in hits]
         listed = client.get("/collections").json()
         assert [(c["name"], c["model"], c["dim"], c["count"]) for c in listed] == [("flickr", "RN50", 1024, SMALL)]
+        index = listed[0]["index"]
+        health = client.get("/healthz").json()["vector_index"]
+        assert health["collections"]["flickr"] == index
+        if settings.milvus_is_local:  # exact search on Lite; HNSW with its parameters and ef on a server
+            assert (index["backend"], index["index_type"], index["search_params"]) == ("milvus-lite", "FLAT", {})
+        else:
+            assert (index["backend"], index["index_type"]) == ("milvus-server", "HNSW")
+            assert index["params"] == {"M": 16, "efConstruction": 200} and index["search_params"] == {"ef": 64}
+            assert health["server_version"].startswith("v2.3") and health["database"] == settings.milvus_db
+        assert health["search"]["consistency"] == "Session"
 
         dropped = client.delete("/collections/flickr")
         assert dropped.status_code == 200 and dropped.json()["removed"] == SMALL

@@ -9,7 +9,7 @@ from app.access import WriteAccess
 from app.deps import JobsDep, ServicesDep
 from app.errors import documented
 from app.routes.jobs import job_accepted
-from app.schemas import CollectionOut, CollectionPath, CreateCollectionRequest, DropResponse, JobAccepted
+from app.schemas import CollectionOut, CollectionPath, CreateCollectionRequest, DropResponse, IndexOut, JobAccepted
 from operations import collections
 from operations.collections import CollectionSummary
 
@@ -20,7 +20,13 @@ ERRORS = documented(401, 403, 404, 422, 503)
 def _out(summary: CollectionSummary) -> CollectionOut:
     r = summary.record
     return CollectionOut(
-        name=r.name, model=r.model, dim=r.dim, metric=r.metric, count=summary.count, created_at=r.created_at
+        name=r.name,
+        model=r.model,
+        dim=r.dim,
+        metric=r.metric,
+        count=summary.count,
+        created_at=r.created_at,
+        index=IndexOut(**summary.index) if summary.index else None,
     )
 
 

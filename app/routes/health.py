@@ -9,7 +9,8 @@ from sqlalchemy.engine import make_url
 from starlette.concurrency import run_in_threadpool
 
 from app.deps import ServicesDep
-from app.schemas import HealthResponse, ModelHealth, StoreHealth
+from app.schemas import HealthResponse, IndexOut, ModelHealth, StoreHealth, VectorIndexHealth
+from operations import collections
 from operations.services import Services
 
 router = APIRouter(tags=["health"])
@@ -48,7 +49,21 @@ def _health(services: Services) -> HealthResponse:
     else:
         model = ModelHealth(name=encoder.model_name, dim=None, weights=encoder.weights, source=None, device=None)
     status = "ok" if all(s.ok for s in stores.values()) and encoder.loaded else "degraded"
-    return HealthResponse(status=status, model=model, stores=stores)
+    vector_index = _vector_index(services) if stores["vectors"].ok and stores["metadata"].ok else None
+    return HealthResponse(status=status, model=model, stores=stores, vector_index=vector_index)
+
+
+def _vector_index(services: Services) -> VectorIndexHealth:
+    settings, vectors = services.settings, services.vectors
+    indexes = {name: collections.index_summary(services, name) for name in services.metadata.collection_names()}
+    return VectorIndexHealth(
+        backend=vectors.backend,
+        database=settings.milvus_db if not settings.milvus_is_local else "default",
+        server_version=None if settings.milvus_is_local else vectors.server_version(),
+        new_collections={"index_type": settings.index_type, "params": settings.index_params, "metric": "IP"},
+        search={"ef": settings.search_ef, "nprobe": settings.search_nprobe, "consistency": settings.search_consistency},
+        collections={name: IndexOut(**index) for name, index in indexes.items() if index},
+    )
 
 
 @router.get("/healthz", response_model=HealthResponse, responses={503: {"model": HealthResponse}})

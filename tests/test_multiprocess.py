@@ -1,0 +1,133 @@
+"""Several service processes on one Milvus server and one MariaDB: real `imgsearch serve` subprocesses, one of
+them killed with SIGKILL mid-load; the job queue in the database lets the survivor finish the job."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+import pytest
+from fastapi.testclient import TestClient
+
+from app.cli import main as cli_main
+from config import Settings
+from operations.sample_data import generate_split
+from tests.conftest import wait_for_job
+from tests.milvus_server import free_port
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@contextmanager
+def serving(env: dict[str, str], *args: str) -> Iterator[tuple[subprocess.Popen, str]]:
+    """`imgsearch serve` in a process of its own (its own session, so a kill reaches its workers too)."""
+    port = free_port()
+    command = [sys.executable, "-m", "app.cli", "serve", "--port", str(port), *args]
+    process = subprocess.Popen(command, env={**os.environ, **env}, cwd=ROOT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            assert process.poll() is None, "the service exited during start-up"
+            assert time.monotonic() < deadline, "the service did not start in 180 s"
+            try:
+                if httpx.get(f"{url}/healthz", timeout=5).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            time.sleep(0.5)
+        yield process, url
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGTERM)
+            try:
+                process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait(timeout=30)
+
+
+@pytest.fixture
+def shared_env(mysql_url: str, milvus_server_db: dict[str, str], data_root: Path, tmp_path: Path) -> dict[str, str]:
+    return {
+        "IMGSEARCH_WEIGHTS": "random",  # seed 0, the same model as the tests' encoder
+        "IMGSEARCH_METADATA_URL": mysql_url,
+        "IMGSEARCH_MILVUS_URI": milvus_server_db["milvus_uri"],
+        "IMGSEARCH_MILVUS_DB": milvus_server_db["milvus_db"],
+        "IMGSEARCH_DATA_DIR": str(tmp_path / "data"),
+        "IMGSEARCH_DATA_ROOT": str(data_root),
+        "IMGSEARCH_JOB_LEASE_SECONDS": "2",
+        "IMGSEARCH_TORCH_THREADS": "1",
+        "IMGSEARCH_LOG_LEVEL": "WARNING",
+    }
+
+
+def test_a_load_whose_process_is_killed_is_finished_by_another_with_exact_counts(
+    shared_env: dict[str, str],
+    mysql_url: str,
+    milvus_server_db: dict[str, str],
+    data_root: Path,
+    make_settings: Callable[..., Settings],
+    make_client: Callable[[Settings], TestClient],
+) -> None:
+    count = 48
+    generate_split(data_root / "killed", "train", count, encoder=None, seed=11)  # no features: the load encodes
+    slow = {**shared_env, "IMGSEARCH_LOAD_BATCH_SIZE": "4", "IMGSEARCH_ENCODE_BATCH_SIZE": "4"}
+    with serving(slow) as (first, url):
+        body = {"collection": "killed", "path": "killed", "split": "train"}
+        job_id = httpx.post(f"{url}/img/load", json=body, timeout=30).json()["job_id"]
+        deadline = time.monotonic() + 120
+        while True:
+            job = httpx.get(f"{url}/jobs/{job_id}", timeout=30).json()
+            if job["done"] > 0 and job["state"] == "running":
+                break
+            assert time.monotonic() < deadline and job["state"] in ("queued", "running"), job
+            time.sleep(0.1)
+        assert job["owner"].split(":")[1] == str(first.pid)
+        os.killpg(first.pid, signal.SIGKILL)  # no shutdown, no goodbye: its lease simply stops being renewed
+        first.wait(timeout=30)
+        done_when_killed = job["done"]
+
+    settings = make_settings(mysql_url, milvus_server_db, job_lease_seconds=2)
+    with make_client(settings) as second:
+        finished = wait_for_job(second, job_id)
+        assert finished["state"] == "succeeded", finished
+        assert finished["attempts"] == 2 and len(finished["runs"]) == 2
+        assert str(first.pid) in finished["runs"][0]["owner"] and "lease expired" in finished["runs"][0]["outcome"]
+        assert finished["runs"][1]["owner"] == second.app.state.jobs.owner  # type: ignore[attr-defined]
+        assert finished["loaded"] + finished["skipped"] == count and finished["failed"] == 0
+        assert finished["skipped"] >= min(done_when_killed, count) - 4  # what the first stored was not redone
+        services = second.app.state.services  # type: ignore[attr-defined]
+        assert services.metadata.count("killed", include_pending=True) == services.vectors.count("killed") == count
+        reconcile = second.post("/collections/killed/reconcile").json()["job_id"]
+        assert wait_for_job(second, reconcile)["message"].startswith("nothing to repair")
+
+
+def test_serve_with_two_workers_runs_two_processes_on_shared_stores(shared_env: dict[str, str]) -> None:
+    with serving(shared_env, "--workers", "2") as (main, url):
+        workers = subprocess.run(["pgrep", "-P", str(main.pid)], capture_output=True, text=True).stdout.split()
+        assert len(workers) >= 2, workers  # uvicorn's supervisor and its two service processes (plus helpers)
+        created = httpx.post(f"{url}/collections", json={"name": "shared", "model": "RN50"}, timeout=60)
+        assert created.status_code == 201, created.text
+        for _ in range(6):  # whichever process answers sees the same stores
+            listed = httpx.get(f"{url}/collections", timeout=30).json()
+            assert [c["name"] for c in listed] == ["shared"] and listed[0]["index"]["index_type"] == "HNSW"
+
+
+def test_several_workers_on_embedded_stores_are_refused_with_what_to_change(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("IMGSEARCH_DATA_DIR", str(tmp_path))
+    with pytest.raises(SystemExit) as refused:
+        cli_main(["serve", "--workers", "2"])
+    message = str(refused.value)
+    assert "Milvus Lite" in message and "one process only" in message and "IMGSEARCH_MILVUS_URI=http" in message
+    assert "SQLite" in message and "IMGSEARCH_METADATA_URL=mysql+pymysql" in message
+    assert not (tmp_path / "milvus.db").exists()  # refused before opening anything
