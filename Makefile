@@ -10,7 +10,7 @@ ifdef WEIGHTS
 export IMGSEARCH_WEIGHTS := $(WEIGHTS)
 endif
 
-.PHONY: install run test lint format sample bench soak faults fuzz lock clean
+.PHONY: install run test lint format sample bench soak faults faults-server fuzz lock clean
 
 $(BIN)/.installed: pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
@@ -52,6 +52,11 @@ soak: install
 # kill -9 mid-load, then MariaDB stopped mid-search. Stops and starts the local MariaDB: run it alone.
 faults: install
 	$(BIN)/python bench/faults.py
+
+# A local Milvus server killed mid-load and mid-search, then a service process killed mid-job with a second one
+# taking over its job. Starts its own Milvus server and MySQL database; does not touch the running MariaDB.
+faults-server: install
+	$(BIN)/python bench/faults_server.py
 
 # The OpenAPI fuzz test with more examples per operation than `make test` uses.
 fuzz: install

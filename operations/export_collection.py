@@ -25,8 +25,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
-import numpy as np
-
 from operations.copy_collection import BATCH_SIZE, Stores, source_collection
 from operations.errors import InvalidInput
 from operations.flickr_format import FeatureFile, feature_line, image_features_jsonl, images_tsv
@@ -52,8 +50,8 @@ class ExportReport:
     directory: Path
     count: int = 0
     without_vector: int = 0  # rows whose vector is missing from Milvus: not exported (run reconcile first)
-    # Restored, but not exactly: the TSV loader strips spaces around an image_id, and the feature file's index
-    # cannot key some ids (quotes, commas, spaces, backslashes): those images would be re-encoded on load.
+    # Restored, but not exactly: the TSV loader strips spaces around an image_id; an id the feature file's index
+    # does not find (checked after writing, with the loader's own index) would have its image re-encoded on load.
     renamed_on_load: list[str] = field(default_factory=list)
     re_encoded_on_load: list[str] = field(default_factory=list)
     seconds: float = 0.0
@@ -115,7 +113,7 @@ def export_collection(
                         continue
                     assert row.data is not None
                     tsv.write(f"{row.image_id}\t{base64.b64encode(row.data).decode('ascii')}\n")
-                    features.write(_feature_line(row.image_id, vector))
+                    features.write(feature_line("image_id", row.image_id, vector))
                     report.count += 1
                     if row.image_id != row.image_id.strip():
                         report.renamed_on_load.append(row.image_id)
@@ -157,17 +155,6 @@ def export_collection(
     report.seconds = time.monotonic() - started
     logger.info("%s", report.summary())
     return report
-
-
-def _feature_line(image_id: str, vector: np.ndarray) -> str:
-    """Chinese-CLIP's line (flickr_format.feature_line) where it keeps the id as it is; otherwise the same line
-    with the id as a string, unescaped: feature_line would turn "007" into 7, and escape non-ASCII ids into a
-    form the loader's index does not match."""
-    if image_id.isascii() and (not image_id.isdigit() or str(int(image_id)) == image_id):
-        return feature_line("image_id", image_id, vector)
-    return (
-        json.dumps({"image_id": image_id, "feature": [round(float(x), 7) for x in vector]}, ensure_ascii=False) + "\n"
-    )
 
 
 def _sync(handle: IO[str]) -> None:

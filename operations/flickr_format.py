@@ -17,7 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-_IMAGE_ID = re.compile(rb'"image_id"\s*:\s*"?([^",}\s]+)"?')
+# The id as JSON: a quoted string (escapes included) or an integer; decoded with json.loads.
+_IMAGE_ID = re.compile(rb'"image_id"\s*:\s*("(?:[^"\\]|\\.)*"|-?\d+)')
 
 
 def images_tsv(directory: Path, split: str) -> Path:
@@ -94,7 +95,7 @@ class FeatureFile:
             for raw in handle:
                 match = _IMAGE_ID.search(raw, 0, 200)
                 if match:
-                    self._offsets.setdefault(match.group(1).decode("utf-8", "replace"), offset)
+                    self._offsets.setdefault(str(json.loads(match.group(1))), offset)
                 offset += len(raw)
         self._handle = path.open("rb")
 
@@ -124,9 +125,11 @@ class FeatureFile:
 
 
 def feature_line(key: str, item_id: str | int, vector: Iterable[float]) -> str:
-    """One line of a Chinese-CLIP feature file; numeric ids are written as integers, as Chinese-CLIP does."""
-    value: str | int = int(item_id) if str(item_id).isdigit() else item_id
-    return json.dumps({key: value, "feature": [round(float(x), 7) for x in vector]}) + "\n"
+    """One line of a Chinese-CLIP feature file; numeric ids are written as integers, as Chinese-CLIP does (but
+    not "007", which would come back as 7), and other ids as they are (UTF-8, not \\u escapes)."""
+    text = str(item_id)
+    value: str | int = int(text) if text.isascii() and text.isdigit() and str(int(text)) == text else item_id
+    return json.dumps({key: value, "feature": [round(float(x), 7) for x in vector]}, ensure_ascii=False) + "\n"
 
 
 def iter_jsonl(path: Path) -> Iterator[dict]:

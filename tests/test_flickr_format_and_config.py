@@ -64,3 +64,22 @@ def test_readme_documents_every_setting() -> None:
     readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
     missing = [name for name in Settings.model_fields if f"`IMGSEARCH_{name.upper()}`" not in readme]
     assert not missing, f"settings not in the README: {missing}"
+
+
+def test_feature_lines_keep_every_image_id_findable(tmp_path: Path) -> None:
+    """Ids with leading zeros, Chinese, commas, quotes or spaces come back exactly from a feature file."""
+    from operations.flickr_format import feature_line
+
+    ids = ["007", "12", "海边的日落", "a,b", 'q"x', "x y", "back\\slash"]
+    path = tmp_path / "x_imgs.img_feat.jsonl"
+    path.write_text(
+        "".join(feature_line("image_id", i, [1.0, float(n), 0, 0]) for n, i in enumerate(ids)), encoding="utf-8"
+    )
+    assert '"image_id": 12,' in path.read_text(encoding="utf-8")  # plain numbers stay numbers, as Chinese-CLIP writes
+    features = FeatureFile(path, 4)
+    try:
+        for n, image_id in enumerate(ids):
+            expected = np.array([1.0, n, 0, 0]) / np.hypot(1.0, n)
+            assert image_id in features and np.allclose(features.get(image_id), expected)
+    finally:
+        features.close()
