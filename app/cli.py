@@ -43,7 +43,8 @@ def _services(settings: Settings) -> Iterator:
 def _run_job(services, kind: str, collection: str, params: dict, fn) -> int:  # type: ignore[no-untyped-def]
     from tqdm import tqdm
 
-    from operations.jobs import JobProgress, JobRunner
+    from operations.job_progress import JobProgress
+    from operations.jobs import JobRunner
 
     runner = JobRunner(services.jobs, None, 0, services.settings.job_lease_seconds)
     with tqdm(desc=f"{kind} {collection}", unit="img", dynamic_ncols=True) as bar:

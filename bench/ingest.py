@@ -31,7 +31,7 @@ from adapters.clip_encoder import ChineseClipEncoder  # noqa: E402
 from config import Settings  # noqa: E402
 from operations import ingest_job  # noqa: E402
 from operations.file_sources import FileSource  # noqa: E402
-from operations.jobs import JobProgress  # noqa: E402
+from operations.job_progress import JobProgress  # noqa: E402
 from operations.sample_data import make_image  # noqa: E402
 from operations.services import build_services  # noqa: E402
 

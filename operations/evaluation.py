@@ -16,7 +16,7 @@ from adapters.encoder_base import EncoderBase
 from operations import collections
 from operations.errors import InvalidInput, NotFound
 from operations.flickr_format import iter_jsonl, text_features_jsonl, texts_jsonl
-from operations.jobs import JobOutcome, JobProgress
+from operations.job_progress import JobOutcome, JobProgress
 from operations.services import Services
 
 logger = logging.getLogger(__name__)

@@ -19,7 +19,7 @@ from typing import Any, Literal, TypeVar
 from adapters import images
 from adapters.encoder_base import EncoderBase
 from operations import collections
-from operations.jobs import JobProgress
+from operations.job_progress import JobProgress
 from operations.services import Services
 from operations.writes import ImageToWrite, write_batch
 

@@ -7,7 +7,7 @@ from pathlib import Path
 from operations import collections
 from operations.file_sources import FileSource, resolve_under_root
 from operations.ingest import ingest
-from operations.jobs import JobProgress
+from operations.job_progress import JobProgress
 from operations.services import Services
 
 

@@ -10,7 +10,8 @@ from typing import Any
 
 from adapters.job_store import JobRecord
 from operations import evaluation, ingest_job, load, reconcile
-from operations.jobs import JobFn, JobProgress
+from operations.job_progress import JobProgress
+from operations.jobs import JobFn
 from operations.services import Services
 
 

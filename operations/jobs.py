@@ -13,81 +13,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from pymilvus.exceptions import MilvusException
-from sqlalchemy.exc import DBAPIError
-
 from adapters.job_store import FINISHED_STATES, JobRecord, JobStore, QueueFull
 from operations.errors import Busy, Conflict, NotFound
+from operations.job_progress import JobOutcome, JobProgress, describe_failure
 
 logger = logging.getLogger(__name__)
-
-MAX_ERROR_SAMPLES = 100
-
-
-@dataclass
-class JobProgress:
-    """Counters a job updates as it goes; ``flush`` writes them (and a heartbeat) to the job row while this process
-    still holds the job, and tells the listener (the CLI's progress bar). Without a store (a synchronous upload) it
-    only counts."""
-
-    store: JobStore | None = None
-    job_id: str = ""
-    stop_event: threading.Event = field(default_factory=threading.Event)
-    listener: Callable[[JobProgress], None] | None = None
-    owner: str | None = None
-    total: int | None = None
-    done: int = 0
-    loaded: int = 0
-    skipped: int = 0
-    failed: int = 0
-    errors: list[dict[str, Any]] = field(default_factory=list)
-    lost: bool = False  # another process took the job over (this one's lease ran out): stop, write nothing more
-
-    def error(self, reason: str, **where: Any) -> None:
-        self.failed += 1
-        self.done += 1
-        if len(self.errors) < MAX_ERROR_SAMPLES:
-            self.errors.append({"reason": reason, **where})
-
-    def should_stop(self) -> bool:
-        return self.stop_event.is_set()
-
-    def counters(self) -> dict[str, Any]:
-        return {
-            "total": self.total,
-            "done": self.done,
-            "loaded": self.loaded,
-            "skipped": self.skipped,
-            "failed": self.failed,
-            "errors": self.errors,
-        }
-
-    def flush(self) -> None:
-        if self.listener is not None:
-            self.listener(self)
-        if (
-            self.store is not None
-            and not self.lost
-            and not self.store.update(self.job_id, held_by=self.owner, **self.counters())
-        ):
-            self.lost = True
-            self.stop_event.set()
-
-
-@dataclass(frozen=True)
-class JobOutcome:
-    message: str
-    result: dict[str, Any] | None = None
-
-
-def describe_failure(exc: Exception) -> str:
-    """A job's failure in words a user can act on."""
-    if isinstance(exc, DBAPIError):
-        return f"metadata database unavailable or failing: {exc.orig if exc.orig is not None else exc}; run again"
-    if isinstance(exc, MilvusException):
-        return f"vector store (Milvus) unavailable or failing: {exc.message}; run again"
-    return f"{type(exc).__name__}: {exc}"
-
 
 INTERRUPTED = "interrupted: the process running it stopped"
 POLL_S = 0.5  # how often an idle worker looks for queued jobs (a job queued in this process wakes it at once)

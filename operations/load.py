@@ -30,7 +30,7 @@ from operations.flickr_format import (
     images_tsv,
     iter_tsv,
 )
-from operations.jobs import JobProgress
+from operations.job_progress import JobProgress
 from operations.services import Services
 from operations.writes import ImageToWrite, write_batch
 

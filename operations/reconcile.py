@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field
 from adapters import images
 from adapters.encoder_base import EncoderBase
 from operations import collections
-from operations.jobs import JobOutcome, JobProgress
+from operations.job_progress import JobOutcome, JobProgress
 from operations.services import Services
 
 logger = logging.getLogger(__name__)
