@@ -47,6 +47,8 @@ def test_app_settings_point_at_the_compose_services() -> None:
 
     settings = Settings(_env_file=None, **{k.removeprefix("IMGSEARCH_").lower(): v for k, v in env.items()})
     assert not settings.milvus_is_local
+    # several service processes on the shared stores, which that configuration allows; the server gets HNSW
+    assert settings.workers >= 2 and settings.single_process_stores() == [] and settings.index_type == "HNSW"
     milvus = urlparse(str(settings.milvus_uri))
     assert milvus.hostname == "milvus" and str(milvus.port) in str(services["milvus"]["ports"])
 
