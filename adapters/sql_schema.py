@@ -149,6 +149,8 @@ def _add_missing_columns(engine: Engine) -> None:
             conn.execute(
                 text(f"ALTER TABLE jobs ADD COLUMN {name} {kind}{f' NOT NULL DEFAULT {default}' if default else ''}")
             )
+    for index in jobs.indexes:  # the claim query's index
+        index.create(engine, checkfirst=True)
     if missing:
         logger.info("metadata store: added job-queue columns %s", ", ".join(missing))
 

@@ -17,6 +17,9 @@ from pymilvus.exceptions import MilvusException
 logger = logging.getLogger(__name__)
 
 ID_FIELD, VECTOR_FIELD = "id", "vector"
+# A request waits at most this long for a server that accepts connections but does not answer (a network split):
+# it then fails (503), never hangs. A refused connection fails at once anyway.
+READ_TIMEOUT_S = 15.0
 STRONG = "Strong"  # for reads that must see every earlier write, from any process: counts, reconcile
 _NOT_PARAMS = {"index_type", "metric_type", "field_name", "index_name", "total_rows", "indexed_rows"}
 _NOT_PARAMS |= {"pending_index_rows", "state", "params", "dim"}
@@ -40,7 +43,8 @@ def _number(value: Any) -> Any:
 def _connect(uri: str, token: str | None, db_name: str) -> MilvusClient:
     """Several service processes start at once: one creates the database, and the others may briefly be told it
     does not exist (or already does) until the server's caches agree."""
-    for attempt in range(10):
+    attempt = 0
+    while True:
         try:
             if db_name != "default":
                 admin = MilvusClient(uri=uri, token=token or "")
@@ -54,10 +58,10 @@ def _connect(uri: str, token: str | None, db_name: str) -> MilvusClient:
             client.list_collections()  # the database is usable from here
             return client
         except MilvusException as exc:
-            if attempt == 9 or "database" not in str(exc):
+            attempt += 1
+            if attempt == 10 or "database" not in str(exc):
                 raise
             time.sleep(0.5)
-    raise AssertionError("unreachable")
 
 
 class VectorStore(Protocol):
@@ -229,6 +233,7 @@ class MilvusVectorStore:
             anns_field=VECTOR_FIELD,
             search_params={"metric_type": "IP", "params": self.search_params_for(name, top_k)},
             consistency_level=self.search_consistency,
+            timeout=READ_TIMEOUT_S,
         )
         return [[(int(hit["id"]), float(hit["distance"])) for hit in hits] for hits in results]
 
@@ -237,7 +242,7 @@ class MilvusVectorStore:
         if not ids:
             return {}
         self._ensure_loaded(name)
-        rows = self._client.get(name, ids=[int(i) for i in ids], output_fields=[VECTOR_FIELD])
+        rows = self._client.get(name, ids=[int(i) for i in ids], output_fields=[VECTOR_FIELD], timeout=READ_TIMEOUT_S)
         return {int(row[ID_FIELD]): np.asarray(row[VECTOR_FIELD], dtype=np.float32) for row in rows}
 
     def existing_ids(self, name: str, ids: Sequence[int]) -> set[int]:

@@ -20,6 +20,14 @@ def _out(line: str = "") -> None:
     sys.stdout.write(line + "\n")
 
 
+def _refuse_when_locked(settings: Settings, exc: Exception) -> None:
+    if "lock" in str(exc).lower() and settings.milvus_is_local:
+        raise SystemExit(
+            f"error: {settings.milvus_uri} is in use by another process (a running server?). Milvus Lite "
+            "allows one process per file: stop the server, or use its HTTP API, or use a Milvus server."
+        ) from exc
+
+
 @contextlib.contextmanager
 def _services(settings: Settings) -> Iterator:
     from operations.services import build_services
@@ -27,11 +35,7 @@ def _services(settings: Settings) -> Iterator:
     try:
         services = build_services(settings)
     except Exception as exc:
-        if "lock" in str(exc).lower() and settings.milvus_is_local:
-            raise SystemExit(
-                f"error: {settings.milvus_uri} is in use by another process (a running server?). Milvus Lite "
-                "allows one process per file: stop the server, or use its HTTP API, or use a Milvus server."
-            ) from exc
+        _refuse_when_locked(settings, exc)
         raise
     try:
         services.encoder.load()
@@ -250,11 +254,7 @@ def _configured_stores(settings: Settings) -> Iterator:
     try:
         stores = configured_stores(settings)
     except Exception as exc:
-        if "lock" in str(exc).lower() and settings.milvus_is_local:
-            raise SystemExit(
-                f"error: {settings.milvus_uri} is in use by another process (a running server?). Milvus Lite "
-                "allows one process per file: stop the server first."
-            ) from exc
+        _refuse_when_locked(settings, exc)
         raise
     try:
         yield stores
