@@ -4,7 +4,9 @@ Per batch, in this order, so that no failure leaves the stores disagreeing in a 
 1. metadata rows are inserted as *pending* (the row's id becomes the vector id);
 2. vectors are upserted into Milvus under those ids;
 3. the rows are marked indexed: only now are they counted and returned by search.
-A crash between the steps leaves pending rows that the next run of the same load completes.
+A crash between the steps leaves pending rows that the next run of the same load completes. Successive
+batches overlap (reading one while the previous ones are stored; ``operations.write_pipeline``), each still
+in this order.
 """
 
 from __future__ import annotations
@@ -32,7 +34,8 @@ from operations.flickr_format import (
 )
 from operations.job_progress import JobProgress
 from operations.services import Services
-from operations.writes import ImageToWrite, write_batch
+from operations.write_pipeline import OrderedStages
+from operations.writes import ImageToWrite, insert_rows, store_vectors
 
 logger = logging.getLogger(__name__)
 
@@ -73,21 +76,34 @@ def run(services: Services, load: LoadPlan, progress: JobProgress) -> str:
     progress.flush()
     feature_file = FeatureFile(load.features, record.dim) if load.features else None
     started = time.monotonic()
+
+    def stored(_ids: frozenset[str], written: dict[str, int]) -> None:
+        progress.loaded += len(written)
+        progress.done += len(written)
+
+    # Reading and checking a batch (here), its rows (MySQL) and the previous batch's vectors (Milvus) overlap.
+    stages = (
+        lambda items: insert_rows(services, load.collection, items),
+        lambda rows: store_vectors(services, load.collection, rows),
+    )
     try:
-        batch: list[TsvRow] = []
-        for item in iter_tsv(load.tsv):
-            if progress.should_stop():
-                return "stopped"
-            if isinstance(item, BadLine):
-                progress.error(str(item))
-                continue
-            batch.append(item)
-            if len(batch) >= settings.load_batch_size:
-                _load_batch(services, encoder, load.collection, batch, feature_file, progress)
-                batch = []
-                progress.flush()
-        if batch and not progress.should_stop():
-            _load_batch(services, encoder, load.collection, batch, feature_file, progress)
+        with OrderedStages(stages, on_done=stored, name="load") as pipeline:
+            batch: list[TsvRow] = []
+            for item in iter_tsv(load.tsv):
+                if progress.should_stop():
+                    break
+                if isinstance(item, BadLine):
+                    progress.error(str(item))
+                    continue
+                batch.append(item)
+                if len(batch) >= settings.load_batch_size:
+                    _submit(services, encoder, load.collection, batch, feature_file, progress, pipeline)
+                    batch = []
+                    progress.flush()
+            if batch and not progress.should_stop():
+                _submit(services, encoder, load.collection, batch, feature_file, progress, pipeline)
+        if progress.should_stop():
+            return "stopped"
         services.vectors.flush(load.collection)  # a server indexes sealed data: once per load, not per batch
     finally:
         if feature_file is not None:
@@ -98,17 +114,20 @@ def run(services: Services, load: LoadPlan, progress: JobProgress) -> str:
     return f"{progress.loaded} loaded, {progress.skipped} skipped, {progress.failed} failed ({source}, {rate:.0f}/s)"
 
 
-def _load_batch(
+def _submit(
     services: Services,
     encoder: EncoderBase,
     collection: str,
     batch: list[TsvRow],
     features: FeatureFile | None,
     progress: JobProgress,
+    pipeline: OrderedStages,
 ) -> None:
+    """Check a batch and hand what is new to the write pipeline. An image_id of a batch still in flight counts
+    as a duplicate, as it would once that batch is stored (the first occurrence in the file wins)."""
     settings = services.settings
     existing = services.metadata.lookup(collection, [row.image_id for row in batch])
-    seen: set[str] = set()
+    seen: set[str] = set().union(*pipeline.in_flight())
     todo: list[tuple[TsvRow, images.ImageFacts]] = []
     for row in batch:
         known = existing.get(row.image_id)
@@ -137,14 +156,9 @@ def _load_batch(
         else:
             need_encoding.append((row, facts))
     vectors.update(_encode(services, encoder, need_encoding, progress))
-
-    written = write_batch(
-        services,
-        collection,
-        [ImageToWrite(r.image_id, r.data, f, vectors[r.image_id]) for r, f in todo if r.image_id in vectors],
-    )
-    progress.loaded += len(written)
-    progress.done += len(written)
+    items = [ImageToWrite(r.image_id, r.data, f, vectors[r.image_id]) for r, f in todo if r.image_id in vectors]
+    if items:
+        pipeline.submit(frozenset(item.image_id for item in items), items)
 
 
 def _encode(

@@ -34,8 +34,14 @@ class ImageToWrite:
 
 def write_batch(services: Services, collection: str, items: Sequence[ImageToWrite]) -> dict[str, int]:
     """Store a batch in both stores; returns the vector id of each image_id written."""
+    return store_vectors(services, collection, insert_rows(services, collection, items))
+
+
+def insert_rows(services: Services, collection: str, items: Sequence[ImageToWrite]) -> list[tuple[ImageToWrite, int]]:
+    """Step 1: the rows, pending; each item written with its row id (= its vector id). A bulk load runs this for
+    one batch while ``store_vectors`` runs for the batch before (``operations.write_pipeline``)."""
     if not items:
-        return {}
+        return []
     ids = services.metadata.insert_pending(
         collection,
         [
@@ -43,11 +49,17 @@ def write_batch(services: Services, collection: str, items: Sequence[ImageToWrit
             for i in items
         ],
     )
-    written = [i for i in items if i.image_id in ids]
-    vector_ids = [ids[i.image_id] for i in written]
-    services.vectors.upsert(collection, vector_ids, np.stack([i.vector for i in written]))
+    return [(i, ids[i.image_id]) for i in items if i.image_id in ids]
+
+
+def store_vectors(services: Services, collection: str, rows: Sequence[tuple[ImageToWrite, int]]) -> dict[str, int]:
+    """Steps 2 and 3: the vectors under the rows' ids, then the rows marked indexed (searchable)."""
+    if not rows:
+        return {}
+    vector_ids = [row_id for _, row_id in rows]
+    services.vectors.upsert(collection, vector_ids, np.stack([item.vector for item, _ in rows]))
     services.metadata.mark_indexed(vector_ids)
-    return {i.image_id: ids[i.image_id] for i in written}
+    return {item.image_id: row_id for item, row_id in rows}
 
 
 def delete_image(services: Services, collection: str, image_id: str) -> int:

@@ -173,6 +173,37 @@ def test_batch_where_every_feature_is_bad_fails_only_those_lines(
         assert _store_counts(client, "allbad") == (0, 0)
 
 
+def test_an_image_id_repeated_in_the_file_is_stored_once_with_its_first_image(
+    data_root: Path,
+    small_split: Path,
+    make_settings: Callable[..., Settings],
+    make_client: Callable[[Settings], TestClient],
+) -> None:
+    """Batches of 2 are stored while later ones are read: a repeat two lines on may meet its first occurrence
+    still in flight, and must be skipped as it is once that batch is stored."""
+    directory = data_root / "repeats"
+    directory.mkdir(exist_ok=True)
+    lines = (small_split / "valid_imgs.tsv").read_text().splitlines()[:12]
+    features = {json.loads(f)["image_id"]: f for f in (small_split / "valid_imgs.img_feat.jsonl").open()}
+    first_id = lines[0].split("\t")[0]
+    repeat = first_id + "\t" + lines[5].split("\t")[1]  # the same id with another picture
+    rows = [*lines[:3], repeat, *lines[3:8], repeat, *lines[8:]]
+    (directory / "r_imgs.tsv").write_text("\n".join(rows) + "\n")
+    (directory / "r_imgs.img_feat.jsonl").write_text("".join(features[int(line.split("\t")[0])] for line in lines))
+    with make_client(make_settings(load_batch_size=2)) as client:
+        job = load_split(client, "repeats", "repeats", "r")
+        assert (job["state"], job["total"], job["loaded"], job["skipped"], job["failed"]) == (
+            "succeeded",
+            14,
+            12,
+            2,
+            0,
+        ), job
+        assert _store_counts(client, "repeats") == (12, 12)
+        stored = client.get(f"/img/repeats/{first_id}")
+        assert stored.status_code == 200 and stored.content == _tsv_bytes(small_split)[first_id]
+
+
 def test_failure_mid_load_leaves_nothing_searchable_without_its_vector(
     small_split: Path,
     make_settings: Callable[..., Settings],
