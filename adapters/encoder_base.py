@@ -14,8 +14,6 @@ from typing import Any, TypeVar
 import numpy as np
 from PIL import Image
 
-from adapters.micro_batch import MicroBatcher
-
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
@@ -74,25 +72,6 @@ class EncoderBase:
         self._lock = threading.Lock()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
         self._info: EncoderInfo | None = None
-        self._text_batcher: MicroBatcher[str] | None = None
-        self._pixel_batcher: MicroBatcher[Any] | None = None
-
-    def enable_micro_batching(self, max_size: int, max_wait_ms: float) -> None:
-        """Single queries (``encode_query``, ``encode_query_pixels``) arriving together share one forward pass."""
-        if max_size > 1 and self._pixel_batcher is None:
-            if self.has_text:
-                self._text_batcher = MicroBatcher(self.encode_text, max_size, max_wait_ms / 1000, "text-batcher")
-            self._pixel_batcher = MicroBatcher(self.encode_pixels, max_size, max_wait_ms / 1000, "image-batcher")
-
-    @property
-    def micro_batching(self) -> dict[str, Any] | None:
-        batchers = {"text": self._text_batcher, "image": self._pixel_batcher}
-        stats = {
-            kind: {"max_size": b.max_size, "max_wait_ms": b.max_wait_s * 1000, "batches": b.batches, "queries": b.items}
-            for kind, b in batchers.items()
-            if b is not None
-        }
-        return stats or None
 
     @property
     def info(self) -> EncoderInfo:
@@ -134,18 +113,6 @@ class EncoderBase:
             return np.zeros((0, self.info.dim), dtype=np.float32)
         return self._run(lambda: normalise(self._encode_text_now(texts)))
 
-    def encode_query(self, text: str) -> np.ndarray:
-        """(dim,) vector of one search text, micro-batched with concurrent queries when enabled."""
-        if self._text_batcher is not None:
-            return self._text_batcher.submit(text)
-        return self.encode_text([text])[0]
-
-    def encode_query_pixels(self, pixels: Any) -> np.ndarray:
-        """(dim,) vector of one query image (from ``preprocess``), micro-batched like ``encode_query``."""
-        if self._pixel_batcher is not None:
-            return self._pixel_batcher.submit(pixels)
-        return self.encode_pixels([pixels])[0]
-
     def encode_pixels(self, pixels: Sequence[Any]) -> np.ndarray:
         """(len(pixels), dim) float32 unit vectors from inputs made by ``preprocess``."""
         if not pixels:
@@ -157,7 +124,4 @@ class EncoderBase:
         return self.encode_pixels([self.preprocess(image) for image in images])
 
     def close(self) -> None:
-        for batcher in (self._text_batcher, self._pixel_batcher):
-            if batcher is not None:
-                batcher.close()
         self._executor.shutdown(wait=True)

@@ -15,8 +15,6 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from typing import Any, Generic, TypeVar
 
-import numpy as np
-
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
 _STOP = object()
@@ -24,7 +22,7 @@ _STOP = object()
 
 class MicroBatcher(Generic[T]):
     def __init__(
-        self, encode: Callable[[Sequence[T]], np.ndarray], max_size: int, max_wait_s: float, name: str
+        self, encode: Callable[[Sequence[T]], Sequence[Any]], max_size: int, max_wait_s: float, name: str
     ) -> None:
         self._encode = encode
         self.max_size = max_size
@@ -36,9 +34,9 @@ class MicroBatcher(Generic[T]):
         self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
         self._thread.start()
 
-    def submit(self, item: T) -> np.ndarray:
+    def submit(self, item: T) -> Any:
         """Encode one item (blocking); returns its row."""
-        future: Future[np.ndarray] = Future()
+        future: Future[Any] = Future()
         self._queue.put((item, future))
         return future.result()
 

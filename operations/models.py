@@ -74,9 +74,6 @@ class ModelRegistry:
                     encoder = self._shared
                 else:
                     encoder = build_encoder(self.settings, name)
-                    encoder.enable_micro_batching(
-                        self.settings.microbatch_max_size, self.settings.microbatch_max_wait_ms
-                    )
                 self._loaded[name] = encoder
             self._loaded.move_to_end(name)
             self._evict(keep=name)

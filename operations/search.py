@@ -4,33 +4,20 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
 from adapters import images
-from adapters.metadata_store import ImageRecord
+from adapters.encoder_base import EncoderBase
 from operations import collections
 from operations.errors import Conflict, InvalidInput
+from operations.search_batch import Hit, Query, SearchResult, search_vectors
 from operations.services import Services
 
+__all__ = ["Hit", "SearchResult", "search_images", "search_text", "similar"]
+
 logger = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Hit:
-    id: int
-    score: float
-    image: ImageRecord
-
-
-@dataclass
-class SearchResult:
-    collection: str
-    model: str
-    hits: list[Hit]
-    timings_ms: dict[str, float] = field(default_factory=dict)
-    notice: str | None = None  # e.g. the query was longer than the model reads
 
 
 def validate_text(text: str, max_chars: int) -> str:
@@ -61,13 +48,40 @@ def search_text(services: Services, collection: str, text: str, top_k: int, with
     if not encoder.has_text:
         raise Conflict(f"collection {collection!r} uses the image-only model {record.model}: search it by image")
 
-    timings: dict[str, float] = {}
-    started = time.perf_counter()
-    query = encoder.encode_query(text)[None, :]
-    timings["encode"] = (time.perf_counter() - started) * 1000
-    result = _search_vectors(services, record.name, record.model, query, top_k, with_data, timings)[0]
+    result = _run(services, Query(record.name, record.model, top_k, with_data, encoder=encoder, text=text))
     result.notice = truncation_notice(services, text)
     return result
+
+
+def _run(services: Services, query: Query) -> SearchResult:
+    """Through the query batcher (concurrent queries share encoder passes and vector searches), or alone when
+    micro-batching is off (IMGSEARCH_MICROBATCH_MAX_SIZE=1)."""
+    if services.queries is not None:
+        return services.queries.search(query)
+    timings = dict(query.timings)
+    vector = query.vector
+    if vector is None:
+        started = time.perf_counter()
+        vector = _encode_alone(query)
+        timings["encode"] = (time.perf_counter() - started) * 1000
+    return search_vectors(
+        services.vectors,
+        services.metadata,
+        query.collection,
+        query.model,
+        vector[None, :],
+        query.top_k,
+        query.with_data,
+        timings,
+    )[0]
+
+
+def _encode_alone(query: Query) -> np.ndarray:
+    encoder: EncoderBase | None = query.encoder
+    assert encoder is not None
+    if query.text is not None:
+        return encoder.encode_text([query.text])[0]
+    return encoder.encode_pixels([query.pixels])[0]
 
 
 def truncation_notice(services: Services, text: str) -> str | None:
@@ -103,10 +117,18 @@ def search_images(
             problems.append({"file": name, "reason": str(exc)})
     if problems:
         raise InvalidInput(f"{problems[0]['file']}: {problems[0]['reason']}", details=problems)
-    # One query image rides the micro-batcher with concurrent ones; several are a batch already.
-    vectors = encoder.encode_query_pixels(pixels[0])[None, :] if len(pixels) == 1 else encoder.encode_pixels(pixels)
+    if len(pixels) == 1:  # one query image rides the batcher with concurrent ones
+        query = Query(record.name, record.model, top_k, with_data, encoder=encoder, pixels=pixels[0])
+        query.submitted = started  # its encode time counts its decoding, as for several images
+        return [_run(services, query)]
+    vectors = encoder.encode_pixels(pixels)  # several images are a batch already
     timings = {"encode": (time.perf_counter() - started) * 1000}
-    return _search_vectors(services, record.name, record.model, vectors, top_k, with_data, timings)
+    if services.queries is not None:
+        queries = [Query(record.name, record.model, top_k, with_data, vector=v, timings=dict(timings)) for v in vectors]
+        return services.queries.search_many(queries)
+    return search_vectors(
+        services.vectors, services.metadata, record.name, record.model, vectors, top_k, with_data, timings
+    )
 
 
 def similar(services: Services, collection: str, image_id: str, top_k: int, with_data: bool = False) -> SearchResult:
@@ -118,33 +140,11 @@ def similar(services: Services, collection: str, image_id: str, top_k: int, with
     vector = services.vectors.get(collection, [image.id]).get(image.id)
     if vector is None:
         raise Conflict(f"image {image_id!r} has no vector; run reconcile on {collection!r}")
-    timings = {"vector_fetch": (time.perf_counter() - started) * 1000}
-    result = _search_vectors(services, collection, record.model, vector[None, :], top_k + 1, with_data, timings)[0]
+    query = Query(collection, record.model, top_k + 1, with_data, vector=vector)
+    query.timings["vector_fetch"] = (time.perf_counter() - started) * 1000
+    result = _run(services, query)
     result.hits = [hit for hit in result.hits if hit.id != image.id][:top_k]
     return result
-
-
-def _search_vectors(
-    services: Services,
-    collection: str,
-    model: str,
-    queries: np.ndarray,
-    top_k: int,
-    with_data: bool,
-    timings: dict[str, float],
-) -> list[SearchResult]:
-    started = time.perf_counter()
-    found = services.vectors.search(collection, queries, top_k)
-    timings["vector_search"] = (time.perf_counter() - started) * 1000
-    started = time.perf_counter()
-    ids = sorted({vector_id for hits in found for vector_id, _ in hits})
-    rows = services.metadata.fetch(collection, ids, with_data=with_data)
-    timings["metadata_fetch"] = (time.perf_counter() - started) * 1000
-    # A vector whose row is pending or gone (a load in flight, a half-dropped collection) is not shown.
-    return [
-        SearchResult(collection, model, [Hit(i, score, rows[i]) for i, score in hits if i in rows], dict(timings))
-        for hits in found
-    ]
 
 
 @dataclass(frozen=True)

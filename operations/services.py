@@ -14,6 +14,7 @@ from adapters.metadata_store import MetadataStore
 from adapters.vector_store import MilvusVectorStore, VectorStore
 from config import Settings
 from operations.models import ModelRegistry, build_encoder
+from operations.search_batch import QueryBatcher
 
 __all__ = ["Services", "build_encoder", "build_services"]
 
@@ -28,6 +29,7 @@ class Services:
     metadata: MetadataStore
     jobs: JobStore
     decode_pool: ThreadPoolExecutor
+    queries: QueryBatcher | None = None  # None when micro-batching is off (IMGSEARCH_MICROBATCH_MAX_SIZE=1)
     _owned: list = field(default_factory=list, repr=False)
 
     @cached_property
@@ -71,5 +73,9 @@ def build_services(settings: Settings, encoder: EncoderBase | None = None) -> Se
     owned.append(vectors)
     models = ModelRegistry(settings, shared=encoder)
     owned.append(models)
+    queries = None
+    if settings.microbatch_max_size > 1:
+        queries = QueryBatcher(vectors, metadata, settings.microbatch_max_size, settings.microbatch_max_wait_ms)
+        owned.append(queries)  # closed first: no search outlives the stores
     pool = ThreadPoolExecutor(max_workers=settings.decode_workers, thread_name_prefix="decode")
-    return Services(settings, models, vectors, metadata, JobStore(metadata.engine), pool, owned)
+    return Services(settings, models, vectors, metadata, JobStore(metadata.engine), pool, queries, owned)

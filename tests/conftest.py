@@ -115,7 +115,6 @@ def milvus_target(request: pytest.FixtureRequest, tmp_path: Path) -> dict[str, s
 def encoder() -> Iterator[ChineseClipEncoder]:
     model = ChineseClipEncoder("RN50", weights="random", seed=0, threads=2)
     model.load()
-    model.enable_micro_batching(16, 3.0)  # as the service runs it: every search test goes through it
     yield model
     model.close()
 

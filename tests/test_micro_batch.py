@@ -10,7 +10,6 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 
-from adapters.clip_encoder import ChineseClipEncoder
 from adapters.micro_batch import MicroBatcher
 
 
@@ -78,28 +77,3 @@ def test_an_encoder_error_reaches_every_waiting_caller() -> None:
             batcher.submit(2)  # the batcher survives and keeps answering
     finally:
         batcher.close()
-
-
-def test_real_encoder_batches_concurrent_queries_with_unchanged_vectors(encoder: ChineseClipEncoder) -> None:
-    texts = [f"第{i}张图片:蓝色的海" for i in range(12)]
-    expected = encoder.encode_text(texts)
-    before = {k: dict(v) for k, v in (encoder.micro_batching or {}).items()}
-    with ThreadPoolExecutor(max_workers=12) as pool:
-        got = np.stack(list(pool.map(encoder.encode_query, texts)))
-    assert np.allclose(got, expected, atol=1e-5)
-    after = encoder.micro_batching or {}
-    assert after["text"]["queries"] - before["text"]["queries"] == 12
-    assert after["text"]["batches"] - before["text"]["batches"] < 12  # some queries shared a forward pass
-
-
-def test_real_encoder_batches_concurrent_image_queries(encoder: ChineseClipEncoder) -> None:
-    from tests.imagefiles import picture
-
-    pixels = [encoder.preprocess(picture(5000 + i)) for i in range(8)]
-    expected = encoder.encode_pixels(pixels)
-    before = (encoder.micro_batching or {})["image"]
-    with ThreadPoolExecutor(max_workers=8) as pool:
-        got = np.stack(list(pool.map(encoder.encode_query_pixels, pixels)))
-    assert np.allclose(got, expected, atol=1e-4)
-    after = (encoder.micro_batching or {})["image"]
-    assert after["queries"] - before["queries"] == 8 and after["batches"] - before["batches"] < 8

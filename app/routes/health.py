@@ -39,7 +39,7 @@ def _health(services: Services) -> HealthResponse:
         model = ModelHealth(
             name=info.model,
             backend=info.backend,
-            micro_batching=encoder.micro_batching,
+            micro_batching=services.queries.stats if services.queries is not None else None,
             dim=info.dim,
             weights=info.weights,
             source=info.source,
