@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import importlib
 import io
 import logging
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -127,12 +128,14 @@ class ChineseClipEncoder(EncoderBase):
         return model
 
     def _load_by_name(self) -> Any:
-        from cn_clip.clip.utils import load_from_name
+        from cn_clip.clip.utils import _MODELS, load_from_name
 
         root = Path(self.model_dir or "models")
         root.mkdir(parents=True, exist_ok=True)
+        if not (root / _MODELS[self.model_name][1]).is_file():
+            logger.info("%s: no checkpoint in %s yet; downloading it (first use) ...", self.model_name, root)
         try:
-            with contextlib.redirect_stdout(io.StringIO()):
+            with contextlib.redirect_stdout(io.StringIO()), _quiet("huggingface_hub"):
                 model, _ = load_from_name(self.model_name, device="cpu", download_root=str(root))
         except Exception as exc:
             raise ModelLoadError(
@@ -140,8 +143,6 @@ class ChineseClipEncoder(EncoderBase):
                 "Put the checkpoint there, or set IMGSEARCH_CHECKPOINT_PATH to a local .pt file, or set "
                 "IMGSEARCH_WEIGHTS=random for an offline test build (results are meaningless)."
             ) from exc
-        from cn_clip.clip.utils import _MODELS
-
         self.loaded_from = root / _MODELS[self.model_name][1]
         return model
 
@@ -164,3 +165,17 @@ class ChineseClipEncoder(EncoderBase):
         with torch.no_grad():
             batch = torch.stack(list(pixels)).to(self._device)
             return self._model.encode_image(batch).float().cpu().numpy()
+
+
+@contextlib.contextmanager
+def _quiet(name: str) -> Iterator[None]:
+    """A failed download retries several times, each logged twice; the one error that follows says it all."""
+    with contextlib.suppress(ImportError):
+        importlib.import_module(f"{name}.file_download")  # its logging sets its own level when first imported
+    chosen = logging.getLogger(name)
+    level = chosen.level
+    chosen.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        chosen.setLevel(level)

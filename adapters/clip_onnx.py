@@ -34,10 +34,10 @@ def clip_pixels(image: Image.Image, resolution: int) -> np.ndarray:
 
 
 class OnnxClipEncoder(EncoderBase):
-    def __init__(self, model_name: str, onnx_root: Path, threads: int = 0) -> None:
+    def __init__(self, model_name: str, onnx_root: Path, threads: int = 0, directory: Path | None = None) -> None:
         super().__init__()
         self.model_name = model_name
-        self.directory = export_dir(onnx_root, model_name)
+        self.directory = directory or export_dir(onnx_root, model_name)
         self.threads = threads or (os.cpu_count() or 1)
         self.weights = "onnx"
         self._text: Any = None

@@ -42,6 +42,7 @@ class EncoderInfo:
     device: str
     input_resolution: int
     backend: str = "torch"
+    note: str | None = None  # how this backend came to serve it (IMGSEARCH_BACKEND=auto), e.g. a failed export
 
 
 def normalise(array: np.ndarray) -> np.ndarray:

@@ -214,6 +214,7 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     import uvicorn
 
     from app.main import create_app
+    from operations.services import build_encoder
 
     workers = args.workers or settings.workers
     if workers > 1 and (reasons := settings.single_process_stores()):
@@ -222,12 +223,17 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
             + "; and ".join(reasons)
             + ". Or run one process (--workers 1)."
         )
+    # The model is loaded before the server starts: a missing checkpoint is one clear sentence (main() prints it),
+    # not a traceback from inside uvicorn, and a first-use ONNX export happens once, not once per worker.
+    encoder = build_encoder(settings)
+    encoder.load()
     # log_config=None: uvicorn's loggers use ours (request ids, JSON); the service writes its own access log line.
     options: dict = {"log_level": settings.log_level.lower(), "log_config": None, "access_log": False}
     if workers > 1:  # each process builds its own app from the same environment; the stores are shared
+        encoder.close()
         uvicorn.run("app.main:create_app", factory=True, host=args.host, port=args.port, workers=workers, **options)
     else:
-        uvicorn.run(create_app(settings), host=args.host, port=args.port, **options)
+        uvicorn.run(create_app(settings, encoder=encoder), host=args.host, port=args.port, **options)
     return 0
 
 
@@ -414,12 +420,16 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     settings = Settings()
     configure_logging(settings.log_level, settings.log_format)
+    from adapters.encoder_base import ModelLoadError
     from operations.errors import AppError
 
     try:
         return int(args.handler(args, settings))
     except AppError as exc:
         raise SystemExit(f"error: {exc.message}") from exc
+    except ModelLoadError as exc:  # the sentence that says what to do; the traceback only for those who ask
+        logger.debug("model load failed", exc_info=True)
+        raise SystemExit(f"error: {exc}") from None
 
 
 if __name__ == "__main__":

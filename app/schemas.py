@@ -29,7 +29,8 @@ class CreateCollectionRequest(BaseModel):
 
 class ModelOut(BaseModel):
     name: str
-    backend: str
+    backend: str = Field(description="What serves it now: onnx (ONNX Runtime) or torch.")
+    backend_note: str | None = Field(None, description="How that backend came to serve it (IMGSEARCH_BACKEND=auto).")
     dim: int
     weights: str
     input_resolution: int
@@ -225,6 +226,7 @@ class StoreHealth(BaseModel):
 class ModelHealth(BaseModel):
     name: str
     backend: str | None = None
+    backend_note: str | None = None
     dim: int | None
     weights: str
     source: str | None

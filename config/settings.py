@@ -35,7 +35,11 @@ class Settings(BaseSettings):
     seed: int = 0
     device: str = Field("auto", description="auto, cpu, cuda or cuda:N")
     torch_threads: int = Field(0, ge=0, description="0 = number of cores")
-    backend: Literal["torch", "onnx"] = Field("torch", description="onnx needs `imgsearch export-onnx` first")
+    backend: Literal["auto", "torch", "onnx"] = Field(
+        "auto",
+        description="auto: ONNX Runtime, exported on first use (PyTorch if that fails, said loudly); "
+        "onnx: an existing export only, never imports torch; torch: PyTorch",
+    )
     onnx_dir: Path | None = Field(None, description="Where ONNX exports live; default <model_dir>/onnx.")
     custom_models_dir: Path | None = Field(None, description="Your ONNX image models: <dir>/<name>/model.onnx")
     onnx_threads: int = Field(0, ge=0, description="ONNX Runtime intra-op threads; 0 = number of cores")

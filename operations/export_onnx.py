@@ -1,45 +1,77 @@
 """Export a Chinese-CLIP model's text and image encoders to ONNX with a dynamic batch axis (Chinese-CLIP's
-own export is batch-size 1 only), with a manifest the ONNX backend checks when it loads."""
+own export is batch-size 1 only), with a manifest the ONNX backend checks when it loads.
+
+An export is written into a temporary folder, checked against PyTorch (every vector must agree to cosine
+``PARITY_MIN_COSINE``) and only then moved into place, so a crash or a second process never leaves a half
+export where the service looks for one.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import json
 import logging
+import os
+import shutil
+import time
+import uuid
 import warnings
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from adapters.clip_encoder import ChineseClipEncoder
-from adapters.clip_onnx import IMAGE_FILE, MANIFEST, TEXT_FILE, export_dir
+from adapters.clip_onnx import IMAGE_FILE, MANIFEST, TEXT_FILE, OnnxClipEncoder, export_dir
+from operations.onnx_source import EXPORT_VERSION, source_key
 
 logger = logging.getLogger(__name__)
 OPSET = 17
+PARITY_MIN_COSINE = 0.99999
+_PARITY_TEXTS = ["一只猫在沙发上睡觉", "A dog runs on the beach", "蓝色的海和白色的帆船", "x"]
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def _source(encoder: ChineseClipEncoder) -> dict[str, Any]:
-    info = encoder.info
-    if info.weights == "random":
-        return {"source": f"random init, seed {encoder.seed}", "source_sha256": None}
-    checkpoint = encoder.loaded_from
-    return {"source": str(checkpoint or info.source), "source_sha256": _sha256(checkpoint) if checkpoint else None}
+class ExportMismatch(RuntimeError):
+    """The exported graph does not give PyTorch's vectors: it is not served."""
 
 
 def export(encoder: ChineseClipEncoder, onnx_root: Path) -> Path:
     """Writes text.onnx, image.onnx and manifest.json under ``onnx_root/<model>``; returns that folder."""
+    info = encoder.load()
+    started = time.monotonic()
+    target = export_dir(onnx_root, info.model)
+    onnx_root.mkdir(parents=True, exist_ok=True)
+    staging = onnx_root / f".{info.model}.export-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    staging.mkdir()
+    try:
+        _write_graphs(encoder, staging)
+        manifest = {
+            "model": info.model,
+            "dim": info.dim,
+            "input_resolution": info.input_resolution,
+            "context_length": 52,
+            "opset": OPSET,
+            "export_version": EXPORT_VERSION,
+            "weights": info.weights,
+            "source": info.source if info.weights == "random" else str(encoder.loaded_from or info.source),
+            "source_key": source_key(encoder.weights, encoder.seed, encoder.loaded_from, onnx_root),
+            "exported_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+            "torch": _torch_version(),
+        }
+        (staging / MANIFEST).write_text(json.dumps(manifest, indent=2, ensure_ascii=False))
+        manifest["parity_min_cosine"] = _check_parity(encoder, staging, onnx_root)
+        (staging / MANIFEST).write_text(json.dumps(manifest, indent=2, ensure_ascii=False))
+        _swap_in(staging, target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    logger.info("exported %s to %s in %.1f s", info.model, target, time.monotonic() - started)
+    return target
+
+
+def _write_graphs(encoder: ChineseClipEncoder, folder: Path) -> None:
     import torch
     from cn_clip.clip.utils import tokenize
 
-    info = encoder.load()
     model = encoder._model.float().cpu().eval()  # a wrapper left in train mode exports garbage
 
     class Text(torch.nn.Module):
@@ -54,9 +86,7 @@ def export(encoder: ChineseClipEncoder, onnx_root: Path) -> Path:
         def forward(self, image: Any) -> Any:
             return self.clip.encode_image(image)
 
-    target = export_dir(onnx_root, info.model)
-    target.mkdir(parents=True, exist_ok=True)
-    resolution = info.input_resolution
+    resolution = encoder.info.input_resolution
     examples = [
         (Text().eval(), tokenize(["一只猫", "example"]), "text", TEXT_FILE),
         (Image().eval(), torch.randn(2, 3, resolution, resolution), "image", IMAGE_FILE),
@@ -67,24 +97,48 @@ def export(encoder: ChineseClipEncoder, onnx_root: Path) -> Path:
             torch.onnx.export(
                 module,
                 (example,),
-                str(target / filename),
+                str(folder / filename),
                 input_names=[name],
                 output_names=["features"],
                 dynamic_axes={name: {0: "batch"}, "features": {0: "batch"}},
                 opset_version=OPSET,
                 dynamo=False,
             )
-    manifest = {
-        "model": info.model,
-        "dim": info.dim,
-        "input_resolution": resolution,
-        "context_length": 52,
-        "opset": OPSET,
-        "weights": info.weights,
-        **_source(encoder),
-        "exported_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "torch": torch.__version__,
-    }
-    (target / MANIFEST).write_text(json.dumps(manifest, indent=2, ensure_ascii=False))
-    logger.info("exported %s to %s", info.model, target)
-    return target
+
+
+def _check_parity(encoder: ChineseClipEncoder, folder: Path, onnx_root: Path) -> float:
+    """Text and image vectors from the staged export against PyTorch's; raises ExportMismatch below the bar."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    pictures = [Image.fromarray(rng.integers(0, 256, (200 + 40 * i, 260, 3), dtype=np.uint8)) for i in range(2)]
+    staged = OnnxClipEncoder(encoder.model_name, onnx_root, threads=encoder.threads, directory=folder)
+    try:
+        pairs = [
+            (encoder.encode_text(_PARITY_TEXTS), staged.encode_text(_PARITY_TEXTS)),
+            (encoder.encode_images(pictures), staged.encode_images(pictures)),
+        ]
+    finally:
+        staged.close()
+    worst = float(min((a * b).sum(axis=1).min() for a, b in pairs))
+    if worst < PARITY_MIN_COSINE:
+        raise ExportMismatch(
+            f"the ONNX export of {encoder.model_name} gives vectors that differ from PyTorch's "
+            f"(lowest cosine {worst:.6f}, need {PARITY_MIN_COSINE})"
+        )
+    return round(worst, 7)
+
+
+def _swap_in(staging: Path, target: Path) -> None:
+    """Replace ``target`` by ``staging`` with renames, so a reader sees the old export, the new one or none."""
+    old = target.with_name(f".{target.name}.old-{uuid.uuid4().hex[:8]}")
+    if target.exists():
+        target.rename(old)
+    staging.rename(target)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _torch_version() -> str:
+    import torch
+
+    return str(torch.__version__)

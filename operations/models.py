@@ -17,6 +17,7 @@ from adapters.onnx_image_encoder import OnnxImageEncoder
 from adapters.torchvision_encoder import TORCHVISION_MODELS, TorchvisionEncoder
 from config import Settings
 from operations.errors import InvalidInput
+from operations.onnx_auto import AutoClipEncoder
 
 logger = logging.getLogger(__name__)
 UNLOAD_GRACE_S = 30.0
@@ -31,8 +32,15 @@ def build_encoder(settings: Settings, model_name: str | None = None, backend: st
         return TorchvisionEncoder(name, settings.weights, settings.model_dir, settings.seed, settings.torch_threads)
     if name.startswith(ONNX_PREFIX):
         return OnnxImageEncoder(name, Path(str(settings.custom_models_dir)), settings.onnx_threads)
-    if (backend or settings.backend) == "onnx":
+    chosen = backend or settings.backend
+    if chosen == "onnx":
         return OnnxClipEncoder(name, Path(str(settings.onnx_dir)), settings.onnx_threads)
+    if chosen == "auto":
+        return AutoClipEncoder(settings, name)
+    return torch_clip_encoder(settings, name)
+
+
+def torch_clip_encoder(settings: Settings, name: str) -> ChineseClipEncoder:
     return ChineseClipEncoder(
         model_name=name,
         weights=settings.weights,

@@ -138,14 +138,21 @@ def big_split(data_root: Path, encoder: ChineseClipEncoder) -> Path:
     return data_root / "big"
 
 
+@pytest.fixture(scope="session")
+def onnx_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """ONNX exports shared by the whole run: each random-weight model is exported once (IMGSEARCH_BACKEND=auto)."""
+    return tmp_path_factory.mktemp("onnx")
+
+
 @pytest.fixture
-def make_settings(tmp_path: Path, data_root: Path) -> Callable[..., Settings]:
+def make_settings(tmp_path: Path, data_root: Path, onnx_dir: Path) -> Callable[..., Settings]:
     def build(metadata_url: str | None = None, milvus: dict[str, str] | None = None, **overrides: object) -> Settings:
         values: dict[str, object] = {
             "data_dir": tmp_path / "data",
             "data_root": data_root,
             "weights": "random",
             "job_lease_seconds": 2.0,
+            "onnx_dir": onnx_dir,
         }
         if metadata_url:
             values["metadata_url"] = metadata_url

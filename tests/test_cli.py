@@ -3,6 +3,9 @@ reconcile, load a Flickr30k-CN split."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -13,8 +16,9 @@ from tests.imagefiles import BAD_FILES, jpeg, resized_recompressed
 
 
 @pytest.fixture
-def cli_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+def cli_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, onnx_dir: Path) -> Path:
     monkeypatch.setenv("IMGSEARCH_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("IMGSEARCH_ONNX_DIR", str(onnx_dir))  # the run's shared exports (backend auto)
     monkeypatch.setenv("IMGSEARCH_WEIGHTS", "random")
     monkeypatch.setenv("IMGSEARCH_LOG_LEVEL", "WARNING")
     return tmp_path
@@ -120,3 +124,29 @@ def test_extract_writes_the_same_features_as_the_encoder(
         reference = {row[key]: row["feature"] for row in iter_jsonl(small_split / f"valid_{kind}.jsonl")}
         assert ours.keys() == reference.keys()
         assert all(np.allclose(ours[k], reference[k], atol=1e-4) for k in reference)
+
+
+@pytest.mark.parametrize(
+    ("setting", "expected"),
+    [
+        ({}, "Put the checkpoint there, or set IMGSEARCH_CHECKPOINT_PATH"),
+        ({"IMGSEARCH_CHECKPOINT_PATH": "/nowhere/clip_cn_rn50.pt"}, "/nowhere/clip_cn_rn50.pt is not a file"),
+    ],
+)
+def test_serve_without_weights_says_what_to_do_in_one_sentence_and_exits_non_zero(
+    tmp_path: Path, setting: dict[str, str], expected: str
+) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("IMGSEARCH_")}
+    env.update(IMGSEARCH_DATA_DIR=str(tmp_path), HF_HUB_OFFLINE="1", **setting)  # offline: fail at once
+    result = subprocess.run(
+        [sys.executable, "-m", "app.cli", "serve", "--port", "1"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=Path(__file__).resolve().parent.parent,
+    )
+    output = (result.stdout + result.stderr).strip().splitlines()
+    assert result.returncode == 1, output
+    assert "Traceback" not in result.stderr and len(output) <= 2, output
+    assert output[-1].startswith("error: ") and expected in output[-1]

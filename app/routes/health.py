@@ -39,6 +39,7 @@ def _health(services: Services) -> HealthResponse:
         model = ModelHealth(
             name=info.model,
             backend=info.backend,
+            backend_note=info.note,
             micro_batching=services.queries.stats if services.queries is not None else None,
             dim=info.dim,
             weights=info.weights,

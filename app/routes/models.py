@@ -19,6 +19,7 @@ async def loaded_models(services: ServicesDep) -> list[ModelOut]:
         ModelOut(
             name=i.model,
             backend=i.backend,
+            backend_note=i.note,
             dim=i.dim,
             weights=i.weights,
             input_resolution=i.input_resolution,

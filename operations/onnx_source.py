@@ -1,0 +1,73 @@
+"""Which weights an ONNX export was made from, worked out without importing torch.
+
+An export is reused only when its manifest names the same weights (the checkpoint's SHA-256, or the random
+seed) and the same ``EXPORT_VERSION`` as today's code would produce. Hashing a multi-GB checkpoint on every
+start would cost seconds, so each file's hash is kept beside the exports, keyed by its size and mtime.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import uuid
+from pathlib import Path
+
+logger = logging.getLogger(__name__)
+
+# Bump when the exported graphs or the manifest change meaning: older exports are then made again.
+EXPORT_VERSION = 2
+# cn_clip's checkpoint file names (cn_clip.clip.utils._MODELS), so the file is found without importing torch.
+CHECKPOINT_FILES = {
+    "RN50": "clip_cn_rn50.pt",
+    "ViT-B-16": "clip_cn_vit-b-16.pt",
+    "ViT-L-14": "clip_cn_vit-l-14.pt",
+    "ViT-L-14-336": "clip_cn_vit-l-14-336.pt",
+    "ViT-H-14": "clip_cn_vit-h-14.pt",
+}
+_HASHES = "checkpoint-sha256.json"
+
+
+def source_key(weights: str, seed: int, checkpoint: Path | None, cache_dir: Path | None = None) -> str | None:
+    """``random:seed=N``, ``sha256:<hex>`` of the checkpoint file, or None when the file is not here (yet)."""
+    if weights == "random":
+        return f"random:seed={seed}"
+    if checkpoint is None or not checkpoint.is_file():
+        return None
+    return "sha256:" + checkpoint_sha256(checkpoint, cache_dir)
+
+
+def checkpoint_file(model_name: str, model_dir: Path, checkpoint_path: Path | None) -> Path:
+    """Where the service's settings say this model's weights are (a path set for it, or the download cache)."""
+    return checkpoint_path if checkpoint_path is not None else model_dir / CHECKPOINT_FILES[model_name]
+
+
+def checkpoint_sha256(path: Path, cache_dir: Path | None = None) -> str:
+    stat = path.stat()
+    fingerprint = f"{stat.st_size}:{stat.st_mtime_ns}"
+    cache_file = (cache_dir or path.parent) / _HASHES
+    cache = _read_cache(cache_file)
+    entry = cache.get(str(path.resolve()))
+    if entry and entry.get("fingerprint") == fingerprint:
+        return str(entry["sha256"])
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    cache[str(path.resolve())] = {"fingerprint": fingerprint, "sha256": digest.hexdigest()}
+    try:
+        cache_file.parent.mkdir(parents=True, exist_ok=True)
+        staging = cache_file.with_name(f".{cache_file.name}.{uuid.uuid4().hex[:8]}")
+        staging.write_text(json.dumps(cache, indent=1))
+        os.replace(staging, cache_file)
+    except OSError as exc:  # a read-only model folder: hash again next time
+        logger.debug("could not keep the checkpoint hash in %s: %s", cache_file, exc)
+    return digest.hexdigest()
+
+
+def _read_cache(path: Path) -> dict:
+    try:
+        return dict(json.loads(path.read_text()))
+    except (OSError, ValueError):
+        return {}

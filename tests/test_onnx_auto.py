@@ -1,0 +1,176 @@
+"""IMGSEARCH_BACKEND=auto, the default: ONNX Runtime out of the box, exported once per checkpoint, never a
+silent change of results."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+import textwrap
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from adapters.clip_encoder import ChineseClipEncoder
+from adapters.encoder_base import ModelLoadError
+from config import Settings
+from operations import export_onnx, onnx_auto
+from operations.onnx_auto import AutoClipEncoder
+from operations.onnx_source import EXPORT_VERSION, checkpoint_sha256, source_key
+from tests.imagefiles import picture
+
+TEXTS = ["一只猫在沙发上睡觉", "蓝色的海", "A dog on the beach"]
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _settings(tmp_path: Path, **overrides: object) -> Settings:
+    values: dict[str, object] = {"data_dir": tmp_path / "data", "weights": "random", "onnx_threads": 2}
+    values.update(overrides)
+    return Settings(_env_file=None, **values)  # type: ignore[arg-type]
+
+
+def _loaded(settings: Settings, name: str = "RN50") -> AutoClipEncoder:
+    encoder = AutoClipEncoder(settings, name)
+    encoder.load()
+    return encoder
+
+
+def _cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return (a * b).sum(axis=1)
+
+
+def test_the_default_backend_is_auto() -> None:
+    assert Settings(_env_file=None).backend == "auto"
+
+
+def test_first_use_exports_then_later_starts_reuse_the_export_with_the_same_vectors(
+    tmp_path: Path, encoder: ChineseClipEncoder, caplog: pytest.LogCaptureFixture
+) -> None:
+    settings = _settings(tmp_path)
+    with caplog.at_level(logging.INFO):
+        first = _loaded(settings)
+    try:
+        assert first.info.backend == "onnx" and "exported to ONNX on first use" in (first.info.note or "")
+        assert any("exporting to ONNX Runtime on first use" in r.message for r in caplog.records)
+        manifest = json.loads((Path(str(settings.onnx_dir)) / "RN50" / "manifest.json").read_text())
+        assert manifest["source_key"] == "random:seed=0" and manifest["export_version"] == EXPORT_VERSION
+        assert manifest["parity_min_cosine"] >= 0.99999
+        assert _cosines(first.encode_text(TEXTS), encoder.encode_text(TEXTS)).min() >= 0.99999
+        pictures = [picture(3100 + i) for i in range(3)]
+        assert _cosines(first.encode_images(pictures), encoder.encode_images(pictures)).min() >= 0.99999
+    finally:
+        first.close()
+    assert not [p for p in Path(str(settings.onnx_dir)).iterdir() if p.name.startswith(".RN50.export")]
+
+    # A later start, as a fresh process: reuses the export and never imports torch.
+    script = textwrap.dedent(
+        """
+        import sys
+        from config import Settings
+        from operations.onnx_auto import AutoClipEncoder
+        encoder = AutoClipEncoder(Settings(_env_file=None), "RN50")
+        info = encoder.load()
+        assert info.backend == "onnx" and "reused" in info.note, info
+        encoder.encode_text(["猫"])
+        assert "torch" not in sys.modules and "cn_clip" not in sys.modules, "torch was imported"
+        print("ok")
+        """
+    )
+    env = {**os.environ, "IMGSEARCH_DATA_DIR": str(tmp_path / "data"), "IMGSEARCH_WEIGHTS": "random"}
+    result = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300, cwd=ROOT
+    )
+    assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr[-2000:]
+
+
+def test_an_export_of_other_weights_or_an_older_version_is_made_again(tmp_path: Path) -> None:
+    settings = _settings(tmp_path)
+    _loaded(settings).close()
+    manifest_path = Path(str(settings.onnx_dir)) / "RN50" / "manifest.json"
+    for field, stale in (("source_key", "sha256:" + "0" * 64), ("export_version", EXPORT_VERSION - 1)):
+        manifest = json.loads(manifest_path.read_text())
+        manifest[field] = stale
+        manifest_path.write_text(json.dumps(manifest))
+        again = _loaded(settings)
+        try:
+            assert "exported to ONNX on first use" in (again.info.note or ""), (field, again.info)
+            assert json.loads(manifest_path.read_text())[field] != stale
+        finally:
+            again.close()
+
+
+def test_two_starts_at_once_export_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    settings = _settings(tmp_path)
+    calls: list[str] = []
+    real_export = export_onnx.export
+
+    def counting_export(encoder, root):  # type: ignore[no-untyped-def]
+        calls.append(encoder.model_name)
+        return real_export(encoder, root)
+
+    monkeypatch.setattr(export_onnx, "export", counting_export)
+    encoders = [AutoClipEncoder(settings, "RN50") for _ in range(2)]
+    threads = [threading.Thread(target=e.load) for e in encoders]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=300)
+    try:
+        assert calls == ["RN50"]
+        assert all(e.info.backend == "onnx" for e in encoders)
+        notes = sorted(e.info.note or "" for e in encoders)
+        assert "another process" in notes[0] and "first use" in notes[1], notes
+    finally:
+        for e in encoders:
+            e.close()
+
+
+def test_an_export_that_does_not_match_torch_is_not_served_and_leaves_no_half_export(
+    tmp_path: Path, encoder: ChineseClipEncoder, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    settings = _settings(tmp_path)
+
+    def mismatch(*_args, **_kwargs):  # type: ignore[no-untyped-def]
+        raise export_onnx.ExportMismatch("lowest cosine 0.5")
+
+    monkeypatch.setattr(export_onnx, "_check_parity", mismatch)
+    with caplog.at_level(logging.ERROR):
+        served = _loaded(settings)
+    try:
+        assert served.info.backend == "torch"
+        assert "ONNX export failed" in (served.info.note or "") and "0.5" in (served.info.note or "")
+        assert any("ONNX EXPORT FAILED" in r.message and r.levelno == logging.ERROR for r in caplog.records)
+        assert np.allclose(served.encode_text(TEXTS), encoder.encode_text(TEXTS), atol=1e-5)
+        onnx_root = Path(str(settings.onnx_dir))
+        assert not (onnx_root / "RN50").exists()
+        assert not [p for p in onnx_root.iterdir() if p.name.startswith(".RN50.export")]
+    finally:
+        served.close()
+
+
+def test_without_torch_and_without_an_export_the_error_says_what_to_install(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(onnx_auto, "missing_export_tools", lambda: ["torch", "cn_clip"])
+    encoder = AutoClipEncoder(_settings(tmp_path), "RN50")
+    try:
+        with pytest.raises(ModelLoadError, match=r"pip install '\.\[export\]'"):
+            encoder.load()
+    finally:
+        encoder.close()
+
+
+def test_checkpoint_hash_is_kept_by_size_and_mtime(tmp_path: Path) -> None:
+    checkpoint = tmp_path / "clip_cn_rn50.pt"
+    checkpoint.write_bytes(b"weights v1")
+    first = checkpoint_sha256(checkpoint, tmp_path / "onnx")
+    assert source_key("pretrained", 0, checkpoint, tmp_path / "onnx") == "sha256:" + first
+    assert json.loads((tmp_path / "onnx" / "checkpoint-sha256.json").read_text())
+    checkpoint.write_bytes(b"weights v2, longer")
+    assert checkpoint_sha256(checkpoint, tmp_path / "onnx") != first
+    assert source_key("pretrained", 0, tmp_path / "missing.pt") is None
+    assert source_key("random", 7, None) == "random:seed=7"
