@@ -22,6 +22,7 @@ import os
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # see bench/core.py
 
 import argparse
+import json
 import sys
 import tempfile
 import time
@@ -173,10 +174,10 @@ def measure_server(
                 result["peak"] = tree_mb(server.pid, "VmHWM")
                 return result
             result["total_s"] = result["served_s"] + result["insert_s"]
+            idle = "never" if result["idle_s"] is None else f"{result['idle_s']:.0f} s"
             print(
                 f"  indexed {result['indexed_s']:.0f} s, served {result['served_s']:.0f} s, settled "
-                f"{result['settled_s']:.0f} s, server idle {result['idle_s']:.0f} s after flush "
-                f"({result['segments']} segments)",
+                f"{result['settled_s']:.0f} s, server idle {idle} after flush ({result['segments']} segments)",
                 flush=True,
             )
             assert store.count("scale") == len(data)
@@ -309,6 +310,7 @@ def server_table(args: argparse.Namespace, rows: list[dict]) -> str:
             )
             continue
         moved = " (changed during the searches)" if r["moved"] else ""
+        moved += "" if r.get("idle_s", 0) is not None else " (server still merging)"
         lines.append(
             f"| {r['size']:,} | {r['data']} | {r['insert_rate']:,.0f} | {r['indexed_s']:.0f} | {r['served_s']:.0f} "
             f"| {r['settled_s']:.0f} | {r['total_s']:.0f} | {r['segments']}{moved} | {r['rss']:,.0f} | "
@@ -339,9 +341,16 @@ def server_table(args: argparse.Namespace, rows: list[dict]) -> str:
 
 def run_server(args: argparse.Namespace) -> None:
     rows = []
+    if args.rows and Path(args.rows).exists():  # data sets measured by an earlier, interrupted run
+        rows = json.loads(Path(args.rows).read_text())
+        for row in rows:
+            row["efs"] = {int(ef): e for ef, e in row.get("efs", {}).items()}
     plan = [(size, "clustered") for size in args.server_sizes] + [(size, "uniform") for size in args.uniform_sizes]
     plan.sort(key=lambda item: (item[0], item[1]))
     for size, kind in plan:
+        if any(r["size"] == size and r["data"] == kind and "error" not in r for r in rows):
+            print(f"server, {size:,} {kind}: measured already ({args.rows})", flush=True)
+            continue
         data, queries = (generate if kind == "clustered" else uniform)(size, args.server_queries)
         truth, exact_times = exact_top10(data, queries)
         print(f"server, {size:,} {kind}: numpy exact p50 {pct(exact_times, 50):.1f} ms", flush=True)
@@ -357,7 +366,10 @@ def run_server(args: argparse.Namespace) -> None:
             except Exception as error:  # a server that dies (memory) is a result too
                 row["error"] = f"{type(error).__name__}: {error}"
         print(row, flush=True)
-        rows.append(row)
+        rows = [r for r in rows if (r["size"], r["data"]) != (size, kind)] + [row]
+        rows.sort(key=lambda r: (r["size"], r["data"]))
+        if args.rows:
+            Path(args.rows).write_text(json.dumps(rows, indent=1))
         del data
         table = server_table(args, rows)  # rewritten after each data set, so a long run shows progress
         write_section("scale-server", table)
@@ -376,6 +388,7 @@ def main() -> int:
     parser.add_argument("--uniform-efs", type=int, nargs="+", default=[16, 64, 256, 1024])
     parser.add_argument("--server-queries", type=int, default=200)
     parser.add_argument("--index-timeout", type=float, default=5400, help="seconds from the flush, per data set")
+    parser.add_argument("--rows", help="JSON file of server rows: kept after each data set, read to resume a run")
     parser.add_argument("--settle", type=float, default=120, help="seconds without segment changes before searching")
     parser.add_argument("--quiet-load", type=float, default=1.5, help="1-min load average to wait for before searching")
     parser.add_argument("--quiet-wait", type=float, default=900, help="longest wait for it, seconds")
