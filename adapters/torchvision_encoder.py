@@ -17,6 +17,9 @@ from adapters.encoder_base import EncoderBase, EncoderInfo, ModelLoadError
 logger = logging.getLogger(__name__)
 
 TORCHVISION_MODELS = {"resnet50": 2048, "vgg16": 4096}
+IMAGENET = {"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
+# torchvision's default weights for each (what IMGSEARCH_WEIGHTS=pretrained downloads), named without importing it.
+DEFAULT_WEIGHTS = {"resnet50": "ResNet50_Weights.IMAGENET1K_V2", "vgg16": "VGG16_Weights.IMAGENET1K_V1"}
 
 
 class TorchvisionEncoder(EncoderBase):
@@ -34,6 +37,12 @@ class TorchvisionEncoder(EncoderBase):
         self._seed_note = f" (seed {seed})"
         self._model: Any = None
         self._transform: Any = None
+        self.local_weights: Path | None = None  # the state_dict file read, if any (export manifests)
+
+    @property
+    def weights_file(self) -> Path:
+        """Where a local state_dict for this model is looked for before downloading."""
+        return self.model_dir / f"{self.model_name}.pth"
 
     def _load(self) -> EncoderInfo:
         import torch
@@ -41,7 +50,7 @@ class TorchvisionEncoder(EncoderBase):
 
         torch.set_num_threads(self.threads)
         build = models.resnet50 if self.model_name == "resnet50" else models.vgg16
-        local = self.model_dir / f"{self.model_name}.pth"
+        local = self.weights_file
         if self.weights == "random":
             torch.manual_seed(self.seed)
             network, kind, source = build(weights=None), "random", f"random init, seed {self.seed}"
@@ -49,6 +58,7 @@ class TorchvisionEncoder(EncoderBase):
         elif local.is_file():
             network, kind, source = build(weights=None), "checkpoint", str(local)
             network.load_state_dict(torch.load(local, map_location="cpu"))
+            self.local_weights = local
         else:
             enum = models.ResNet50_Weights if self.model_name == "resnet50" else models.VGG16_Weights
             try:
@@ -69,7 +79,7 @@ class TorchvisionEncoder(EncoderBase):
                 transforms.Resize(256),
                 transforms.CenterCrop(224),
                 transforms.ToTensor(),
-                transforms.Normalize((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
+                transforms.Normalize(IMAGENET["mean"], IMAGENET["std"]),
             ]
         )
         return EncoderInfo(self.model_name, TORCHVISION_MODELS[self.model_name], kind, source, "cpu", 224, "torch")

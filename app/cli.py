@@ -188,6 +188,7 @@ def _evaluate(args: argparse.Namespace, settings: Settings) -> int:
 def _export_onnx(args: argparse.Namespace, settings: Settings) -> int:
     from adapters.encoder_base import ARCHITECTURES
     from adapters.metadata_store import MetadataStore
+    from adapters.torchvision_encoder import TORCHVISION_MODELS
     from operations.export_onnx import export
     from operations.services import build_encoder
 
@@ -195,7 +196,8 @@ def _export_onnx(args: argparse.Namespace, settings: Settings) -> int:
     if not names:  # the service's model and every Chinese-CLIP model a collection is bound to
         metadata = MetadataStore(str(settings.metadata_url))
         try:
-            bound = {c.model for c in metadata.list_collections() if c.model in ARCHITECTURES}
+            exportable = {*ARCHITECTURES, *TORCHVISION_MODELS}
+            bound = {c.model for c in metadata.list_collections() if c.model in exportable}
         finally:
             metadata.close()
         names = sorted({settings.model_name, *bound})
@@ -206,7 +208,7 @@ def _export_onnx(args: argparse.Namespace, settings: Settings) -> int:
             _out(f"exported {name} to {export(encoder, out)}")
         finally:
             encoder.close()
-    _out("serve with IMGSEARCH_BACKEND=onnx")
+    _out("the service serves them on ONNX Runtime (IMGSEARCH_BACKEND=auto, the default, or onnx)")
     return 0
 
 
@@ -360,13 +362,13 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("--plot", help="write a picture of the results (PNG) here")
     search.set_defaults(handler=_search)
 
-    export = commands.add_parser("export-onnx", help="export Chinese-CLIP encoders to ONNX (dynamic batch)")
+    export = commands.add_parser("export-onnx", help="export Chinese-CLIP, ResNet50 and VGG16 to ONNX (dynamic batch)")
     export.add_argument("--out", help="folder for <model>/ (default: IMGSEARCH_ONNX_DIR)")
     export.add_argument(
         "--model",
         action="append",
         help="model to export (repeatable); default: the service's model and every "
-        "Chinese-CLIP model a collection uses",
+        "Chinese-CLIP, ResNet50 or VGG16 model a collection uses",
     )
     export.set_defaults(handler=_export_onnx)
 

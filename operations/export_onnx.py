@@ -1,5 +1,6 @@
 """Export a Chinese-CLIP model's text and image encoders to ONNX with a dynamic batch axis (Chinese-CLIP's
-own export is batch-size 1 only), with a manifest the ONNX backend checks when it loads.
+own export is batch-size 1 only), and torchvision's ResNet50 / VGG16 feature extractors likewise, each with a
+manifest the ONNX backend checks when it loads.
 
 An export is written into a temporary folder, checked against PyTorch (every vector must agree to cosine
 ``PARITY_MIN_COSINE``) and only then moved into place, so a crash or a second process never leaves a half
@@ -23,7 +24,11 @@ import numpy as np
 
 from adapters.clip_encoder import ChineseClipEncoder
 from adapters.clip_onnx import IMAGE_FILE, MANIFEST, TEXT_FILE, OnnxClipEncoder, export_dir
-from operations.onnx_source import EXPORT_VERSION, source_key
+from adapters.encoder_base import EncoderBase
+from adapters.onnx_image_encoder import MODEL_FILE as IMAGE_ONLY_FILE
+from adapters.onnx_image_encoder import OnnxImageEncoder
+from adapters.torchvision_encoder import IMAGENET, TorchvisionEncoder
+from operations.onnx_source import EXPORT_VERSION, encoder_source_key
 
 logger = logging.getLogger(__name__)
 OPSET = 17
@@ -35,8 +40,8 @@ class ExportMismatch(RuntimeError):
     """The exported graph does not give PyTorch's vectors: it is not served."""
 
 
-def export(encoder: ChineseClipEncoder, onnx_root: Path) -> Path:
-    """Writes text.onnx, image.onnx and manifest.json under ``onnx_root/<model>``; returns that folder."""
+def export(encoder: ChineseClipEncoder | TorchvisionEncoder, onnx_root: Path) -> Path:
+    """Writes the graphs and manifest.json under ``onnx_root/<model>``; returns that folder."""
     info = encoder.load()
     started = time.monotonic()
     target = export_dir(onnx_root, info.model)
@@ -44,17 +49,22 @@ def export(encoder: ChineseClipEncoder, onnx_root: Path) -> Path:
     staging = onnx_root / f".{info.model}.export-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     staging.mkdir()
     try:
-        _write_graphs(encoder, staging)
+        if isinstance(encoder, TorchvisionEncoder):
+            _write_image_only(encoder, staging)
+            extra = {"output_dim": info.dim, "input_size": 224, "resize_shorter": 256, **IMAGENET}
+            source_file = encoder.local_weights
+        else:
+            _write_graphs(encoder, staging)
+            extra = {"dim": info.dim, "input_resolution": info.input_resolution, "context_length": 52}
+            source_file = encoder.loaded_from
         manifest = {
             "model": info.model,
-            "dim": info.dim,
-            "input_resolution": info.input_resolution,
-            "context_length": 52,
+            **extra,
             "opset": OPSET,
             "export_version": EXPORT_VERSION,
             "weights": info.weights,
-            "source": info.source if info.weights == "random" else str(encoder.loaded_from or info.source),
-            "source_key": source_key(encoder.weights, encoder.seed, encoder.loaded_from, onnx_root),
+            "source": info.source if source_file is None else str(source_file),
+            "source_key": encoder_source_key(encoder, onnx_root),
             "exported_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
             "torch": _torch_version(),
         }
@@ -66,6 +76,23 @@ def export(encoder: ChineseClipEncoder, onnx_root: Path) -> Path:
         shutil.rmtree(staging, ignore_errors=True)
     logger.info("exported %s to %s in %.1f s", info.model, target, time.monotonic() - started)
     return target
+
+
+def _write_image_only(encoder: TorchvisionEncoder, folder: Path) -> None:
+    import torch
+
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            encoder._model.float().cpu().eval(),
+            (torch.randn(2, 3, 224, 224),),
+            str(folder / IMAGE_ONLY_FILE),
+            input_names=["image"],
+            output_names=["features"],
+            dynamic_axes={"image": {0: "batch"}, "features": {0: "batch"}},
+            opset_version=OPSET,
+            dynamo=False,
+        )
 
 
 def _write_graphs(encoder: ChineseClipEncoder, folder: Path) -> None:
@@ -106,18 +133,21 @@ def _write_graphs(encoder: ChineseClipEncoder, folder: Path) -> None:
             )
 
 
-def _check_parity(encoder: ChineseClipEncoder, folder: Path, onnx_root: Path) -> float:
+def _check_parity(encoder: ChineseClipEncoder | TorchvisionEncoder, folder: Path, onnx_root: Path) -> float:
     """Text and image vectors from the staged export against PyTorch's; raises ExportMismatch below the bar."""
     from PIL import Image
 
     rng = np.random.default_rng(0)
     pictures = [Image.fromarray(rng.integers(0, 256, (200 + 40 * i, 260, 3), dtype=np.uint8)) for i in range(2)]
-    staged = OnnxClipEncoder(encoder.model_name, onnx_root, threads=encoder.threads, directory=folder)
+    staged: EncoderBase
+    if isinstance(encoder, TorchvisionEncoder):
+        staged = OnnxImageEncoder(encoder.model_name, onnx_root, encoder.threads, directory=folder)
+    else:
+        staged = OnnxClipEncoder(encoder.model_name, onnx_root, threads=encoder.threads, directory=folder)
     try:
-        pairs = [
-            (encoder.encode_text(_PARITY_TEXTS), staged.encode_text(_PARITY_TEXTS)),
-            (encoder.encode_images(pictures), staged.encode_images(pictures)),
-        ]
+        pairs = [(encoder.encode_images(pictures), staged.encode_images(pictures))]
+        if encoder.has_text:
+            pairs.append((encoder.encode_text(_PARITY_TEXTS), staged.encode_text(_PARITY_TEXTS)))
     finally:
         staged.close()
     worst = float(min((a * b).sum(axis=1).min() for a, b in pairs))

@@ -17,7 +17,7 @@ from adapters.onnx_image_encoder import OnnxImageEncoder
 from adapters.torchvision_encoder import TORCHVISION_MODELS, TorchvisionEncoder
 from config import Settings
 from operations.errors import InvalidInput
-from operations.onnx_auto import AutoClipEncoder
+from operations.onnx_auto import AutoOnnxEncoder
 
 logger = logging.getLogger(__name__)
 UNLOAD_GRACE_S = 30.0
@@ -28,19 +28,23 @@ def build_encoder(settings: Settings, model_name: str | None = None, backend: st
     """An encoder for ``model_name`` (default: the service's model) on the configured backend.
     The checkpoint path setting belongs to the default model; other models load by name from the model dir."""
     name = model_name or settings.model_name
-    if name in TORCHVISION_MODELS:
-        return TorchvisionEncoder(name, settings.weights, settings.model_dir, settings.seed, settings.torch_threads)
     if name.startswith(ONNX_PREFIX):
         return OnnxImageEncoder(name, Path(str(settings.custom_models_dir)), settings.onnx_threads)
     chosen = backend or settings.backend
+    onnx_root = Path(str(settings.onnx_dir))
+    if chosen == "onnx" and name in TORCHVISION_MODELS:
+        return OnnxImageEncoder(name, onnx_root, settings.onnx_threads, directory=onnx_root / name)
     if chosen == "onnx":
-        return OnnxClipEncoder(name, Path(str(settings.onnx_dir)), settings.onnx_threads)
+        return OnnxClipEncoder(name, onnx_root, settings.onnx_threads)
     if chosen == "auto":
-        return AutoClipEncoder(settings, name)
-    return torch_clip_encoder(settings, name)
+        return AutoOnnxEncoder(settings, name)
+    return torch_encoder_for(settings, name)
 
 
-def torch_clip_encoder(settings: Settings, name: str) -> ChineseClipEncoder:
+def torch_encoder_for(settings: Settings, name: str) -> ChineseClipEncoder | TorchvisionEncoder:
+    """The PyTorch encoder of a Chinese-CLIP or torchvision model (IMGSEARCH_BACKEND=torch, and exports)."""
+    if name in TORCHVISION_MODELS:
+        return TorchvisionEncoder(name, settings.weights, settings.model_dir, settings.seed, settings.torch_threads)
     return ChineseClipEncoder(
         model_name=name,
         weights=settings.weights,

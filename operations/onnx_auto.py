@@ -1,4 +1,5 @@
-"""IMGSEARCH_BACKEND=auto (the default): Chinese-CLIP served through ONNX Runtime, exported on first use.
+"""IMGSEARCH_BACKEND=auto (the default): Chinese-CLIP, ResNet50 and VGG16 served through ONNX Runtime, exported
+on first use.
 
 On load, an export under ``<onnx_dir>/<model>`` made from these very weights (same checkpoint SHA-256 or random
 seed, same export version) is served as it is. Without one, the model is loaded on PyTorch, exported, checked
@@ -25,17 +26,21 @@ from PIL import Image
 
 from adapters.clip_onnx import MANIFEST, OnnxClipEncoder, export_dir
 from adapters.encoder_base import EncoderBase, EncoderInfo, ModelLoadError
+from adapters.onnx_image_encoder import OnnxImageEncoder
+from adapters.torchvision_encoder import TORCHVISION_MODELS
 from config import Settings
-from operations.onnx_source import EXPORT_VERSION, checkpoint_file, source_key
+from operations.onnx_source import EXPORT_VERSION, wanted_key
 
 logger = logging.getLogger(__name__)
 
 
-class AutoClipEncoder(EncoderBase):
+class AutoOnnxEncoder(EncoderBase):
     def __init__(self, settings: Settings, model_name: str) -> None:
         super().__init__()
         self.settings = settings
         self.model_name = model_name
+        self.image_only = model_name in TORCHVISION_MODELS
+        self.has_text = not self.image_only
         self.weights = settings.weights
         self.onnx_root = Path(str(settings.onnx_dir))
         self._seed_note = f" (seed {settings.seed})"
@@ -43,7 +48,7 @@ class AutoClipEncoder(EncoderBase):
 
     def _load(self) -> EncoderInfo:
         started = time.monotonic()
-        wanted = self._wanted_key()
+        wanted = wanted_key(self.settings, self.model_name, self.onnx_root)
         reused = self._reusable(wanted)
         if reused is not None:
             return self._serve_onnx(f"ONNX export reused ({reused})")
@@ -51,15 +56,6 @@ class AutoClipEncoder(EncoderBase):
             if self._reusable(wanted) is not None:  # another process exported it while this one waited
                 return self._serve_onnx("ONNX export made by another process")
             return self._export_or_fall_back(started)
-
-    def _wanted_key(self) -> str | None:
-        settings = self.settings
-        path = checkpoint_file(
-            self.model_name,
-            Path(str(settings.model_dir)),
-            settings.checkpoint_path if self.model_name == settings.model_name else None,
-        )
-        return source_key(settings.weights, settings.seed, path, self.onnx_root)
 
     def _reusable(self, wanted: str | None) -> str | None:
         """Why the export on disk may be served, or None when it must be made (again)."""
@@ -71,9 +67,9 @@ class AutoClipEncoder(EncoderBase):
             return None
         if wanted is not None:
             return "same weights" if manifest.get("source_key") == wanted else None
-        # Pretrained weights by name with no checkpoint here (a torch-free serving machine with a copied
+        # Chinese-CLIP's pretrained weights with no checkpoint here (a torch-free serving machine with a copied
         # export): the export is all there is to serve, and it says which weights it holds.
-        if self.settings.weights == "pretrained" and self.settings.checkpoint_path is None:
+        if self.settings.weights == "pretrained" and self.settings.checkpoint_path is None and not self.image_only:
             logger.warning(
                 "%s: no checkpoint in %s to compare with; serving the ONNX export made from %s",
                 self.model_name,
@@ -84,7 +80,16 @@ class AutoClipEncoder(EncoderBase):
         return None
 
     def _serve_onnx(self, note: str) -> EncoderInfo:
-        impl = OnnxClipEncoder(self.model_name, self.onnx_root, self.settings.onnx_threads)
+        impl: EncoderBase
+        if self.image_only:
+            impl = OnnxImageEncoder(
+                self.model_name,
+                self.onnx_root,
+                self.settings.onnx_threads,
+                directory=export_dir(self.onnx_root, self.model_name),
+            )
+        else:
+            impl = OnnxClipEncoder(self.model_name, self.onnx_root, self.settings.onnx_threads)
         info = impl.load()
         self._impl, self.weights = impl, info.weights
         return dataclasses.replace(info, note=note)
@@ -98,9 +103,9 @@ class AutoClipEncoder(EncoderBase):
                 "made elsewhere with `imgsearch export-onnx` into that folder"
             )
         from operations.export_onnx import export
-        from operations.models import torch_clip_encoder
+        from operations.models import torch_encoder_for
 
-        torch_encoder = torch_clip_encoder(self.settings, self.model_name)
+        torch_encoder = torch_encoder_for(self.settings, self.model_name)
         torch_encoder.load()  # a ModelLoadError here (no weights) is the service's start-up error
         logger.info("%s: exporting to ONNX Runtime on first use (once per checkpoint) ...", self.model_name)
         try:

@@ -1,8 +1,9 @@
 """Which weights an ONNX export was made from, worked out without importing torch.
 
-An export is reused only when its manifest names the same weights (the checkpoint's SHA-256, or the random
-seed) and the same ``EXPORT_VERSION`` as today's code would produce. Hashing a multi-GB checkpoint on every
-start would cost seconds, so each file's hash is kept beside the exports, keyed by its size and mtime.
+An export is reused only when its manifest names the same weights (the checkpoint's SHA-256, torchvision's
+named default weights, or the random seed) and the same ``EXPORT_VERSION`` as today's code would produce.
+Hashing a multi-GB checkpoint on every start would cost seconds, so each file's hash is kept beside the
+exports, keyed by its size and mtime.
 """
 
 from __future__ import annotations
@@ -13,6 +14,10 @@ import logging
 import os
 import uuid
 from pathlib import Path
+
+from adapters.clip_encoder import ChineseClipEncoder
+from adapters.torchvision_encoder import DEFAULT_WEIGHTS, TORCHVISION_MODELS, TorchvisionEncoder
+from config import Settings
 
 logger = logging.getLogger(__name__)
 
@@ -29,18 +34,32 @@ CHECKPOINT_FILES = {
 _HASHES = "checkpoint-sha256.json"
 
 
-def source_key(weights: str, seed: int, checkpoint: Path | None, cache_dir: Path | None = None) -> str | None:
-    """``random:seed=N``, ``sha256:<hex>`` of the checkpoint file, or None when the file is not here (yet)."""
-    if weights == "random":
-        return f"random:seed={seed}"
-    if checkpoint is None or not checkpoint.is_file():
-        return None
-    return "sha256:" + checkpoint_sha256(checkpoint, cache_dir)
+def wanted_key(settings: Settings, model_name: str, cache_dir: Path) -> str | None:
+    """The weights the settings ask for, as an export's manifest names them; None when not on disk (yet)."""
+    if settings.weights == "random":
+        return f"random:seed={settings.seed}"
+    model_dir = Path(str(settings.model_dir))
+    if model_name in TORCHVISION_MODELS:
+        local = model_dir / f"{model_name}.pth"
+        return _file_key(local, cache_dir) if local.is_file() else f"torchvision:{DEFAULT_WEIGHTS[model_name]}"
+    own_path = settings.checkpoint_path if model_name == settings.model_name else None
+    path = own_path if own_path is not None else model_dir / CHECKPOINT_FILES[model_name]
+    return _file_key(path, cache_dir) if path.is_file() else None
 
 
-def checkpoint_file(model_name: str, model_dir: Path, checkpoint_path: Path | None) -> Path:
-    """Where the service's settings say this model's weights are (a path set for it, or the download cache)."""
-    return checkpoint_path if checkpoint_path is not None else model_dir / CHECKPOINT_FILES[model_name]
+def encoder_source_key(encoder: ChineseClipEncoder | TorchvisionEncoder, cache_dir: Path) -> str | None:
+    """The same key for weights a PyTorch encoder has loaded (what an export is made from)."""
+    if encoder.weights == "random":
+        return f"random:seed={encoder.seed}"
+    if isinstance(encoder, TorchvisionEncoder):
+        if encoder.local_weights is None:
+            return f"torchvision:{DEFAULT_WEIGHTS[encoder.model_name]}"
+        return _file_key(encoder.local_weights, cache_dir)
+    return _file_key(encoder.loaded_from, cache_dir) if encoder.loaded_from else None
+
+
+def _file_key(path: Path, cache_dir: Path) -> str:
+    return "sha256:" + checkpoint_sha256(path, cache_dir)
 
 
 def checkpoint_sha256(path: Path, cache_dir: Path | None = None) -> str:

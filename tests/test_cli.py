@@ -80,16 +80,21 @@ def test_export_onnx_covers_every_model_a_collection_uses_then_serve_on_onnx(
         (folder / f"{i}.jpg").write_bytes(jpeg(1300 + i))
     assert main(["ingest", str(folder), "--collection", "rn"]) == 0
     assert main(["ingest", str(folder), "--collection", "vit", "--model", "ViT-B-16"]) == 0
+    assert main(["ingest", str(folder), "--collection", "res", "--model", "resnet50"]) == 0
     capsys.readouterr()
     assert main(["export-onnx"]) == 0
     out = capsys.readouterr().out
-    assert "exported RN50" in out and "exported ViT-B-16" in out
+    assert "exported RN50" in out and "exported ViT-B-16" in out and "exported resnet50" in out
 
     monkeypatch.setenv("IMGSEARCH_BACKEND", "onnx")  # one setting switches the service
     with TestClient(create_app(Settings())) as client:
         for name in ("rn", "vit"):
             hits = client.post("/img/search", json={"collection": name, "text": "海边", "top_k": 3}).json()["hits"]
             assert len(hits) == 3
+        files = [("files", ("q.jpg", jpeg(1301), "image/jpeg"))]
+        found = client.post("/img/search/image", data={"collection": "res", "top_k": "3"}, files=files).json()
+        hits = found["results"][0]["hits"]
+        assert len(hits) == 3 and hits[0]["score"] > 0.999  # the query image itself, through the ONNX ResNet50
         assert {m["backend"] for m in client.get("/models").json()} == {"onnx"}
 
 

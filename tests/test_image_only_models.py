@@ -43,7 +43,37 @@ def test_torchvision_models(
 ) -> None:
     with make_client(make_settings()) as client:
         _exercise(client, f"tv_{model}", model, dim, count)
-        assert model in {m["name"] for m in client.get("/models").json()}
+        served = {m["name"]: m for m in client.get("/models").json()}
+        assert served[model]["backend"] == "onnx", served  # the default backend (auto) serves it on ONNX Runtime
+
+
+@pytest.mark.parametrize("model", ["resnet50", "vgg16"])
+def test_torchvision_models_on_onnx_equal_torch(model: str, tmp_path: Path) -> None:
+    """Like the source document: the same network through ONNX Runtime, the same vectors (dynamic batch)."""
+    from adapters.onnx_image_encoder import OnnxImageEncoder
+    from adapters.torchvision_encoder import TorchvisionEncoder
+    from operations.export_onnx import export
+    from tests.imagefiles import picture
+
+    torch_encoder = TorchvisionEncoder(model, "random", tmp_path, seed=0, threads=2)
+    folder = export(torch_encoder, tmp_path / "onnx")
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert (manifest["model"], manifest["resize_shorter"], manifest["parity_min_cosine"] >= 0.99999) == (
+        model,
+        256,
+        True,
+    )
+    onnx_encoder = OnnxImageEncoder(model, tmp_path / "onnx", threads=2, directory=folder)
+    try:
+        for batch in (1, 5):
+            pictures = [picture(6100 + i).resize((200 + 37 * i, 150 + 11 * i)) for i in range(batch)]
+            got, expected = onnx_encoder.encode_images(pictures), torch_encoder.encode_images(pictures)
+            assert got.shape == expected.shape == (batch, onnx_encoder.info.dim)
+            assert (got * expected).sum(axis=1).min() >= 0.99999
+        assert onnx_encoder.info.backend == "onnx" and onnx_encoder.info.weights == "random"
+    finally:
+        onnx_encoder.close()
+        torch_encoder.close()
 
 
 def _tiny_onnx_model(folder: Path) -> None:

@@ -19,8 +19,8 @@ from adapters.clip_encoder import ChineseClipEncoder
 from adapters.encoder_base import ModelLoadError
 from config import Settings
 from operations import export_onnx, onnx_auto
-from operations.onnx_auto import AutoClipEncoder
-from operations.onnx_source import EXPORT_VERSION, checkpoint_sha256, source_key
+from operations.onnx_auto import AutoOnnxEncoder
+from operations.onnx_source import EXPORT_VERSION, checkpoint_sha256, wanted_key
 from tests.imagefiles import picture
 
 TEXTS = ["一只猫在沙发上睡觉", "蓝色的海", "A dog on the beach"]
@@ -33,8 +33,8 @@ def _settings(tmp_path: Path, **overrides: object) -> Settings:
     return Settings(_env_file=None, **values)  # type: ignore[arg-type]
 
 
-def _loaded(settings: Settings, name: str = "RN50") -> AutoClipEncoder:
-    encoder = AutoClipEncoder(settings, name)
+def _loaded(settings: Settings, name: str = "RN50") -> AutoOnnxEncoder:
+    encoder = AutoOnnxEncoder(settings, name)
     encoder.load()
     return encoder
 
@@ -71,8 +71,8 @@ def test_first_use_exports_then_later_starts_reuse_the_export_with_the_same_vect
         """
         import sys
         from config import Settings
-        from operations.onnx_auto import AutoClipEncoder
-        encoder = AutoClipEncoder(Settings(_env_file=None), "RN50")
+        from operations.onnx_auto import AutoOnnxEncoder
+        encoder = AutoOnnxEncoder(Settings(_env_file=None), "RN50")
         info = encoder.load()
         assert info.backend == "onnx" and "reused" in info.note, info
         encoder.encode_text(["猫"])
@@ -113,7 +113,7 @@ def test_two_starts_at_once_export_once(tmp_path: Path, monkeypatch: pytest.Monk
         return real_export(encoder, root)
 
     monkeypatch.setattr(export_onnx, "export", counting_export)
-    encoders = [AutoClipEncoder(settings, "RN50") for _ in range(2)]
+    encoders = [AutoOnnxEncoder(settings, "RN50") for _ in range(2)]
     threads = [threading.Thread(target=e.load) for e in encoders]
     for thread in threads:
         thread.start()
@@ -156,7 +156,7 @@ def test_without_torch_and_without_an_export_the_error_says_what_to_install(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(onnx_auto, "missing_export_tools", lambda: ["torch", "cn_clip"])
-    encoder = AutoClipEncoder(_settings(tmp_path), "RN50")
+    encoder = AutoOnnxEncoder(_settings(tmp_path), "RN50")
     try:
         with pytest.raises(ModelLoadError, match=r"pip install '\.\[export\]'"):
             encoder.load()
@@ -164,13 +164,21 @@ def test_without_torch_and_without_an_export_the_error_says_what_to_install(
         encoder.close()
 
 
-def test_checkpoint_hash_is_kept_by_size_and_mtime(tmp_path: Path) -> None:
-    checkpoint = tmp_path / "clip_cn_rn50.pt"
+def test_the_weights_an_export_must_come_from_are_named_without_torch(tmp_path: Path) -> None:
+    models, cache = tmp_path / "models", tmp_path / "onnx"
+    models.mkdir()
+    pretrained = _settings(tmp_path, weights="pretrained", model_dir=models)
+    assert wanted_key(pretrained, "RN50", cache) is None  # not downloaded yet
+    assert wanted_key(pretrained, "resnet50", cache) == "torchvision:ResNet50_Weights.IMAGENET1K_V2"
+    assert wanted_key(_settings(tmp_path, seed=7), "vgg16", cache) == "random:seed=7"
+    checkpoint = models / "clip_cn_rn50.pt"
     checkpoint.write_bytes(b"weights v1")
-    first = checkpoint_sha256(checkpoint, tmp_path / "onnx")
-    assert source_key("pretrained", 0, checkpoint, tmp_path / "onnx") == "sha256:" + first
-    assert json.loads((tmp_path / "onnx" / "checkpoint-sha256.json").read_text())
-    checkpoint.write_bytes(b"weights v2, longer")
-    assert checkpoint_sha256(checkpoint, tmp_path / "onnx") != first
-    assert source_key("pretrained", 0, tmp_path / "missing.pt") is None
-    assert source_key("random", 7, None) == "random:seed=7"
+    first = checkpoint_sha256(checkpoint, cache)
+    assert wanted_key(pretrained, "RN50", cache) == "sha256:" + first
+    assert json.loads((cache / "checkpoint-sha256.json").read_text())  # kept: the next start does not hash
+    checkpoint.write_bytes(b"weights v2, longer")  # new size and mtime: hashed again
+    assert wanted_key(pretrained, "RN50", cache) == "sha256:" + checkpoint_sha256(checkpoint, cache) != first
+    own = models / "mine.pt"
+    own.write_bytes(b"fine-tuned")
+    tuned = _settings(tmp_path, weights="pretrained", model_dir=models, checkpoint_path=own)
+    assert wanted_key(tuned, "RN50", cache) == "sha256:" + checkpoint_sha256(own, cache)
