@@ -15,6 +15,7 @@ from PIL import Image
 
 from adapters.clip_tokenizer import ClipTokenizer
 from adapters.encoder_base import CLIP_MEAN, CLIP_STD, EncoderBase, EncoderInfo, ModelLoadError
+from adapters.onnx_quantize import int8_copy
 
 logger = logging.getLogger(__name__)
 
@@ -34,8 +35,16 @@ def clip_pixels(image: Image.Image, resolution: int) -> np.ndarray:
 
 
 class OnnxClipEncoder(EncoderBase):
-    def __init__(self, model_name: str, onnx_root: Path, threads: int = 0, directory: Path | None = None) -> None:
+    def __init__(
+        self,
+        model_name: str,
+        onnx_root: Path,
+        threads: int = 0,
+        directory: Path | None = None,
+        quantize: str = "none",
+    ) -> None:
         super().__init__()
+        self.quantize = quantize
         self.model_name = model_name
         self.directory = directory or export_dir(onnx_root, model_name)
         self.threads = threads or (os.cpu_count() or 1)
@@ -61,13 +70,27 @@ class OnnxClipEncoder(EncoderBase):
         options.intra_op_num_threads = self.threads
         options.inter_op_num_threads = 1
         providers = ["CPUExecutionProvider"]
-        self._text = ort.InferenceSession(str(self.directory / TEXT_FILE), options, providers=providers)
-        self._image = ort.InferenceSession(str(self.directory / IMAGE_FILE), options, providers=providers)
+        text, image = self.directory / TEXT_FILE, self.directory / IMAGE_FILE
+        if self.quantize == "int8":
+            text, image = int8_copy(text), int8_copy(image)
+        self._text = ort.InferenceSession(str(text), options, providers=providers)
+        self._image = ort.InferenceSession(str(image), options, providers=providers)
         self._tokenizer = ClipTokenizer(context_length=int(manifest.get("context_length", 52)))
         self._resolution = int(manifest["input_resolution"])
         self.weights = str(manifest.get("weights", "unknown"))
         source = f"{self.directory} (exported from {manifest.get('source', '?')}, opset {manifest.get('opset')})"
-        return EncoderInfo(self.model_name, int(manifest["dim"]), self.weights, source, "cpu", self._resolution, "onnx")
+        precision = "int8" if self.quantize == "int8" else "fp32"
+        return EncoderInfo(
+            self.model_name,
+            int(manifest["dim"]),
+            self.weights,
+            source,
+            "cpu",
+            self._resolution,
+            "onnx",
+            None,
+            precision,
+        )
 
     def _encode_text_now(self, texts: Sequence[str]) -> np.ndarray:
         assert self._tokenizer is not None

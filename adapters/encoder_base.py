@@ -43,6 +43,7 @@ class EncoderInfo:
     input_resolution: int
     backend: str = "torch"
     note: str | None = None  # how this backend came to serve it (IMGSEARCH_BACKEND=auto), e.g. a failed export
+    precision: str = "fp32"  # "int8" with IMGSEARCH_ONNX_QUANTIZE=int8
 
 
 def normalise(array: np.ndarray) -> np.ndarray:

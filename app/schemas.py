@@ -31,6 +31,7 @@ class ModelOut(BaseModel):
     name: str
     backend: str = Field(description="What serves it now: onnx (ONNX Runtime) or torch.")
     backend_note: str | None = Field(None, description="How that backend came to serve it (IMGSEARCH_BACKEND=auto).")
+    precision: str = Field("fp32", description="fp32, or int8 with IMGSEARCH_ONNX_QUANTIZE=int8")
     dim: int
     weights: str
     input_resolution: int
@@ -227,6 +228,7 @@ class ModelHealth(BaseModel):
     name: str
     backend: str | None = None
     backend_note: str | None = None
+    precision: str | None = Field(None, description="fp32, or int8 with IMGSEARCH_ONNX_QUANTIZE=int8")
     dim: int | None
     weights: str
     source: str | None

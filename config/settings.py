@@ -43,6 +43,9 @@ class Settings(BaseSettings):
     onnx_dir: Path | None = Field(None, description="Where ONNX exports live; default <model_dir>/onnx.")
     custom_models_dir: Path | None = Field(None, description="Your ONNX image models: <dir>/<name>/model.onnx")
     onnx_threads: int = Field(0, ge=0, description="ONNX Runtime intra-op threads; 0 = number of cores")
+    onnx_quantize: Literal["none", "int8"] = Field(
+        "none", description="int8: Chinese-CLIP on ONNX with dynamically quantised MatMul weights (faster text)"
+    )
 
     # Micro-batching of concurrent search texts (max size 1 turns it off).
     microbatch_max_size: int = Field(16, ge=1, le=256)

@@ -35,7 +35,7 @@ def build_encoder(settings: Settings, model_name: str | None = None, backend: st
     if chosen == "onnx" and name in TORCHVISION_MODELS:
         return OnnxImageEncoder(name, onnx_root, settings.onnx_threads, directory=onnx_root / name)
     if chosen == "onnx":
-        return OnnxClipEncoder(name, onnx_root, settings.onnx_threads)
+        return OnnxClipEncoder(name, onnx_root, settings.onnx_threads, quantize=settings.onnx_quantize)
     if chosen == "auto":
         return AutoOnnxEncoder(settings, name)
     return torch_encoder_for(settings, name)

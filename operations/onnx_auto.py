@@ -89,7 +89,9 @@ class AutoOnnxEncoder(EncoderBase):
                 directory=export_dir(self.onnx_root, self.model_name),
             )
         else:
-            impl = OnnxClipEncoder(self.model_name, self.onnx_root, self.settings.onnx_threads)
+            impl = OnnxClipEncoder(
+                self.model_name, self.onnx_root, self.settings.onnx_threads, quantize=self.settings.onnx_quantize
+            )
         info = impl.load()
         self._impl, self.weights = impl, info.weights
         return dataclasses.replace(info, note=note)

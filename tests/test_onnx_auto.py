@@ -182,3 +182,31 @@ def test_the_weights_an_export_must_come_from_are_named_without_torch(tmp_path: 
     own.write_bytes(b"fine-tuned")
     tuned = _settings(tmp_path, weights="pretrained", model_dir=models, checkpoint_path=own)
     assert wanted_key(tuned, "RN50", cache) == "sha256:" + checkpoint_sha256(own, cache)
+
+
+def test_int8_serves_quantised_copies_close_to_fp32_and_says_so(
+    tmp_path: Path,
+    onnx_dir: Path,
+    make_settings,
+    make_client,  # type: ignore[no-untyped-def]
+) -> None:
+    fp32 = _loaded(_settings(tmp_path, onnx_dir=onnx_dir))
+    int8 = _loaded(_settings(tmp_path, onnx_dir=onnx_dir, onnx_quantize="int8"))
+    try:
+        assert (fp32.info.precision, int8.info.precision) == ("fp32", "int8")
+        assert (onnx_dir / "RN50" / "text.int8.onnx").is_file() and (onnx_dir / "RN50" / "image.int8.onnx").is_file()
+        texts = [*TEXTS, "一个穿着蓝色游泳裤的男孩在水里"]
+        cosines = _cosines(int8.encode_text(texts), fp32.encode_text(texts))
+        assert cosines.min() >= 0.999 and cosines.max() < 1.0 - 1e-7  # close, and really another model
+        pictures = [picture(3300 + i) for i in range(2)]
+        assert _cosines(int8.encode_images(pictures), fp32.encode_images(pictures)).min() >= 0.999
+    finally:
+        fp32.close()
+        int8.close()
+    settings = make_settings(onnx_quantize="int8", model_name="ViT-B-16")
+    with make_client(settings) as client:  # the shared test encoder is RN50 on torch: ViT-B-16 goes through auto
+        assert client.post("/embed/text", json={"texts": ["猫"], "model": "ViT-B-16"}).status_code == 200
+        models = {m["name"]: m for m in client.get("/models").json()}
+        assert (models["ViT-B-16"]["backend"], models["ViT-B-16"]["precision"]) == ("onnx", "int8")
+        health = client.get("/healthz").json()["model"]
+        assert (health["name"], health["backend"], health["precision"]) == ("ViT-B-16", "onnx", "int8")

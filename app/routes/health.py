@@ -40,6 +40,7 @@ def _health(services: Services) -> HealthResponse:
             name=info.model,
             backend=info.backend,
             backend_note=info.note,
+            precision=info.precision,
             micro_batching=services.queries.stats if services.queries is not None else None,
             dim=info.dim,
             weights=info.weights,

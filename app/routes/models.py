@@ -20,6 +20,7 @@ async def loaded_models(services: ServicesDep) -> list[ModelOut]:
             name=i.model,
             backend=i.backend,
             backend_note=i.note,
+            precision=i.precision,
             dim=i.dim,
             weights=i.weights,
             input_resolution=i.input_resolution,
