@@ -1,5 +1,8 @@
-# The service image. Same pins as a local install (requirements.lock).
-FROM python:3.11-slim
+# Two images from one file, same pins as a local install (requirements.lock):
+#   serve  (the default, last stage): the service on ONNX Runtime, no torch (~0.6 GB of Python packages, not ~5.6 GB)
+#   export (--target export): the same plus PyTorch and cn_clip, to make the ONNX exports the service serves:
+#          docker run -v ./data/models:/data/models <image> imgsearch warmup   (docker-compose.yml does this)
+FROM python:3.11-slim AS base
 
 ENV PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \
@@ -10,17 +13,23 @@ ENV PYTHONUNBUFFERED=1 \
 RUN apt-get update && apt-get install -y --no-install-recommends fonts-wqy-microhei && rm -rf /var/lib/apt/lists/*
 
 WORKDIR /srv
-# Dependencies first, so code changes do not reinstall torch.
-COPY requirements.lock ./
-RUN pip install -r requirements.lock
+# Dependencies first (from the project's own list, pinned by the lock), so code changes do not reinstall them.
+COPY pyproject.toml requirements.lock README.md ./
+RUN mkdir -p app operations adapters config \
+    && pip install -c requirements.lock . \
+    && pip uninstall -y cn-image-search
 
-COPY pyproject.toml README.md ./
 COPY app ./app
 COPY operations ./operations
 COPY adapters ./adapters
 COPY config ./config
 RUN pip install --no-deps . && mkdir -p /data
 
+FROM base AS export
+RUN pip install -c requirements.lock ".[export]"
+CMD ["imgsearch", "warmup"]
+
+FROM base AS serve
 EXPOSE 8000
 VOLUME ["/data"]
 HEALTHCHECK --interval=15s --timeout=5s --start-period=120s --retries=5 \

@@ -19,7 +19,7 @@ from adapters.onnx_quantize import int8_copy
 
 logger = logging.getLogger(__name__)
 
-MANIFEST, TEXT_FILE, IMAGE_FILE = "manifest.json", "text.onnx", "image.onnx"
+MANIFEST, TEXT_FILE, IMAGE_FILE, VOCAB_FILE = "manifest.json", "text.onnx", "image.onnx", "vocab.txt"
 
 
 def export_dir(onnx_root: Path, model_name: str) -> Path:
@@ -75,7 +75,8 @@ class OnnxClipEncoder(EncoderBase):
             text, image = int8_copy(text), int8_copy(image)
         self._text = ort.InferenceSession(str(text), options, providers=providers)
         self._image = ort.InferenceSession(str(image), options, providers=providers)
-        self._tokenizer = ClipTokenizer(context_length=int(manifest.get("context_length", 52)))
+        vocab = self.directory / VOCAB_FILE  # an export carries its vocab; older ones use the packaged copy
+        self._tokenizer = ClipTokenizer(vocab if vocab.is_file() else None, int(manifest.get("context_length", 52)))
         self._resolution = int(manifest["input_resolution"])
         self.weights = str(manifest.get("weights", "unknown"))
         source = f"{self.directory} (exported from {manifest.get('source', '?')}, opset {manifest.get('opset')})"

@@ -1,9 +1,9 @@
-"""Chinese-CLIP's tokenizer without torch: the same BERT vocab (shipped in the cn_clip wheel) through the
-Rust ``tokenizers`` library, producing the ids ``cn_clip.clip.tokenize`` produces (tested on varied text)."""
+"""Chinese-CLIP's tokenizer without torch: the same BERT vocab (``clip_vocab.txt``, copied from the cn_clip 1.6.0
+wheel, so a serving install needs neither cn_clip nor torch) through the Rust ``tokenizers`` library, producing
+the ids ``cn_clip.clip.tokenize`` produces (tested on varied text)."""
 
 from __future__ import annotations
 
-import importlib.util
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -13,18 +13,13 @@ from tokenizers import BertWordPieceTokenizer
 CONTEXT_LENGTH = 52
 
 
-def cn_clip_vocab() -> Path:
-    """The vocab file inside the installed cn_clip package, found without importing it (it imports torch)."""
-    spec = importlib.util.find_spec("cn_clip")
-    if spec is None or not spec.submodule_search_locations:
-        raise RuntimeError("cn_clip is not installed: its vocab.txt is needed to tokenize")
-    return Path(next(iter(spec.submodule_search_locations))) / "clip" / "vocab.txt"
+VOCAB = Path(__file__).with_name("clip_vocab.txt")
 
 
 class ClipTokenizer:
     def __init__(self, vocab: Path | None = None, context_length: int = CONTEXT_LENGTH) -> None:
         self._tokenizer = BertWordPieceTokenizer(
-            str(vocab or cn_clip_vocab()), clean_text=True, handle_chinese_chars=True, lowercase=True
+            str(vocab or VOCAB), clean_text=True, handle_chinese_chars=True, lowercase=True
         )
         self.context_length = context_length
         self.cls_id = self._tokenizer.token_to_id("[CLS]")

@@ -212,6 +212,21 @@ def _export_onnx(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _warmup(args: argparse.Namespace, settings: Settings) -> int:
+    """Load each configured model once and exit: with the default backend (auto) this makes any missing ONNX
+    export, so a serving image without torch finds it (docker-compose runs this before the service)."""
+    from operations.services import build_encoder
+
+    for name in dict.fromkeys([settings.model_name, *settings.preload_models, *(args.model or [])]):
+        encoder = build_encoder(settings, model_name=name)
+        try:
+            info = encoder.load()
+        finally:
+            encoder.close()
+        _out(f"{name}: {info.backend} ({info.precision}), {info.weights} weights — {info.note or info.source}")
+    return 0
+
+
 def _serve(args: argparse.Namespace, settings: Settings) -> int:
     import uvicorn
 
@@ -371,6 +386,12 @@ def build_parser() -> argparse.ArgumentParser:
         "Chinese-CLIP, ResNet50 or VGG16 model a collection uses",
     )
     export.set_defaults(handler=_export_onnx)
+
+    warmup = commands.add_parser(
+        "warmup", help="load the configured models once and exit (backend auto: makes missing ONNX exports)"
+    )
+    warmup.add_argument("--model", action="append", help="another model to prepare (repeatable)")
+    warmup.set_defaults(handler=_warmup)
 
     extract = commands.add_parser("extract", help="write Chinese-CLIP feature files for a split (CPU or GPU)")
     extract.add_argument("path", help="folder holding {split}_imgs.tsv and/or {split}_texts.jsonl")

@@ -23,7 +23,8 @@ from typing import Any
 import numpy as np
 
 from adapters.clip_encoder import ChineseClipEncoder
-from adapters.clip_onnx import IMAGE_FILE, MANIFEST, TEXT_FILE, OnnxClipEncoder, export_dir
+from adapters.clip_onnx import IMAGE_FILE, MANIFEST, TEXT_FILE, VOCAB_FILE, OnnxClipEncoder, export_dir
+from adapters.clip_tokenizer import VOCAB
 from adapters.encoder_base import EncoderBase
 from adapters.onnx_image_encoder import MODEL_FILE as IMAGE_ONLY_FILE
 from adapters.onnx_image_encoder import OnnxImageEncoder
@@ -55,6 +56,7 @@ def export(encoder: ChineseClipEncoder | TorchvisionEncoder, onnx_root: Path) ->
             source_file = encoder.local_weights
         else:
             _write_graphs(encoder, staging)
+            shutil.copyfile(VOCAB, staging / VOCAB_FILE)  # the bundle holds all that serving needs
             extra = {"dim": info.dim, "input_resolution": info.input_resolution, "context_length": 52}
             source_file = encoder.loaded_from
         manifest = {

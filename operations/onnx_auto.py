@@ -101,7 +101,8 @@ class AutoOnnxEncoder(EncoderBase):
         if missing:
             raise ModelLoadError(
                 f"no ONNX export of {self.model_name} in {self.onnx_root}, and {' and '.join(missing)} (needed to "
-                "make one) is not installed: install the export extra (pip install '.[export]'), or copy an export "
+                f"make one) {'is' if len(missing) == 1 else 'are'} not installed: install the export extra "
+                "(pip install 'cn-image-search[export]', or '.[export]' in the source folder), or copy an export "
                 "made elsewhere with `imgsearch export-onnx` into that folder"
             )
         from operations.export_onnx import export

@@ -155,3 +155,11 @@ def test_serve_without_weights_says_what_to_do_in_one_sentence_and_exits_non_zer
     assert result.returncode == 1, output
     assert "Traceback" not in result.stderr and len(output) <= 2, output
     assert output[-1].startswith("error: ") and expected in output[-1]
+
+
+def test_warmup_prepares_the_models_and_says_what_serves_them(
+    cli_env: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["warmup", "--model", "resnet50"]) == 0
+    out = capsys.readouterr().out
+    assert "RN50: onnx (fp32), random weights" in out and "resnet50: onnx (fp32), random weights" in out

@@ -25,13 +25,22 @@ def _resolve(value: str) -> str:
 
 def test_compose_has_milvus_stack_mysql_and_app_with_health_checks() -> None:
     services = _compose()["services"]
-    assert {"etcd", "minio", "milvus", "mysql", "app"} <= set(services)
+    assert {"etcd", "minio", "milvus", "mysql", "models", "app"} <= set(services)
     for name, service in services.items():
-        assert "healthcheck" in service, f"{name} has no health check"
+        if name != "models":  # a one-shot job: it exits once the exports are made
+            assert "healthcheck" in service, f"{name} has no health check"
     assert services["milvus"]["environment"]["ETCD_ENDPOINTS"] == "etcd:2379"
     assert services["milvus"]["environment"]["MINIO_ADDRESS"] == "minio:9000"
     for dependency in ("milvus", "mysql"):
         assert services["app"]["depends_on"][dependency]["condition"] == "service_healthy"
+    # The slim image serves exports that the image with PyTorch makes first, into the same model folder.
+    assert services["app"]["depends_on"]["models"]["condition"] == "service_completed_successfully"
+    assert (services["models"]["build"]["target"], services["app"]["build"]["target"]) == ("export", "serve")
+    assert services["models"]["command"] == ["imgsearch", "warmup"]
+    assert "./data/models:/data/models" in services["models"]["volumes"]
+    assert "./data/models:/data/models" in services["app"]["volumes"]
+    for key in ("IMGSEARCH_MODEL_DIR", "IMGSEARCH_WEIGHTS", "IMGSEARCH_MODEL_NAME"):
+        assert services["models"]["environment"][key] == services["app"]["environment"][key], key
     declared = set(_compose()["volumes"])
     for service in services.values():
         for volume in service.get("volumes", []):
@@ -62,13 +71,25 @@ def test_app_settings_point_at_the_compose_services() -> None:
     assert int(packet.split("=")[1].rstrip("M")) * 1024 * 1024 > settings.max_image_bytes
 
 
-def test_dockerfile_installs_pinned_deps_and_serves_on_all_interfaces() -> None:
+def _stages(dockerfile: str) -> dict[str, str]:
+    parts = re.split(r"^FROM (\S+) AS (\S+)$", dockerfile, flags=re.M)
+    return {
+        name: f"FROM {base}\n{body}" for base, name, body in zip(parts[1::3], parts[2::3], parts[3::3], strict=True)
+    }
+
+
+def test_dockerfile_serves_without_torch_and_exports_in_its_own_stage() -> None:
     dockerfile = (ROOT / "Dockerfile").read_text()
-    assert "pip install -r requirements.lock" in dockerfile
+    stages = _stages(dockerfile)
+    assert list(stages) == ["base", "export", "serve"]  # the last stage is what `docker build .` makes
+    assert "pip install -c requirements.lock ." in stages["base"]  # the project's own list, pinned by the lock
+    assert "[export]" not in stages["base"] + stages["serve"] and "requirements.lock ." in stages["base"]
+    assert 'pip install -c requirements.lock ".[export]"' in stages["export"]
+    assert stages["export"].startswith("FROM base") and stages["serve"].startswith("FROM base")
     packages = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]["find"]["include"]
     for package in packages:
         assert f"COPY {package.rstrip('*')} ./{package.rstrip('*')}" in dockerfile
-    cmd = re.search(r"^CMD (\[.*\])$", dockerfile, re.M)
+    cmd = re.search(r"^CMD (\[.*\])$", stages["serve"], re.M)
     assert cmd is not None
     assert yaml.safe_load(cmd.group(1)) == ["imgsearch", "serve", "--host", "0.0.0.0", "--port", "8000"]
     assert "fonts-wqy-microhei" in dockerfile  # Chinese captions in result pictures
@@ -82,9 +103,22 @@ def test_lock_file_pins_every_direct_dependency_at_the_same_version() -> None:
         if line and not line.startswith("#"):
             name, version = line.split("==")
             lock[re.sub(r"[-_.]+", "-", name.lower())] = version
-    for requirement in [*project["dependencies"], *project["optional-dependencies"]["dev"]]:
+    extras = project["optional-dependencies"]
+    for requirement in [*project["dependencies"], *extras["export"], *extras["dev"]]:
+        if requirement.startswith(project["name"]):
+            continue  # dev includes the export extra by name
         name, version = requirement.split("==")
         assert lock[re.sub(r"[-_.]+", "-", name.lower())] == version, requirement
+
+
+def test_the_serving_install_has_no_torch_and_dev_has_the_export_extra() -> None:
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    heavy = {"torch", "torchvision", "cn-clip", "cn_clip"}
+    assert not {r.split("==")[0].lower() for r in project["dependencies"]} & heavy
+    assert {r.split("==")[0].lower() for r in project["optional-dependencies"]["export"]} >= {"torch", "cn_clip"}
+    assert f"{project['name']}[export]" in project["optional-dependencies"]["dev"]
+    vocab = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["adapters"]
+    assert "clip_vocab.txt" in vocab and (ROOT / "adapters" / "clip_vocab.txt").stat().st_size > 100_000
 
 
 def test_the_search_page_is_packaged() -> None:

@@ -100,10 +100,19 @@ def test_missing_export_names_the_command(tmp_path: Path) -> None:
         encoder.close()
 
 
-def test_service_on_onnx_never_imports_torch(rn50_onnx_root: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("backend", ["onnx", "auto"])
+def test_service_on_onnx_never_imports_torch(rn50_onnx_root: Path, tmp_path: Path, backend: str) -> None:
+    """As on a serving install (`pip install .`): torch, torchvision and cn_clip cannot even be imported."""
     script = textwrap.dedent(
         """
-        import io, sys
+        import importlib.abc, io, sys
+
+        class NoTorch(importlib.abc.MetaPathFinder):
+            def find_spec(self, name, path=None, target=None):
+                if name.split(".")[0] in {"torch", "torchvision", "cn_clip"}:
+                    raise ModuleNotFoundError(f"No module named {name!r} (a serving install)")
+
+        sys.meta_path.insert(0, NoTorch())
         from fastapi.testclient import TestClient
         from app.main import create_app
         from config import Settings
@@ -111,7 +120,7 @@ def test_service_on_onnx_never_imports_torch(rn50_onnx_root: Path, tmp_path: Pat
         settings = Settings(_env_file=None)
         with TestClient(create_app(settings)) as client:
             health = client.get("/healthz").json()["model"]
-            assert health["weights"] == "random" and "onnx" in health["source"], health
+            assert health["weights"] == "random" and health["backend"] == "onnx", health
             stored = client.post("/img/upload", data={"collection": "x"}, files=[("files", ("a.jpg", jpeg(1), "x"))])
             assert stored.json()["stored"] == 1, stored.text
             hits = client.post("/img/search", json={"collection": "x", "text": "猫"}).json()["hits"]
@@ -122,7 +131,7 @@ def test_service_on_onnx_never_imports_torch(rn50_onnx_root: Path, tmp_path: Pat
     )
     env = {
         **os.environ,
-        "IMGSEARCH_BACKEND": "onnx",
+        "IMGSEARCH_BACKEND": backend,
         "IMGSEARCH_ONNX_DIR": str(rn50_onnx_root),
         "IMGSEARCH_DATA_DIR": str(tmp_path),
         "IMGSEARCH_WEIGHTS": "random",
