@@ -94,7 +94,7 @@ class MilvusVectorStore:
         token: str | None = None,
         index_type: str = "FLAT",
         index_params: dict[str, Any] | None = None,
-        search_ef: int = 64,
+        search_ef: int = 128,
         search_nprobe: int = 16,
         search_consistency: str = "Session",
         db_name: str = "default",

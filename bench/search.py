@@ -41,7 +41,7 @@ from operations.sample_data import generate_split  # noqa: E402
 from tests.milvus_server import running_milvus_server  # noqa: E402
 
 STAGES = ("encode", "vector_search", "metadata_fetch")
-SERVER_EF = 64  # the service's default (IMGSEARCH_SEARCH_EF), set explicitly so the table says what ran
+SERVER_EF = 128  # the service's default (IMGSEARCH_SEARCH_EF), set explicitly so the table says what ran
 
 
 def app_ms(response: httpx.Response) -> float:

@@ -86,7 +86,7 @@ def test_load_search_fetch_reload_restart_drop(
             assert (index["backend"], index["index_type"], index["search_params"]) == ("milvus-lite", "FLAT", {})
         else:
             assert (index["backend"], index["index_type"]) == ("milvus-server", "HNSW")
-            assert index["params"] == {"M": 16, "efConstruction": 200} and index["search_params"] == {"ef": 64}
+            assert index["params"] == {"M": 16, "efConstruction": 200} and index["search_params"] == {"ef": 128}
             assert health["server_version"].startswith("v2.3") and health["database"] == settings.milvus_db
         assert health["search"]["consistency"] == "Session"
 
