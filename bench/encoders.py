@@ -1,9 +1,9 @@
-"""Encoder benchmark: torch vs ONNX Runtime for RN50 and ViT-B-16 (text ms/query at batch 1 and 32, images/s
-at batch 1 and 16), batched ONNX ingest vs per-image torch ingest, and /img/search throughput over HTTP
-(real uvicorn) at 1 and 8 clients with micro-batching off and on. Every ratio is against a baseline
-measured in the same run.
+"""Encoder benchmark: torch vs ONNX Runtime (fp32 and int8) for RN50 and ViT-B-16 (text ms/query at batch 1 and
+32, images/s at batch 1 and 16), what int8 costs (cosines, top-10 overlap on a sample split), batched ONNX
+ingest vs per-image torch ingest, and /img/search throughput over HTTP (real uvicorn) at 1 and 8 clients with
+micro-batching off and on. Every ratio is against a baseline measured in the same run.
 
-    .venv/bin/python bench/encoders.py          (part of `make bench`; ~6 minutes on 2 cores)
+    .venv/bin/python bench/encoders.py          (part of `make bench`; ~8 minutes on 2 cores)
 
 Writes bench/RESULTS.md (section "encoders").
 """
@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 
 import httpx
+import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -54,11 +55,11 @@ def best_ms(fn, repeats: int) -> float:  # type: ignore[no-untyped-def]
     return statistics.median(times)
 
 
-def encoder_rows(name: str, torch_encoder: EncoderBase, onnx_encoder: EncoderBase, quick: bool) -> list[dict]:
+def encoder_rows(name: str, encoders: dict[str, EncoderBase], quick: bool) -> list[dict]:
     texts = [f"{TEXT}{i}" for i in range(32)]
     pictures = [picture(i) for i in range(16)]
     rows = []
-    for backend, encoder in (("torch", torch_encoder), ("onnx", onnx_encoder)):
+    for backend, encoder in encoders.items():
         pixels = [encoder.preprocess(p) for p in pictures]
         rows.append(
             {
@@ -71,6 +72,42 @@ def encoder_rows(name: str, torch_encoder: EncoderBase, onnx_encoder: EncoderBas
             }
         )
     return rows
+
+
+def int8_cost(name: str, fp32: EncoderBase, int8: EncoderBase, work: Path, images: int) -> dict:
+    """What int8 changes: vector cosines and top-10 overlap of searches on a generated split."""
+    from adapters.images import decode_rgb
+    from operations.flickr_format import iter_jsonl, iter_tsv
+
+    split = work / f"overlap_{name}"
+    generate_split(split, "s", images, encoder=None, seed=3)
+    pictures = [decode_rgb(row.data, 10**8) for row in iter_tsv(split / "s_imgs.tsv")]
+    texts = [entry["text"] for entry in iter_jsonl(split / "s_texts.jsonl")][:500]
+    vectors = {}
+    for label, encoder in (("fp32", fp32), ("int8", int8)):
+        vectors[label] = (
+            encoder.encode_text(texts),
+            np.concatenate([encoder.encode_images(pictures[i : i + 16]) for i in range(0, len(pictures), 16)]),
+        )
+
+    def top10(text_vectors: np.ndarray, image_vectors: np.ndarray) -> list[set[int]]:
+        scores = text_vectors @ image_vectors.T
+        return [set(np.argpartition(-row, 10)[:10]) for row in scores]
+
+    reference = top10(*vectors["fp32"])
+    text_only = top10(vectors["int8"][0], vectors["fp32"][1])
+    both = top10(*vectors["int8"])
+    text_cos = (vectors["int8"][0] * vectors["fp32"][0]).sum(axis=1)
+    image_cos = (vectors["int8"][1] * vectors["fp32"][1]).sum(axis=1)
+    return {
+        "model": name,
+        "text_min": float(text_cos.min()),
+        "text_mean": float(text_cos.mean()),
+        "image_min": float(image_cos.min()),
+        "image_mean": float(image_cos.mean()),
+        "overlap_text": float(np.mean([len(a & b) / 10 for a, b in zip(reference, text_only, strict=True)])),
+        "overlap_both": float(np.mean([len(a & b) / 10 for a, b in zip(reference, both, strict=True)])),
+    }
 
 
 def search_throughput(work: Path, env: dict[str, str], clients: int, seconds: float) -> float:
@@ -111,6 +148,7 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=12.0, help="per HTTP throughput measurement")
     parser.add_argument("--images", type=int, default=160, help="folder size for the ingest comparison")
     parser.add_argument("--quick", action="store_true", help="fewer repeats (a smoke run)")
+    parser.add_argument("--overlap-images", type=int, default=1000, help="sample split size for int8 top-10 overlap")
     args = parser.parse_args()
     lines = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -118,11 +156,16 @@ def main() -> int:
         onnx_root = work / "onnx"
         rows = []
         torch_rn50 = None
+        int8_costs = []
         for name in ("RN50", "ViT-B-16"):
             torch_encoder = ChineseClipEncoder(name, weights="random", seed=0)
             export(torch_encoder, onnx_root)
             onnx_encoder = OnnxClipEncoder(name, onnx_root)
-            rows += encoder_rows(name, torch_encoder, onnx_encoder, args.quick)
+            int8_encoder = OnnxClipEncoder(name, onnx_root, quantize="int8")
+            encoders = {"torch": torch_encoder, "onnx": onnx_encoder, "onnx int8": int8_encoder}
+            rows += encoder_rows(name, encoders, args.quick)
+            int8_costs.append(int8_cost(name, onnx_encoder, int8_encoder, work, args.overlap_images))
+            int8_encoder.close()
             if name == "RN50":
                 torch_rn50, onnx_rn50 = torch_encoder, onnx_encoder
             else:
@@ -193,6 +236,32 @@ def main() -> int:
             )
     lines.append("")
     lines.append("Floor: torch, 8 clients, micro-batching on ≥ 1.3x off.")
+    lines += [
+        "",
+        f"int8 (`IMGSEARCH_ONNX_QUANTIZE=int8`) against fp32 ONNX on the sample split ({args.overlap_images:,} "
+        "generated images and their Chinese captions): cosine of each vector to its fp32 twin, and how many of "
+        "the fp32 search's top-10 images the int8 search also returns (numpy exact search over the split; "
+        "*text only*: int8 text vectors against fp32 image vectors; *both*: int8 on both sides):",
+        "",
+        "| model | text cosine min / mean | image cosine min / mean | top-10 overlap, text only | "
+        "top-10 overlap, both | text ms b1 fp32 → int8 |",
+        "|---|---|---|---|---|---|",
+    ]
+    for cost in int8_costs:
+        fp32_ms = by[(cost["model"], "onnx")]["text_b1_ms"]
+        int8_ms = by[(cost["model"], "onnx int8")]["text_b1_ms"]
+        lines.append(
+            f"| {cost['model']} | {cost['text_min']:.4f} / {cost['text_mean']:.4f} | {cost['image_min']:.4f} / "
+            f"{cost['image_mean']:.4f} | {cost['overlap_text']:.3f} | {cost['overlap_both']:.3f} | "
+            f"{fp32_ms:.1f} → {int8_ms:.1f} |"
+        )
+    rn50 = next(c for c in int8_costs if c["model"] == "RN50")
+    verdict = "could be on by default" if rn50["overlap_text"] >= 0.98 else "stays off by default"
+    lines += [
+        "",
+        f"- RN50 text encoder int8 top-10 overlap **{rn50['overlap_text']:.3f}** (bar for a default: 0.98): int8 "
+        f"{verdict}. Random weights: a real checkpoint's overlap must be measured again with it.",
+    ]
     table = "\n".join(lines)
     print(table)
     write_section("encoders", table)

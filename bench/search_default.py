@@ -1,0 +1,222 @@
+"""Fast by default: `/img/search` with today's default configuration against the old default, at 30k images.
+
+    .venv/bin/python bench/search_default.py [--images 30000 --queries 300 --seconds 20 --old 9bd6caf]
+
+Three services over HTTP (real uvicorn), each on the embedded defaults (Milvus Lite + SQLite) with RN50 random
+weights and the same 30k generated images and feature files, all up at once:
+- *default*: this checkout with its default settings (ONNX Runtime, exported on first use; concurrent queries
+  share encoder passes, vector searches and metadata queries);
+- *default, micro-batching off*: the same with IMGSEARCH_MICROBATCH_MAX_SIZE=1 (a lone query must not be slower
+  with batching on);
+- *old default*: the service as of commit ``--old`` (a git worktree of it, the same virtualenv): PyTorch,
+  encoder micro-batching, one Milvus search and one metadata query per request.
+1-client passes alternate between the services (two passes each), then 8 clients for ``--seconds`` each.
+The floor: the fastest encoder (the default's ONNX export, in this process) + numpy exact top-10 over the same
+vectors, measured before and after the services (the faster of the two per query, so drift counts against it).
+
+Floors (issue 11): default p50 ≤ 0.6x the old default's and ≤ 2.0x the floor; 8 clients ≥ 2.5x the old default's
+queries/s with p99 ≤ 0.5x; default's 1-client p50 not above batching-off's beyond noise.
+Writes bench/RESULTS.md (section "search-default").
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # see bench/core.py
+
+import argparse
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from core import QUERIES, free_port, pct, run_service, write_random_features  # noqa: E402
+from load import wait_quiet  # noqa: E402
+from results_file import run_header, write_section  # noqa: E402
+from search import load, many_clients, one_client  # noqa: E402
+
+from adapters.clip_onnx import OnnxClipEncoder  # noqa: E402
+from operations.flickr_format import FeatureFile, iter_tsv  # noqa: E402
+from operations.sample_data import generate_split  # noqa: E402
+
+NAMES = {"default": "default (ONNX, batched searches)", "off": "default, micro-batching off", "old": "old default"}
+PARTS = ("encode", "vector_search", "metadata_fetch", "serialisation", "http")
+
+
+def start_old(worktree: Path, env: dict[str, str], port: int) -> subprocess.Popen:
+    """The old service from its worktree: `python -m app.cli` puts that folder first on sys.path."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "app.cli", "serve", "--port", str(port)],
+        cwd=worktree,
+        env={**os.environ, **env, "PYTHONPATH": str(worktree)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
+                return process
+        except httpx.HTTPError:
+            time.sleep(0.5)
+    process.kill()
+    raise RuntimeError("old service did not start:\n" + (process.stderr.read() if process.stderr else ""))
+
+
+def onnx_floor(split: Path, queries: list[str], onnx_root: Path) -> list[float]:
+    features = FeatureFile(split / "bench_imgs.img_feat.jsonl", 1024)
+    ids = [row.image_id for row in iter_tsv(split / "bench_imgs.tsv")]
+    matrix = np.stack([features.get(i) for i in ids])
+    features.close()
+    encoder = OnnxClipEncoder("RN50", onnx_root)
+    for text in queries[:10]:
+        encoder.encode_text([text])
+    times = []
+    for text in queries:
+        started = time.perf_counter()
+        vector = encoder.encode_text([text])[0]
+        _ = [ids[i] for i in np.argpartition(-(matrix @ vector), 10)[:10]]
+        times.append((time.perf_counter() - started) * 1000)
+    encoder.close()
+    return times
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--images", type=int, default=30000)
+    parser.add_argument("--queries", type=int, default=300)
+    parser.add_argument("--clients", type=int, default=8)
+    parser.add_argument("--seconds", type=float, default=20)
+    parser.add_argument("--old", default="9bd6caf", help="commit of the old default (before issue 11)")
+    parser.add_argument("--quiet-load", type=float, default=1.5)
+    parser.add_argument("--quiet-wait", type=float, default=600)
+    args = parser.parse_args()
+    queries = [f"{QUERIES[i % len(QUERIES)]}{i}" for i in range(args.queries)]
+    single: dict[str, list[dict[str, float]]] = {name: [] for name in NAMES}
+    many: dict[str, tuple[float, list[float], int]] = {}
+    load_s: dict[str, float] = {}
+    started_s: dict[str, float] = {}
+
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        worktree = work / "old"
+        subprocess.run(["git", "worktree", "add", "--detach", str(worktree), args.old], cwd=ROOT, check=True)
+        processes = []
+        try:
+            split = work / "datasets" / "split"
+            generate_split(split, "bench", args.images, encoder=None, seed=0)
+            write_random_features(split, "bench")
+            urls = {}
+            for name in NAMES:
+                port = free_port()
+                env = {
+                    "IMGSEARCH_WEIGHTS": "random",
+                    "IMGSEARCH_DATA_DIR": str(work / f"svc_{name}"),
+                    "IMGSEARCH_DATA_ROOT": str(work / "datasets"),
+                    "IMGSEARCH_LOG_LEVEL": "WARNING",
+                }
+                if name == "off":
+                    env["IMGSEARCH_MICROBATCH_MAX_SIZE"] = "1"
+                begun = time.perf_counter()
+                process = start_old(worktree, env, port) if name == "old" else run_service(env, port)
+                started_s[name] = time.perf_counter() - begun
+                processes.append(process)
+                urls[name] = f"http://127.0.0.1:{port}"
+                load_s[name] = load(urls[name], args.images)
+            onnx_root = work / "svc_default" / "models" / "onnx"
+            floor_before = onnx_floor(split, queries, onnx_root)
+            waited = wait_quiet(args.quiet_load, args.quiet_wait)
+            for url in urls.values():
+                with httpx.Client(base_url=url, timeout=60) as http:
+                    one_client(http, queries[:20])  # warm-up
+            for _ in range(2):  # alternate, so drift of the shared CPU hits all alike
+                for name, url in urls.items():
+                    with httpx.Client(base_url=url, timeout=60) as http:
+                        single[name] += one_client(http, queries)
+            for name, url in urls.items():
+                many[name] = many_clients(url, queries, args.clients, args.seconds)
+            floor = [min(a, b) for a, b in zip(floor_before, onnx_floor(split, queries, onnx_root), strict=True)]
+        finally:
+            for process in processes:
+                process.terminate()
+                process.wait(timeout=60)
+            subprocess.run(["git", "worktree", "remove", "--force", str(worktree)], cwd=ROOT, check=False)
+
+    total = {name: [s["total"] for s in samples] for name, samples in single.items()}
+    p50 = {name: pct(values, 50) for name, values in total.items()}
+    qps = {name: len(m[1]) / m[0] for name, m in many.items()}
+    p99_many = {name: pct(m[1], 99) for name, m in many.items()}
+    errors = sum(m[2] for m in many.values())
+    lines = [
+        "## search-default: today's default configuration against the old default (bench/search_default.py)",
+        "",
+        f"{run_header()} · {args.images:,} generated JPEGs with 1024-d feature files · RN50 random weights · the "
+        "embedded defaults (Milvus Lite 2.5.1 FLAT + SQLite), one uvicorn process each, all three up at once · "
+        f"old default = commit {args.old} (PyTorch, encoder micro-batching, a Milvus search and a metadata query "
+        f"per request) · {args.queries} distinct Chinese queries, 1-client figures pool two alternating passes "
+        f"({2 * args.queries} requests each), then {args.clients} clients for {args.seconds:.0f} s each · waited "
+        f"{waited:.0f} s for a quiet machine",
+        "",
+        "| service | start → ready s | load of 30k, images/s | 1 client p50 ms | 1 client p99 ms | "
+        f"{args.clients} clients queries/s | {args.clients} clients p99 ms | errors |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for name, label in NAMES.items():
+        lines.append(
+            f"| {label} | {started_s[name]:.1f} | {args.images / load_s[name]:,.0f} | {p50[name]:.1f} | "
+            f"{pct(total[name], 99):.1f} | {qps[name]:.1f} | {p99_many[name]:.0f} | {many[name][2]} |"
+        )
+    lines += [
+        "",
+        "Where the time goes at 1 client (median ms per stage; the service reports the first three in "
+        "`timings_ms`, its total in `Server-Timing`):",
+        "",
+        "| stage | " + " | ".join(NAMES.values()) + " |",
+        "|---|---|---|---|",
+    ]
+    for part in PARTS:
+        cells = [f"{statistics.median(s[part] for s in single[name]):.1f}" for name in NAMES]
+        lines.append(f"| {part.replace('_', ' ')} | {' | '.join(cells)} |")
+    ratios = {
+        "p50_vs_old": p50["default"] / p50["old"],
+        "p50_vs_floor": p50["default"] / pct(floor, 50),
+        "qps_vs_old": qps["default"] / qps["old"],
+        "p99_vs_old": p99_many["default"] / p99_many["old"],
+        "lone_vs_off": p50["default"] / p50["off"],
+    }
+    lines += [
+        "",
+        f"Floor in the same run: the default's ONNX text encoder + numpy exact top-10 over the same "
+        f"{args.images:,} vectors, p50 {pct(floor, 50):.1f} ms, p99 {pct(floor, 99):.1f} ms.",
+        f"- 1 client: default p50 **{ratios['p50_vs_old']:.2f}x** the old default's (floor ≤ 0.6x) and "
+        f"**{ratios['p50_vs_floor']:.2f}x** the floor (≤ 2.0x).",
+        f"- {args.clients} clients: **{ratios['qps_vs_old']:.2f}x** the old default's queries/s (floor ≥ 2.5x), "
+        f"p99 **{ratios['p99_vs_old']:.2f}x** (≤ 0.5x).",
+        f"- A lone query: default p50 {ratios['lone_vs_off']:.2f}x that with micro-batching off (same run).",
+    ]
+    table = "\n".join(lines)
+    print(table)
+    write_section("search-default", table)
+    ok = (
+        ratios["p50_vs_old"] <= 0.6
+        and ratios["p50_vs_floor"] <= 2.0
+        and ratios["qps_vs_old"] >= 2.5
+        and ratios["p99_vs_old"] <= 0.5
+        and errors == 0
+    )
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
