@@ -16,6 +16,9 @@ import fcntl
 import importlib.util
 import json
 import logging
+import os
+import subprocess
+import sys
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -32,6 +35,7 @@ from config import Settings
 from operations.onnx_source import EXPORT_VERSION, wanted_key
 
 logger = logging.getLogger(__name__)
+WEIGHTS_MISSING = 2  # the export child's exit status when the weights cannot be loaded
 
 
 class AutoOnnxEncoder(EncoderBase):
@@ -105,27 +109,24 @@ class AutoOnnxEncoder(EncoderBase):
                 "(pip install 'cn-image-search[export]', or '.[export]' in the source folder), or copy an export "
                 "made elsewhere with `imgsearch export-onnx` into that folder"
             )
-        from operations.export_onnx import export
+        logger.info("%s: exporting to ONNX Runtime on first use (once per checkpoint) ...", self.model_name)
+        returncode, message = run_export_child(self.settings, self.model_name, self.onnx_root)
+        if returncode == 0:
+            return self._serve_onnx(f"exported to ONNX on first use in {time.monotonic() - started:.0f} s")
+        if returncode == WEIGHTS_MISSING:
+            raise ModelLoadError(message)
         from operations.models import torch_encoder_for
 
+        logger.error(
+            "ONNX EXPORT FAILED for %s (%s): serving it with PyTorch instead (same results, slower). "
+            "Set IMGSEARCH_BACKEND=torch to silence this.",
+            self.model_name,
+            message,
+        )
         torch_encoder = torch_encoder_for(self.settings, self.model_name)
-        torch_encoder.load()  # a ModelLoadError here (no weights) is the service's start-up error
-        logger.info("%s: exporting to ONNX Runtime on first use (once per checkpoint) ...", self.model_name)
-        try:
-            export(torch_encoder, self.onnx_root)
-        except Exception as exc:
-            logger.error(
-                "ONNX EXPORT FAILED for %s (%s: %s): serving it with PyTorch instead (same results, slower). "
-                "Set IMGSEARCH_BACKEND=torch to silence this.",
-                self.model_name,
-                type(exc).__name__,
-                exc,
-            )
-            self._impl, self.weights = torch_encoder, torch_encoder.weights
-            note = f"ONNX export failed ({type(exc).__name__}: {exc}); serving on PyTorch"
-            return dataclasses.replace(torch_encoder.info, note=note[:500])
-        torch_encoder.close()
-        return self._serve_onnx(f"exported to ONNX on first use in {time.monotonic() - started:.0f} s")
+        info = torch_encoder.load()
+        self._impl, self.weights = torch_encoder, torch_encoder.weights
+        return dataclasses.replace(info, note=f"ONNX export failed ({message}); serving on PyTorch"[:500])
 
     @contextlib.contextmanager
     def _export_lock(self) -> Iterator[None]:
@@ -159,3 +160,23 @@ class AutoOnnxEncoder(EncoderBase):
 def missing_export_tools() -> list[str]:
     """What a torch-free serving install lacks to make an export (it can still serve one made elsewhere)."""
     return [name for name in ("torch", "cn_clip") if importlib.util.find_spec(name) is None]
+
+
+def run_export_child(settings: Settings, model_name: str, onnx_root: Path) -> tuple[int, str]:
+    """The export in a child process (``operations.export_child``): PyTorch never enters the service's memory,
+    and a crash while exporting cannot take the service down. Returns its exit status and last error line."""
+    fields = ("model_name", "weights", "checkpoint_path", "model_dir", "seed", "device", "torch_threads", "onnx_dir")
+    settings_json = settings.model_dump_json(include=set(fields))
+    package_root = str(Path(__file__).resolve().parent.parent)  # found whether installed or run from a checkout
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))}
+    result = subprocess.run(
+        [sys.executable, "-m", "operations.export_child", model_name, str(onnx_root), settings_json],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+    )
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    if result.returncode != 0:
+        logger.debug("export child of %s said:\n%s", model_name, result.stderr[-4000:])
+    return result.returncode, lines[-1] if lines else f"exit status {result.returncode}"

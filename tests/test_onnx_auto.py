@@ -65,6 +65,7 @@ def test_first_use_exports_then_later_starts_reuse_the_export_with_the_same_vect
     finally:
         first.close()
     assert not [p for p in Path(str(settings.onnx_dir)).iterdir() if p.name.startswith(".RN50.export")]
+    assert first._impl is not None and type(first._impl).__name__ == "OnnxClipEncoder"
 
     # A later start, as a fresh process: reuses the export and never imports torch.
     script = textwrap.dedent(
@@ -106,13 +107,13 @@ def test_an_export_of_other_weights_or_an_older_version_is_made_again(tmp_path: 
 def test_two_starts_at_once_export_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     settings = _settings(tmp_path)
     calls: list[str] = []
-    real_export = export_onnx.export
+    real_child = onnx_auto.run_export_child
 
-    def counting_export(encoder, root):  # type: ignore[no-untyped-def]
-        calls.append(encoder.model_name)
-        return real_export(encoder, root)
+    def counting_child(*args):  # type: ignore[no-untyped-def]
+        calls.append(args[1])
+        return real_child(*args)
 
-    monkeypatch.setattr(export_onnx, "export", counting_export)
+    monkeypatch.setattr(onnx_auto, "run_export_child", counting_child)
     encoders = [AutoOnnxEncoder(settings, "RN50") for _ in range(2)]
     threads = [threading.Thread(target=e.load) for e in encoders]
     for thread in threads:
@@ -129,27 +130,44 @@ def test_two_starts_at_once_export_once(tmp_path: Path, monkeypatch: pytest.Monk
             e.close()
 
 
-def test_an_export_that_does_not_match_torch_is_not_served_and_leaves_no_half_export(
-    tmp_path: Path, encoder: ChineseClipEncoder, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+def test_an_export_that_does_not_match_torch_is_never_swapped_in(
+    tmp_path: Path, encoder: ChineseClipEncoder, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    settings = _settings(tmp_path)
-
     def mismatch(*_args, **_kwargs):  # type: ignore[no-untyped-def]
         raise export_onnx.ExportMismatch("lowest cosine 0.5")
 
     monkeypatch.setattr(export_onnx, "_check_parity", mismatch)
+    onnx_root = tmp_path / "onnx"
+    with pytest.raises(export_onnx.ExportMismatch):
+        export_onnx.export(encoder, onnx_root)
+    assert list(onnx_root.iterdir()) == []  # neither the export nor its staging folder is left
+
+
+def test_a_failed_export_is_served_on_torch_and_said_loudly(
+    tmp_path: Path, encoder: ChineseClipEncoder, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(onnx_auto, "run_export_child", lambda *_: (1, "ExportMismatch: lowest cosine 0.5"))
     with caplog.at_level(logging.ERROR):
-        served = _loaded(settings)
+        served = _loaded(_settings(tmp_path))
     try:
         assert served.info.backend == "torch"
         assert "ONNX export failed" in (served.info.note or "") and "0.5" in (served.info.note or "")
         assert any("ONNX EXPORT FAILED" in r.message and r.levelno == logging.ERROR for r in caplog.records)
         assert np.allclose(served.encode_text(TEXTS), encoder.encode_text(TEXTS), atol=1e-5)
-        onnx_root = Path(str(settings.onnx_dir))
-        assert not (onnx_root / "RN50").exists()
-        assert not [p for p in onnx_root.iterdir() if p.name.startswith(".RN50.export")]
     finally:
         served.close()
+
+
+def test_missing_weights_stop_the_start_with_the_sentence_from_the_export(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # the child process cannot download: fail at once
+    encoder = AutoOnnxEncoder(_settings(tmp_path, weights="pretrained"), "RN50")
+    try:
+        with pytest.raises(ModelLoadError, match="Put the checkpoint there, or set IMGSEARCH_CHECKPOINT_PATH"):
+            encoder.load()
+    finally:
+        encoder.close()
 
 
 def test_without_torch_and_without_an_export_the_error_says_what_to_install(
