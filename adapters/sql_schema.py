@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import logging
+from collections.abc import Iterator
 
 from sqlalchemy import (
     BigInteger,
@@ -130,6 +132,24 @@ def _create_mysql_database_if_missing(url: str) -> None:
         server.dispose()
 
 
+@contextlib.contextmanager
+def _schema_lock(engine: Engine) -> Iterator[None]:
+    """Several service processes starting at once on a new MySQL database would each create the tables (and
+    one would fail with "table already exists"): a server-wide named lock lets one do it while the others wait.
+    SQLite serves one process."""
+    if engine.dialect.name not in ("mysql", "mariadb"):
+        yield
+        return
+    name = f"imgsearch_schema:{engine.url.database}"[:64]  # per database: other databases do not wait
+    with engine.connect() as conn:
+        if conn.execute(text("SELECT GET_LOCK(:name, 60)"), {"name": name}).scalar() != 1:
+            raise TimeoutError("the schema lock of the metadata database was not free within 60 s")
+        try:
+            yield
+        finally:
+            conn.execute(text("SELECT RELEASE_LOCK(:name)"), {"name": name})
+
+
 def _sqlite_pragmas(dbapi_connection, _record) -> None:  # type: ignore[no-untyped-def]
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
@@ -169,7 +189,8 @@ def create_metadata_engine(url: str) -> Engine:
         if parsed.get_backend_name() in ("mysql", "mariadb"):
             _create_mysql_database_if_missing(url)
         engine = create_engine(url, pool_pre_ping=True, pool_recycle=3600, pool_size=8, max_overflow=8)
-    metadata.create_all(engine)
-    _add_missing_columns(engine)
+    with _schema_lock(engine):
+        metadata.create_all(engine)
+        _add_missing_columns(engine)
     logger.info("metadata store ready: %s", parsed.render_as_string(hide_password=True))
     return engine
