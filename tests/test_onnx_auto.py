@@ -211,8 +211,10 @@ def test_int8_serves_quantised_copies_close_to_fp32_and_says_so(
     fp32 = _loaded(_settings(tmp_path, onnx_dir=onnx_dir))
     int8 = _loaded(_settings(tmp_path, onnx_dir=onnx_dir, onnx_quantize="int8"))
     try:
-        assert (fp32.info.precision, int8.info.precision) == ("fp32", "int8")
-        assert (onnx_dir / "RN50" / "text.int8.onnx").is_file() and (onnx_dir / "RN50" / "image.int8.onnx").is_file()
+        # RN50's image encoder stays fp32 under int8: quantised, it gave some pictures cosine 0.58 (bench/encoders.py)
+        assert (fp32.info.precision, int8.info.precision) == ("fp32", "int8 text, fp32 image")
+        assert (onnx_dir / "RN50" / "text.int8.onnx").is_file()
+        assert not (onnx_dir / "RN50" / "image.int8.onnx").exists()
         texts = [*TEXTS, "一个穿着蓝色游泳裤的男孩在水里"]
         cosines = _cosines(int8.encode_text(texts), fp32.encode_text(texts))
         assert cosines.min() >= 0.999 and cosines.max() < 1.0 - 1e-7  # close, and really another model
