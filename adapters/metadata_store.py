@@ -189,11 +189,11 @@ class MetadataStore:
         result: dict[int, ImageRecord] = {}
         with self.engine.connect() as conn:
             for chunk in _chunks(list(ids)):
-                query = select(*columns).where(images.c.collection == collection, images.c.id.in_(chunk))
-                if not include_pending:
-                    query = query.where(images.c.indexed.is_(True))
-                for row in conn.execute(query):
-                    result[int(row.id)] = _record(row._mapping)
+                # By primary key alone: with "collection = ?" as well, SQLite's planner walks the collection's
+                # index instead (2.7 ms instead of 0.5 for 10 ids of 30k); the collection is checked here.
+                for row in conn.execute(select(*columns).where(images.c.id.in_(chunk))):
+                    if row.collection == collection and (include_pending or row.indexed):
+                        result[int(row.id)] = _record(row._mapping)
         return result
 
     def get_image(self, collection: str, image_id: str, include_pending: bool = False) -> ImageRecord | None:
@@ -225,9 +225,9 @@ class MetadataStore:
         """Which of these ids have a row (in any state)."""
         found: set[int] = set()
         with self.engine.connect() as conn:
-            for chunk in _chunks(list(ids)):
-                query = select(images.c.id).where(images.c.collection == collection, images.c.id.in_(chunk))
-                found.update(int(i) for (i,) in conn.execute(query))
+            for chunk in _chunks(list(ids)):  # by primary key alone, as in fetch
+                query = select(images.c.id, images.c.collection).where(images.c.id.in_(chunk))
+                found.update(int(i) for i, owner in conn.execute(query) if owner == collection)
         return found
 
     def count(self, collection: str, include_pending: bool = False) -> int:

@@ -4,7 +4,8 @@ Only MatMul and Gemm weights become int8 (onnxruntime's dynamic quantisation): t
 encoder spends its time (measured here: RN50's text encoder 3x faster, vectors at cosine 0.9998 of fp32).
 Convolutions stay fp32: quantised, ResNet's image encoder ran 5x slower on this CPU and lost accuracy
 (cosine 0.94); even with only its MatMuls quantised, RN50's image vectors fell to cosine 0.58 for some
-pictures, so ``OnnxClipEncoder`` quantises image encoders of ViT models only. Copies are written under a temporary name and renamed, so a crash never leaves half a model.
+pictures, so ``OnnxClipEncoder`` quantises image encoders of ViT models only. Copies are written under a
+temporary name and renamed, so a crash never leaves half a model.
 """
 
 from __future__ import annotations
