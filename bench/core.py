@@ -122,9 +122,16 @@ def for_seconds(clients: int, worker: Callable[[int], None]) -> float:
     return time.perf_counter() - started
 
 
-def run_service(env: dict[str, str], port: int) -> subprocess.Popen:
+def run_service(env: dict[str, str], port: int, checkout: Path | None = None) -> subprocess.Popen:
+    """`imgsearch serve` on ``port``, once /healthz answers 200; ``checkout`` runs another checkout's code (a git
+    worktree) with this virtualenv: `python -m app.cli` there puts that folder first on sys.path."""
+    command = [str(ROOT / ".venv/bin/imgsearch"), "serve", "--port", str(port)]
+    if checkout is not None:
+        command = [sys.executable, "-m", "app.cli", "serve", "--port", str(port)]
+        env = {**env, "PYTHONPATH": str(checkout)}
     process = subprocess.Popen(
-        [str(ROOT / ".venv/bin/imgsearch"), "serve", "--port", str(port)],
+        command,
+        cwd=checkout,
         env={**os.environ, **env},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,

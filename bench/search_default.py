@@ -53,27 +53,6 @@ NAMES = {"default": "default (ONNX, batched searches)", "off": "default, micro-b
 PARTS = ("encode", "vector_search", "metadata_fetch", "serialisation", "http")
 
 
-def start_old(worktree: Path, env: dict[str, str], port: int) -> subprocess.Popen:
-    """The old service from its worktree: `python -m app.cli` puts that folder first on sys.path."""
-    process = subprocess.Popen(
-        [sys.executable, "-m", "app.cli", "serve", "--port", str(port)],
-        cwd=worktree,
-        env={**os.environ, **env, "PYTHONPATH": str(worktree)},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
-                return process
-        except httpx.HTTPError:
-            time.sleep(0.5)
-    process.kill()
-    raise RuntimeError("old service did not start:\n" + (process.stderr.read() if process.stderr else ""))
-
-
 def onnx_floor(split: Path, queries: list[str], onnx_root: Path) -> list[float]:
     features = FeatureFile(split / "bench_imgs.img_feat.jsonl", 1024)
     ids = [row.image_id for row in iter_tsv(split / "bench_imgs.tsv")]
@@ -129,7 +108,7 @@ def main() -> int:
                 if name == "off":
                     env["IMGSEARCH_MICROBATCH_MAX_SIZE"] = "1"
                 begun = time.perf_counter()
-                process = start_old(worktree, env, port) if name == "old" else run_service(env, port)
+                process = run_service(env, port, checkout=worktree if name == "old" else None)
                 started_s[name] = time.perf_counter() - begun
                 processes.append(process)
                 urls[name] = f"http://127.0.0.1:{port}"

@@ -27,9 +27,8 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from adapters.clip_onnx import MANIFEST, OnnxClipEncoder, export_dir
+from adapters.clip_onnx import MANIFEST, export_dir
 from adapters.encoder_base import EncoderBase, EncoderInfo, ModelLoadError
-from adapters.onnx_image_encoder import OnnxImageEncoder
 from adapters.torchvision_encoder import TORCHVISION_MODELS
 from config import Settings
 from operations.onnx_source import EXPORT_VERSION, wanted_key
@@ -84,18 +83,9 @@ class AutoOnnxEncoder(EncoderBase):
         return None
 
     def _serve_onnx(self, note: str) -> EncoderInfo:
-        impl: EncoderBase
-        if self.image_only:
-            impl = OnnxImageEncoder(
-                self.model_name,
-                self.onnx_root,
-                self.settings.onnx_threads,
-                directory=export_dir(self.onnx_root, self.model_name),
-            )
-        else:
-            impl = OnnxClipEncoder(
-                self.model_name, self.onnx_root, self.settings.onnx_threads, quantize=self.settings.onnx_quantize
-            )
+        from operations.models import build_encoder
+
+        impl = build_encoder(self.settings, self.model_name, backend="onnx")  # what IMGSEARCH_BACKEND=onnx serves
         info = impl.load()
         self._impl, self.weights = impl, info.weights
         return dataclasses.replace(info, note=note)
