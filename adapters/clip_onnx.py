@@ -53,6 +53,7 @@ class OnnxClipEncoder(EncoderBase):
         self._image: Any = None
         self._tokenizer: ClipTokenizer | None = None
         self._resolution = 224
+        self._trim_tokens = False
 
     def _load(self) -> EncoderInfo:
         import onnxruntime as ort
@@ -83,6 +84,8 @@ class OnnxClipEncoder(EncoderBase):
         vocab = self.directory / VOCAB_FILE  # an export carries its vocab; older ones use the packaged copy
         self._tokenizer = ClipTokenizer(vocab if vocab.is_file() else None, int(manifest.get("context_length", 52)))
         self._resolution = int(manifest["input_resolution"])
+        # Exports since version 3 take any token count; older ones were traced at the full context only.
+        self._trim_tokens = bool(manifest.get("dynamic_tokens", False))
         self.weights = str(manifest.get("weights", "unknown"))
         source = f"{self.directory} (exported from {manifest.get('source', '?')}, opset {manifest.get('opset')})"
         return EncoderInfo(
@@ -99,7 +102,7 @@ class OnnxClipEncoder(EncoderBase):
 
     def _encode_text_now(self, texts: Sequence[str]) -> np.ndarray:
         assert self._tokenizer is not None
-        return self._text.run(None, {"text": self._tokenizer(texts)})[0]
+        return self._text.run(None, {"text": self._tokenizer(texts, trim=self._trim_tokens)})[0]
 
     def preprocess(self, image: Image.Image) -> np.ndarray:
         self.load()

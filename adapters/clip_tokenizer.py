@@ -26,11 +26,19 @@ class ClipTokenizer:
         self.sep_id = self._tokenizer.token_to_id("[SEP]")
         self.pad_id = self._tokenizer.token_to_id("[PAD]")
 
-    def __call__(self, texts: Sequence[str]) -> np.ndarray:
-        """(len(texts), context_length) int64: [CLS] ids… [SEP] then padding; over-long texts are cut."""
-        out = np.full((len(texts), self.context_length), self.pad_id, dtype=np.int64)
-        for row, encoding in enumerate(self._tokenizer.encode_batch(list(texts), add_special_tokens=False)):
-            ids = [self.cls_id, *encoding.ids[: self.context_length - 2], self.sep_id]
+    def __call__(self, texts: Sequence[str], trim: bool = False) -> np.ndarray:
+        """(len(texts), context_length) int64: [CLS] ids… [SEP] then padding; over-long texts are cut.
+
+        ``trim`` drops the padding columns that no text of the batch reaches. The text encoder masks padding out
+        of attention and reads the [CLS] position, so the vectors stay the same (to float rounding, tested) while
+        a short query costs a fraction of the full 52-token pass."""
+        rows = [
+            [self.cls_id, *encoding.ids[: self.context_length - 2], self.sep_id]
+            for encoding in self._tokenizer.encode_batch(list(texts), add_special_tokens=False)
+        ]
+        width = max((len(ids) for ids in rows), default=2) if trim else self.context_length
+        out = np.full((len(texts), width), self.pad_id, dtype=np.int64)
+        for row, ids in enumerate(rows):
             out[row, : len(ids)] = ids
         return out
 

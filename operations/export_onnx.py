@@ -34,7 +34,9 @@ from operations.onnx_source import EXPORT_VERSION, encoder_source_key
 logger = logging.getLogger(__name__)
 OPSET = 17
 PARITY_MIN_COSINE = 0.99999
-_PARITY_TEXTS = ["一只猫在沙发上睡觉", "A dog runs on the beach", "蓝色的海和白色的帆船", "x"]
+# Short and long (past the 52-token context) texts, in one batch and alone: the text graph gets each batch
+# trimmed to its longest text, so every width from 3 tokens to the full context is checked.
+_PARITY_TEXTS = ["一只猫在沙发上睡觉", "A dog runs on the beach", "蓝色的海和白色的帆船", "x", "山" * 70]
 
 
 class ExportMismatch(RuntimeError):
@@ -57,7 +59,12 @@ def export(encoder: ChineseClipEncoder | TorchvisionEncoder, onnx_root: Path) ->
         else:
             _write_graphs(encoder, staging)
             shutil.copyfile(VOCAB, staging / VOCAB_FILE)  # the bundle holds all that serving needs
-            extra = {"dim": info.dim, "input_resolution": info.input_resolution, "context_length": 52}
+            extra = {
+                "dim": info.dim,
+                "input_resolution": info.input_resolution,
+                "context_length": 52,
+                "dynamic_tokens": True,  # text.onnx takes [batch, tokens]: the service sends no padding columns
+            }
             source_file = encoder.loaded_from
         manifest = {
             "model": info.model,
@@ -117,19 +124,19 @@ def _write_graphs(encoder: ChineseClipEncoder, folder: Path) -> None:
 
     resolution = encoder.info.input_resolution
     examples = [
-        (Text().eval(), tokenize(["一只猫", "example"]), "text", TEXT_FILE),
-        (Image().eval(), torch.randn(2, 3, resolution, resolution), "image", IMAGE_FILE),
+        (Text().eval(), tokenize(["一只猫", "example"]), "text", TEXT_FILE, {0: "batch", 1: "tokens"}),
+        (Image().eval(), torch.randn(2, 3, resolution, resolution), "image", IMAGE_FILE, {0: "batch"}),
     ]
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
-        for module, example, name, filename in examples:
+        for module, example, name, filename, axes in examples:
             torch.onnx.export(
                 module,
                 (example,),
                 str(folder / filename),
                 input_names=[name],
                 output_names=["features"],
-                dynamic_axes={name: {0: "batch"}, "features": {0: "batch"}},
+                dynamic_axes={name: axes, "features": {0: "batch"}},
                 opset_version=OPSET,
                 dynamo=False,
             )
@@ -150,6 +157,7 @@ def _check_parity(encoder: ChineseClipEncoder | TorchvisionEncoder, folder: Path
         pairs = [(encoder.encode_images(pictures), staged.encode_images(pictures))]
         if encoder.has_text:
             pairs.append((encoder.encode_text(_PARITY_TEXTS), staged.encode_text(_PARITY_TEXTS)))
+            pairs += [(encoder.encode_text([text]), staged.encode_text([text])) for text in _PARITY_TEXTS]
     finally:
         staged.close()
     worst = float(min((a * b).sum(axis=1).min() for a, b in pairs))

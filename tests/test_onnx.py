@@ -47,6 +47,16 @@ def test_token_ids_equal_cn_clip_tokenize() -> None:
     assert ours.truncated("长" * 100) and not ours.truncated("短句")
 
 
+def test_trimmed_token_ids_drop_only_padding_columns() -> None:
+    from cn_clip.clip import tokenize
+
+    ours, short = ClipTokenizer(), ["猫", "一只猫在沙发上睡觉"]
+    trimmed = ours(short, trim=True)
+    assert trimmed.shape == (2, 11)  # [CLS] + 9 characters + [SEP]
+    assert np.array_equal(trimmed, tokenize(short).numpy()[:, :11])
+    assert ours(TEXTS, trim=True).shape[1] == 52  # "长" * 100 fills the context
+
+
 def _cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return (a * b).sum(axis=1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
 
@@ -89,6 +99,31 @@ def test_onnx_equals_torch_for_text_and_images(encoders, batch: int) -> None:
     assert _cosines(onnx_encoder.encode_text(texts), torch_encoder.encode_text(texts)).min() >= 0.99999
     images = [picture(2000 + i) for i in range(batch)]
     assert _cosines(onnx_encoder.encode_images(images), torch_encoder.encode_images(images)).min() >= 0.99999
+
+
+def test_each_query_alone_equals_torch_without_its_padding(encoders) -> None:
+    """A search encodes one text at a time: the export sends only its own tokens and still gives torch's vector."""
+    name, root, torch_encoder, onnx_encoder = encoders
+    assert json.loads((root / name / "manifest.json").read_text())["dynamic_tokens"] is True
+    for text in TEXTS:
+        assert _cosines(onnx_encoder.encode_text([text]), torch_encoder.encode_text([text])).min() >= 0.99999, text
+
+
+def test_an_export_without_dynamic_tokens_is_sent_the_full_context(encoders, tmp_path: Path) -> None:
+    """Exports made before version 3 were traced at 52 tokens: they still get padded input and work."""
+    import shutil
+
+    name, root, torch_encoder, _ = encoders
+    old = tmp_path / name
+    shutil.copytree(root / name, old)
+    manifest = json.loads((old / "manifest.json").read_text())
+    del manifest["dynamic_tokens"]
+    (old / "manifest.json").write_text(json.dumps(manifest))
+    encoder = OnnxClipEncoder(name, tmp_path, threads=2)
+    try:
+        assert _cosines(encoder.encode_text(["猫"]), torch_encoder.encode_text(["猫"])).min() >= 0.99999
+    finally:
+        encoder.close()
 
 
 def test_missing_export_names_the_command(tmp_path: Path) -> None:
