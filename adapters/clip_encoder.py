@@ -69,7 +69,8 @@ class ChineseClipEncoder(EncoderBase):
         self._model, self._device = model, device
         self._preprocess = image_transform(resolution)
         dim = int(self._encode_text_now(["维度"]).shape[1])
-        return EncoderInfo(self.model_name, dim, kind, source, device, resolution, "torch")
+        scale = float(model.logit_scale.exp().item())
+        return EncoderInfo(self.model_name, dim, kind, source, device, resolution, "torch", logit_scale=scale)
 
     def _resolve_device(self, torch: Any) -> str:
         if self.requested_device == "auto":

@@ -98,6 +98,7 @@ class OnnxClipEncoder(EncoderBase):
             "onnx",
             None,
             precision,
+            manifest.get("logit_scale"),
         )
 
     def _encode_text_now(self, texts: Sequence[str]) -> np.ndarray:

@@ -44,6 +44,9 @@ class EncoderInfo:
     backend: str = "torch"
     note: str | None = None  # how this backend came to serve it (IMGSEARCH_BACKEND=auto), e.g. a failed export
     precision: str = "fp32"  # "int8" with IMGSEARCH_ONNX_QUANTIZE=int8
+    # exp(logit_scale): Chinese-CLIP's temperature, so label probabilities are softmax(scale * cosine), as
+    # ``model.get_similarity`` computes them. None for image-only models.
+    logit_scale: float | None = None
 
 
 def normalise(array: np.ndarray) -> np.ndarray:

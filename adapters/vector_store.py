@@ -14,6 +14,8 @@ import numpy as np
 from pymilvus import DataType, MilvusClient
 from pymilvus.exceptions import MilvusException
 
+from adapters.exact_mirror import ExactMirror
+
 logger = logging.getLogger(__name__)
 
 ID_FIELD, VECTOR_FIELD = "id", "vector"
@@ -23,6 +25,8 @@ READ_TIMEOUT_S = 15.0
 STRONG = "Strong"  # for reads that must see every earlier write, from any process: counts, reconcile
 _NOT_PARAMS = {"index_type", "metric_type", "field_name", "index_name", "total_rows", "indexed_rows"}
 _NOT_PARAMS |= {"pending_index_rows", "state", "params", "dim"}
+# Milvus Lite returns stored vectors fast in small requests only (100 ids: ~5 ms; 2,000: ~9 s).
+_LITE_GET_BATCH = 100
 
 
 @dataclass(frozen=True)
@@ -82,6 +86,7 @@ class VectorStore(Protocol):
     def existing_ids(self, name: str, ids: Sequence[int]) -> set[int]: ...
     def iter_ids(self, name: str, batch: int = 1000) -> Iterator[list[int]]: ...
     def count(self, name: str) -> int: ...
+    def mirror_stats(self) -> dict[str, dict[str, Any]]: ...
     def close(self) -> None: ...
 
 
@@ -99,6 +104,7 @@ class MilvusVectorStore:
         search_consistency: str = "Session",
         db_name: str = "default",
         insert_batch: int | None = None,
+        lite_mirror_mb: int = 0,
     ) -> None:
         self.local = local = not uri.startswith(("http://", "https://", "tcp://", "grpc://"))
         if local:
@@ -118,6 +124,10 @@ class MilvusVectorStore:
         self._loaded: set[str] = set()
         self._indexes: dict[str, IndexInfo] = {}
         self._lock = threading.Lock()
+        # Exact FLAT searches from an in-memory copy (adapters/exact_mirror.py); Lite only: one process owns it.
+        self._mirror_budget = lite_mirror_mb * 2**20 if local else 0
+        self._mirrors: dict[str, ExactMirror] = {}
+        self._closing = threading.Event()
         logger.info(
             "vector store ready: %s, new collections %s %s, searches %s",
             "Milvus Lite " + uri if local else f"Milvus server {uri} (database {db_name})",
@@ -175,6 +185,61 @@ class MilvusVectorStore:
         if name not in self._loaded:
             self._client.load_collection(name)
             self._loaded.add(name)
+            self._start_mirror(name)
+
+    def _start_mirror(self, name: str) -> None:
+        if not self._mirror_budget or self.index_info(name).index_type != "FLAT":
+            return  # an approximate index answers differently from an exact copy: leave it to Lite
+        mirror = self._mirrors[name] = ExactMirror(name, self._dim(name))
+        threading.Thread(target=self._fill_mirror, args=(mirror,), name=f"mirror-{name}", daemon=True).start()
+
+    def _mirror_fits(self, mirror: ExactMirror, extra: int) -> bool:
+        used = sum(m.nbytes for m in self._mirrors.values())
+        if used + extra * mirror.dim * 4 <= self._mirror_budget:
+            return True
+        if self._mirrors.pop(mirror.name, None) is mirror:
+            logger.warning(
+                "collection %s no longer fits the in-memory search copy (IMGSEARCH_LITE_MIRROR_MB=%d): "
+                "its searches go to Milvus Lite",
+                mirror.name,
+                self._mirror_budget // 2**20,
+            )
+        return False
+
+    def _fill_mirror(self, mirror: ExactMirror) -> None:
+        """Background: every stored vector into the copy; searches use Lite until it is ready."""
+        started, name = time.monotonic(), mirror.name
+        try:
+            ids = [i for batch in self.iter_ids(name, 16384) for i in batch]
+            if not self._mirror_fits(mirror, len(ids)):
+                return
+            for start in range(0, len(ids), _LITE_GET_BATCH):
+                if self._closing.is_set() or self._mirrors.get(name) is not mirror:
+                    return
+                chunk = ids[start : start + _LITE_GET_BATCH]
+                rows = self._client.get(name, ids=chunk, output_fields=[VECTOR_FIELD], timeout=READ_TIMEOUT_S)
+                if rows:
+                    mirror.fill([int(r[ID_FIELD]) for r in rows], np.asarray([r[VECTOR_FIELD] for r in rows]))
+            mirror.finish_fill()
+            logger.info(
+                "collection %s: %d vectors in memory for exact search in %.1f s",
+                name,
+                mirror.count,
+                time.monotonic() - started,
+            )
+        except Exception as exc:  # the copy is an accelerator: without it searches still go to Lite
+            if self._mirrors.get(name) is mirror:
+                self._mirrors.pop(name, None)
+            if not self._closing.is_set():
+                logger.warning("collection %s: no in-memory search copy (%s); searching Milvus Lite", name, exc)
+
+    def _ready_mirror(self, name: str) -> ExactMirror | None:
+        mirror = self._mirrors.get(name)
+        return mirror if mirror is not None and mirror.ready else None
+
+    def mirror_stats(self) -> dict[str, dict[str, Any]]:
+        """Collections searched from memory (Milvus Lite): vectors held and whether the fill has finished."""
+        return {name: {"vectors": m.count, "ready": m.ready} for name, m in self._mirrors.items()}
 
     def index_info(self, name: str) -> IndexInfo:
         """The index a collection was built with (it may predate today's settings); read once, then cached."""
@@ -205,6 +270,7 @@ class MilvusVectorStore:
     def drop_collection(self, name: str) -> None:
         with self._lock:
             self._loaded.discard(name)
+            self._mirrors.pop(name, None)
             self._indexes.pop(name, None)
             if self._client.has_collection(name):
                 self._client.drop_collection(name)
@@ -219,13 +285,24 @@ class MilvusVectorStore:
                 )
             ]
             self._client.upsert(name, rows)
+            mirror = self._mirrors.get(name)
+            if mirror is not None and self._mirror_fits(mirror, len(rows)):
+                mirror.upsert(
+                    ids[start : start + self.insert_batch], vectors[start : start + self.insert_batch]
+                )
 
     def delete(self, name: str, ids: Sequence[int]) -> None:
         if ids:
             self._client.delete(name, ids=[int(i) for i in ids])
+            mirror = self._mirrors.get(name)
+            if mirror is not None:
+                mirror.delete(ids)
 
     def search(self, name: str, vectors: np.ndarray, top_k: int) -> list[list[tuple[int, float]]]:
         self._ensure_loaded(name)
+        mirror = self._ready_mirror(name)
+        if mirror is not None:
+            return mirror.search(vectors, top_k)
         results = self._client.search(
             name,
             data=[np.asarray(v, dtype=np.float32).tolist() for v in vectors],
@@ -242,8 +319,16 @@ class MilvusVectorStore:
         if not ids:
             return {}
         self._ensure_loaded(name)
-        rows = self._client.get(name, ids=[int(i) for i in ids], output_fields=[VECTOR_FIELD], timeout=READ_TIMEOUT_S)
-        return {int(row[ID_FIELD]): np.asarray(row[VECTOR_FIELD], dtype=np.float32) for row in rows}
+        mirror = self._ready_mirror(name)
+        if mirror is not None:
+            return mirror.get(ids)
+        found: dict[int, np.ndarray] = {}
+        batch = _LITE_GET_BATCH if self.local else 1000
+        for start in range(0, len(ids), batch):
+            chunk = [int(i) for i in ids[start : start + batch]]
+            rows = self._client.get(name, ids=chunk, output_fields=[VECTOR_FIELD], timeout=READ_TIMEOUT_S)
+            found.update({int(row[ID_FIELD]): np.asarray(row[VECTOR_FIELD], dtype=np.float32) for row in rows})
+        return found
 
     def existing_ids(self, name: str, ids: Sequence[int]) -> set[int]:
         if not ids:
@@ -281,6 +366,8 @@ class MilvusVectorStore:
         return int(rows[0]["count(*)"])
 
     def close(self) -> None:
+        self._closing.set()
+        self._mirrors.clear()
         self._client.close()
         if self.local:
             # The client leaves the embedded server process running until the interpreter exits; stopping it

@@ -244,6 +244,10 @@ class VectorIndexHealth(BaseModel):
     new_collections: dict[str, Any] = Field(description="Index type and parameters a new collection gets.")
     search: dict[str, Any] = Field(description="Search settings: ef, nprobe, consistency level.")
     collections: dict[str, IndexOut] = Field(description="The index each existing collection uses.")
+    in_memory: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        description="Milvus Lite: collections searched exactly from memory (vectors held, fill finished).",
+    )
 
 
 class HealthResponse(BaseModel):

@@ -59,6 +59,9 @@ class Settings(BaseSettings):
     search_nprobe: int = Field(16, ge=1, le=65536, description="IVF clusters searched")
     # Searches read at this level; reads that must see every earlier write (reconcile, counts) use Strong.
     search_consistency: Literal["Strong", "Session", "Bounded", "Eventually"] = "Session"
+    # Milvus Lite only: FLAT collections are also held in memory and searched with numpy (exact, ~3x faster than
+    # Lite's own search at 30k; adapters/exact_mirror.py). A collection that does not fit goes to Lite. 0 = off.
+    lite_mirror_mb: int = Field(2048, ge=0, description="Memory for in-process exact search on Milvus Lite (MB)")
 
     # Limits and batch sizes.
     max_top_k: int = Field(100, ge=1, le=16384)

@@ -64,6 +64,7 @@ def export(encoder: ChineseClipEncoder | TorchvisionEncoder, onnx_root: Path) ->
                 "input_resolution": info.input_resolution,
                 "context_length": 52,
                 "dynamic_tokens": True,  # text.onnx takes [batch, tokens]: the service sends no padding columns
+                "logit_scale": info.logit_scale,  # label probabilities (POST /img/classify) need the temperature
             }
             source_file = encoder.loaded_from
         manifest = {

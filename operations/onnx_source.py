@@ -22,7 +22,7 @@ from config import Settings
 logger = logging.getLogger(__name__)
 
 # Bump when the exported graphs or the manifest change meaning: older exports are then made again.
-EXPORT_VERSION = 3  # 3: the text graph takes any token count (no padding sent)
+EXPORT_VERSION = 3  # 3: the text graph takes any token count (no padding sent); the logit scale
 # cn_clip's checkpoint file names (cn_clip.clip.utils._MODELS), so the file is found without importing torch.
 CHECKPOINT_FILES = {
     "RN50": "clip_cn_rn50.pt",

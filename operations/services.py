@@ -66,6 +66,7 @@ def build_services(settings: Settings, encoder: EncoderBase | None = None) -> Se
             search_nprobe=settings.search_nprobe,
             search_consistency=settings.search_consistency,
             db_name=settings.milvus_db,
+            lite_mirror_mb=settings.lite_mirror_mb,
         )
     except Exception:
         metadata.close()

@@ -90,6 +90,9 @@ def test_export_writes_a_manifest(encoders) -> None:
     assert manifest["model"] == name and manifest["dim"] == torch_encoder.info.dim
     assert manifest["opset"] >= 17 and manifest["weights"] == "random" and "seed 0" in manifest["source"]
     assert onnx_encoder.info.backend == "onnx" and onnx_encoder.info.dim == torch_encoder.info.dim
+    # the temperature of label probabilities travels with the export: cn_clip initialises it to 1/0.07
+    assert manifest["logit_scale"] == pytest.approx(1 / 0.07, rel=1e-5)
+    assert onnx_encoder.info.logit_scale == torch_encoder.info.logit_scale == manifest["logit_scale"]
 
 
 @pytest.mark.parametrize("batch", [1, 16])

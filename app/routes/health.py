@@ -65,6 +65,7 @@ def _vector_index(services: Services) -> VectorIndexHealth:
         new_collections={"index_type": settings.index_type, "params": settings.index_params, "metric": "IP"},
         search={"ef": settings.search_ef, "nprobe": settings.search_nprobe, "consistency": settings.search_consistency},
         collections={name: IndexOut(**index) for name, index in indexes.items() if index},
+        in_memory=vectors.mirror_stats(),
     )
 
 
