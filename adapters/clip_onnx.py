@@ -16,6 +16,7 @@ from PIL import Image
 from adapters.clip_tokenizer import ClipTokenizer
 from adapters.encoder_base import CLIP_MEAN, CLIP_STD, EncoderBase, EncoderInfo, ModelLoadError
 from adapters.onnx_quantize import int8_copy
+from adapters.onnx_runtime import cpu_session
 
 logger = logging.getLogger(__name__)
 
@@ -42,9 +43,10 @@ class OnnxClipEncoder(EncoderBase):
         threads: int = 0,
         directory: Path | None = None,
         quantize: str = "none",
+        spin: bool = False,
     ) -> None:
         super().__init__()
-        self.quantize = quantize
+        self.quantize, self.spin = quantize, spin
         self.model_name = model_name
         self.directory = directory or export_dir(onnx_root, model_name)
         self.threads = threads or (os.cpu_count() or 1)
@@ -56,8 +58,6 @@ class OnnxClipEncoder(EncoderBase):
         self._trim_tokens = False
 
     def _load(self) -> EncoderInfo:
-        import onnxruntime as ort
-
         manifest_path = self.directory / MANIFEST
         if not manifest_path.is_file():
             raise ModelLoadError(
@@ -67,10 +67,6 @@ class OnnxClipEncoder(EncoderBase):
         manifest = json.loads(manifest_path.read_text())
         if manifest.get("model") != self.model_name:
             raise ModelLoadError(f"{manifest_path} holds {manifest.get('model')}, not {self.model_name}")
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = self.threads
-        options.inter_op_num_threads = 1
-        providers = ["CPUExecutionProvider"]
         text, image = self.directory / TEXT_FILE, self.directory / IMAGE_FILE
         precision = "fp32"
         if self.quantize == "int8":
@@ -79,8 +75,8 @@ class OnnxClipEncoder(EncoderBase):
             # the ViT image encoders stay at 0.9998 and run 3.6x faster, so only they are quantised.
             if self.model_name.startswith("ViT"):
                 image, precision = int8_copy(image), "int8"
-        self._text = ort.InferenceSession(str(text), options, providers=providers)
-        self._image = ort.InferenceSession(str(image), options, providers=providers)
+        self._text = cpu_session(text, self.threads, self.spin)
+        self._image = cpu_session(image, self.threads, self.spin)
         vocab = self.directory / VOCAB_FILE  # an export carries its vocab; older ones use the packaged copy
         self._tokenizer = ClipTokenizer(vocab if vocab.is_file() else None, int(manifest.get("context_length", 52)))
         self._resolution = int(manifest["input_resolution"])

@@ -16,6 +16,7 @@ import numpy as np
 from PIL import Image
 
 from adapters.encoder_base import EncoderBase, EncoderInfo, ModelLoadError
+from adapters.onnx_runtime import cpu_session
 
 PREFIX = "onnx:"
 MODEL_FILE = "model.onnx"
@@ -24,9 +25,11 @@ MODEL_FILE = "model.onnx"
 class OnnxImageEncoder(EncoderBase):
     has_text = False
 
-    def __init__(self, model_name: str, root: Path, threads: int = 0, directory: Path | None = None) -> None:
+    def __init__(
+        self, model_name: str, root: Path, threads: int = 0, directory: Path | None = None, spin: bool = False
+    ) -> None:
         super().__init__()
-        self.model_name = model_name
+        self.model_name, self.spin = model_name, spin
         self.weights = "user"
         self.directory = directory or Path(root) / model_name.removeprefix(PREFIX)
         self.threads = threads or (os.cpu_count() or 1)
@@ -38,8 +41,6 @@ class OnnxImageEncoder(EncoderBase):
         self._resize_shorter: int | None = None
 
     def _load(self) -> EncoderInfo:
-        import onnxruntime as ort
-
         manifest_path, model_path = self.directory / "manifest.json", self.directory / MODEL_FILE
         if not manifest_path.is_file() or not model_path.is_file():
             raise ModelLoadError(f"{self.model_name}: put model.onnx and manifest.json in {self.directory}")
@@ -53,9 +54,7 @@ class OnnxImageEncoder(EncoderBase):
             self.weights = str(manifest.get("weights", "user"))
         except (ValueError, KeyError, TypeError) as exc:
             raise ModelLoadError(f"{manifest_path} is not a valid manifest ({exc})") from exc
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = self.threads
-        self._session = ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
+        self._session = cpu_session(model_path, self.threads, self.spin)
         self._input = manifest.get("input_name") or self._session.get_inputs()[0].name
         probe = np.zeros((1, 3, self._size, self._size), dtype=np.float32)
         try:

@@ -287,9 +287,7 @@ class MilvusVectorStore:
             self._client.upsert(name, rows)
             mirror = self._mirrors.get(name)
             if mirror is not None and self._mirror_fits(mirror, len(rows)):
-                mirror.upsert(
-                    ids[start : start + self.insert_batch], vectors[start : start + self.insert_batch]
-                )
+                mirror.upsert(ids[start : start + self.insert_batch], vectors[start : start + self.insert_batch])
 
     def delete(self, name: str, ids: Sequence[int]) -> None:
         if ids:

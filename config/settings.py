@@ -43,6 +43,9 @@ class Settings(BaseSettings):
     onnx_dir: Path | None = Field(None, description="Where ONNX exports live; default <model_dir>/onnx.")
     custom_models_dir: Path | None = Field(None, description="Your ONNX image models: <dir>/<name>/model.onnx")
     onnx_threads: int = Field(0, ge=0, description="ONNX Runtime intra-op threads; 0 = number of cores")
+    onnx_spin: bool = Field(
+        False, description="ONNX Runtime threads busy-wait between runs: ~1 ms off a lone query, fewer searches/s"
+    )
     onnx_quantize: Literal["none", "int8"] = Field(
         "none", description="int8: Chinese-CLIP on ONNX with dynamically quantised MatMul weights (faster text)"
     )

@@ -38,6 +38,7 @@ class Candidate:
     name: str
     read: Callable[[int], bytes]
     image_id: str | None = None
+    refusal: str | None = None  # listed, not read: why (a hidden file, an unsafe zip name)
 
 
 @dataclass(frozen=True)
@@ -86,6 +87,8 @@ def batched(items: Iterable[T], size: int) -> Iterator[list[T]]:
 
 
 def _read_and_probe(candidate: Candidate, max_bytes: int, max_pixels: int) -> _Probed | Outcome:
+    if candidate.refusal is not None:
+        return Outcome(candidate.name, "rejected", reason=candidate.refusal)
     if candidate.image_id is not None and not _IMAGE_ID.match(candidate.image_id):
         return Outcome(candidate.name, "rejected", reason="image_id must be 1-255 characters without '/'")
     try:
@@ -96,6 +99,8 @@ def _read_and_probe(candidate: Candidate, max_bytes: int, max_pixels: int) -> _P
         return Outcome(
             candidate.name, "rejected", reason=f"file is over the limit of {max_bytes} bytes", too_large=True
         )
+    if data.startswith(b"PK\x03\x04"):
+        return Outcome(candidate.name, "rejected", reason="a zip archive inside the source: unpack it, or ingest it")
     try:
         facts = images.probe(data, max_bytes, max_pixels)
     except images.InvalidImage as exc:

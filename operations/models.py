@@ -29,13 +29,19 @@ def build_encoder(settings: Settings, model_name: str | None = None, backend: st
     The checkpoint path setting belongs to the default model; other models load by name from the model dir."""
     name = model_name or settings.model_name
     if name.startswith(ONNX_PREFIX):
-        return OnnxImageEncoder(name, Path(str(settings.custom_models_dir)), settings.onnx_threads)
+        return OnnxImageEncoder(
+            name, Path(str(settings.custom_models_dir)), settings.onnx_threads, spin=settings.onnx_spin
+        )
     chosen = backend or settings.backend
     onnx_root = Path(str(settings.onnx_dir))
     if chosen == "onnx" and name in TORCHVISION_MODELS:
-        return OnnxImageEncoder(name, onnx_root, settings.onnx_threads, directory=onnx_root / name)
+        return OnnxImageEncoder(
+            name, onnx_root, settings.onnx_threads, directory=onnx_root / name, spin=settings.onnx_spin
+        )
     if chosen == "onnx":
-        return OnnxClipEncoder(name, onnx_root, settings.onnx_threads, quantize=settings.onnx_quantize)
+        return OnnxClipEncoder(
+            name, onnx_root, settings.onnx_threads, quantize=settings.onnx_quantize, spin=settings.onnx_spin
+        )
     if chosen == "auto":
         return AutoOnnxEncoder(settings, name)
     return torch_encoder_for(settings, name)

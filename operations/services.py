@@ -13,6 +13,7 @@ from adapters.job_store import JobStore
 from adapters.metadata_store import MetadataStore
 from adapters.vector_store import MilvusVectorStore, VectorStore
 from config import Settings
+from operations.label_vectors import LabelVectors
 from operations.models import ModelRegistry, build_encoder
 from operations.search_batch import QueryBatcher
 
@@ -31,6 +32,7 @@ class Services:
     decode_pool: ThreadPoolExecutor
     queries: QueryBatcher | None = None  # None when micro-batching is off (IMGSEARCH_MICROBATCH_MAX_SIZE=1)
     _owned: list = field(default_factory=list, repr=False)
+    label_vectors: LabelVectors = field(default_factory=LabelVectors)  # zero-shot labels' text vectors
 
     @cached_property
     def tokenizer(self) -> ClipTokenizer:

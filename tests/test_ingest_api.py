@@ -60,9 +60,10 @@ def test_folder_ingest_lists_bad_files_stores_duplicates_once_and_is_idempotent(
     folder, good = make_folder(data_root)
     job = _ingest(client, "photos", folder.name)
     assert job["state"] == "succeeded", job
-    assert (job["total"], job["loaded"], job["skipped"], job["failed"]) == (GOOD + 1 + len(BAD_FILES), GOOD, 1, 4)
+    assert (job["total"], job["loaded"], job["skipped"], job["failed"]) == (GOOD + 2 + len(BAD_FILES), GOOD, 1, 5)
     rejected = {e["file"]: e["reason"] for e in job["errors"]}
-    assert set(rejected) == {f"bad/{name}" for name in BAD_FILES}
+    assert set(rejected) == {f"bad/{name}" for name in BAD_FILES} | {".DS_Store"}
+    assert "hidden file" in rejected[".DS_Store"]  # listed with its reason, not dropped without a word
     for name, (_, reason) in BAD_FILES.items():
         assert reason in rejected[f"bad/{name}"]
     assert _counts(client, "photos") == (GOOD, GOOD)
@@ -77,7 +78,7 @@ def test_folder_ingest_lists_bad_files_stores_duplicates_once_and_is_idempotent(
     )
 
     again = _ingest(client, "photos", folder.name)
-    assert (again["loaded"], again["skipped"], again["failed"]) == (0, GOOD + 1, 4)
+    assert (again["loaded"], again["skipped"], again["failed"]) == (0, GOOD + 1, 5)
     assert _counts(client, "photos") == (GOOD, GOOD)
 
 
@@ -89,7 +90,7 @@ def test_zip_ingest_matches_folder_ingest(client: TestClient, data_root: Path) -
             if path.is_file():
                 zf.write(path, path.relative_to(folder).as_posix())
     job = _ingest(client, "zipped", archive.name)
-    assert (job["state"], job["loaded"], job["skipped"], job["failed"]) == ("succeeded", GOOD, 1, 4), job
+    assert (job["state"], job["loaded"], job["skipped"], job["failed"]) == ("succeeded", GOOD, 1, 5), job
     assert _counts(client, "zipped") == (GOOD, GOOD)
 
     (data_root / "broken.zip").write_bytes(b"PK\x03\x04 not really a zip")
@@ -99,6 +100,33 @@ def test_zip_ingest_matches_folder_ingest(client: TestClient, data_root: Path) -
         response = client.post("/img/ingest", json={"collection": "zipped", "path": path})
         assert response.status_code == status, (path, response.text)
     assert _counts(client, "zipped") == (GOOD, GOOD)
+
+
+def test_every_zip_entry_is_stored_or_listed_with_its_reason(client: TestClient, data_root: Path) -> None:
+    """As a new user tried it: a zip-slip name, a nested zip and a 300 MB entry of zeros beside one good photo."""
+    escaped = f"escaped_{uuid.uuid4().hex[:8]}.jpg"
+    inner = data_root / f"inner_{uuid.uuid4().hex[:8]}.zip"
+    with zipfile.ZipFile(inner, "w") as zf:
+        zf.writestr("photo.jpg", jpeg(401))
+    archive = data_root / f"hostile_{uuid.uuid4().hex[:8]}.zip"
+    with zipfile.ZipFile(archive, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("ok/inner.jpg", jpeg(400))
+        zf.writestr(f"../../../../tmp/{escaped}", jpeg(402))
+        zf.writestr("nested.zip", inner.read_bytes())
+        with zf.open("zeros.bin", "w", force_zip64=True) as member:
+            chunk = bytes(2**20)
+            for _ in range(300):
+                member.write(chunk)
+        zf.writestr("__MACOSX/ok/._inner.jpg", b"\x00\x05\x16\x07")
+    job = _ingest(client, "hostile", archive.name)
+    assert (job["state"], job["total"], job["loaded"], job["failed"]) == ("succeeded", 5, 1, 4), job
+    reasons = {e["file"]: e["reason"] for e in job["errors"]}
+    assert "unsafe name in the zip" in reasons[f"../../../../tmp/{escaped}"]
+    assert "zip archive inside" in reasons["nested.zip"]
+    assert "over the limit" in reasons["zeros.bin"]
+    assert "hidden file" in reasons["__MACOSX/ok/._inner.jpg"]
+    assert not (Path("/tmp") / escaped).exists() and not (data_root.parent / "tmp" / escaped).exists()
+    assert _counts(client, "hostile") == (1, 1)
 
 
 def test_upload_stores_dedups_and_names_ids(client: TestClient) -> None:
