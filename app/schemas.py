@@ -124,9 +124,29 @@ class DeleteImageResponse(BaseModel):
 
 class SearchRequest(BaseModel):
     collection: CollectionName = Field(examples=["flickr30k_cn"])
-    text: str = Field(min_length=1, examples=["一个男孩在游泳池里玩滑梯"])
+    text: str | None = Field(None, min_length=1, examples=["一个男孩在游泳池里玩滑梯"])
     top_k: int = Field(10, description="1 to IMGSEARCH_MAX_TOP_K")
     include_image: bool = Field(False, description="Add each image's bytes as base64.")
+    image_id: str | None = Field(
+        None, description="Combine with a stored image of this collection (query = weighted sum of the parts)."
+    )
+    negative_text: str | None = Field(None, min_length=1, description="Subtracted, e.g. 不要人物 → 人物.")
+    text_weight: float = Field(1.0, description="0 to 100.")
+    image_weight: float = Field(1.0, description="0 to 100.")
+    negative_weight: float = Field(1.0, description="0 to 100; the negative text's vector is subtracted with it.")
+
+
+class QueryPartOut(BaseModel):
+    kind: str = Field(description="text, image or negative_text")
+    weight: float = Field(description="As given; a negative_text is subtracted with this weight.")
+    text: str | None = None
+    image_id: str | None = None
+    file: str | None = None
+
+
+class QueryOut(BaseModel):
+    parts: list[QueryPartOut]
+    combined: bool = Field(description="True: normalise(Σ weight × part), negative texts subtracted.")
 
 
 class HitOut(BaseModel):
@@ -147,6 +167,7 @@ class SearchResponse(BaseModel):
     timings_ms: dict[str, float]
     truncated: bool = Field(False, description="The text was longer than Chinese-CLIP reads (52-token context).")
     notice: str | None = Field(None, description="Why the text was truncated, when it was.")
+    query: QueryOut | None = Field(None, description="How the query vector was built.")
 
 
 class ImageQueryResult(BaseModel):

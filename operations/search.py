@@ -48,12 +48,12 @@ def search_text(services: Services, collection: str, text: str, top_k: int, with
     if not encoder.has_text:
         raise Conflict(f"collection {collection!r} uses the image-only model {record.model}: search it by image")
 
-    result = _run(services, Query(record.name, record.model, top_k, with_data, encoder=encoder, text=text))
+    result = run_query(services, Query(record.name, record.model, top_k, with_data, encoder=encoder, text=text))
     result.notice = truncation_notice(services, text)
     return result
 
 
-def _run(services: Services, query: Query) -> SearchResult:
+def run_query(services: Services, query: Query) -> SearchResult:
     """Through the query batcher (concurrent queries share encoder passes and vector searches), or alone when
     micro-batching is off (IMGSEARCH_MICROBATCH_MAX_SIZE=1)."""
     if services.queries is not None:
@@ -120,7 +120,7 @@ def search_images(
     if len(pixels) == 1:  # one query image rides the batcher with concurrent ones
         query = Query(record.name, record.model, top_k, with_data, encoder=encoder, pixels=pixels[0])
         query.submitted = started  # its encode time counts its decoding, as for several images
-        return [_run(services, query)]
+        return [run_query(services, query)]
     vectors = encoder.encode_pixels(pixels)  # several images are a batch already
     timings = {"encode": (time.perf_counter() - started) * 1000}
     if services.queries is not None:
@@ -142,7 +142,7 @@ def similar(services: Services, collection: str, image_id: str, top_k: int, with
         raise Conflict(f"image {image_id!r} has no vector; run reconcile on {collection!r}")
     query = Query(collection, record.model, top_k + 1, with_data, vector=vector)
     query.timings["vector_fetch"] = (time.perf_counter() - started) * 1000
-    result = _run(services, query)
+    result = run_query(services, query)
     result.hits = [hit for hit in result.hits if hit.id != image.id][:top_k]
     return result
 

@@ -19,11 +19,14 @@ from app.schemas import (
     ImageQueryResult,
     ImageSearchResponse,
     OverlapOut,
+    QueryOut,
+    QueryPartOut,
     SearchRequest,
     SearchResponse,
 )
-from operations import search
-from operations.errors import TooLarge
+from operations import combined_query, search
+from operations.combined_query import QueryImage, QueryPart
+from operations.errors import InvalidInput, TooLarge
 from operations.results_picture import RANDOM_NOTE, PictureHit, render
 from operations.search import SearchResult
 
@@ -56,20 +59,89 @@ def observed(request: Request, timings_ms: dict[str, float]) -> dict[str, float]
     return timings_ms
 
 
-@router.post("/search", response_model=SearchResponse, responses=ERRORS)
-async def search_by_text(body: SearchRequest, services: ServicesDep, request: Request) -> SearchResponse:
-    """以文搜图: the top_k images closest to a Chinese sentence, best first."""
-    result = await run_in_threadpool(
-        search.search_text, services, body.collection, body.text, body.top_k, body.include_image
+def query_out(parts: list[QueryPart]) -> QueryOut:
+    return QueryOut(
+        parts=[
+            QueryPartOut(kind=p.kind, weight=p.weight, text=p.text, image_id=p.image_id, file=p.file) for p in parts
+        ],
+        combined=len(parts) > 1,
     )
+
+
+def search_response(result: SearchResult, parts: list[QueryPart], request: Request, include: bool) -> SearchResponse:
     return SearchResponse(
         collection=result.collection,
         model=result.model,
-        hits=hits_out(result, request, body.include_image),
+        hits=hits_out(result, request, include),
         timings_ms=observed(request, result.timings_ms),
         truncated=result.notice is not None,
         notice=result.notice,
+        query=query_out(parts),
     )
+
+
+@router.post("/search", response_model=SearchResponse, responses=ERRORS)
+async def search_by_text(body: SearchRequest, services: ServicesDep, request: Request) -> SearchResponse:
+    """以文搜图: the top_k images closest to a Chinese sentence, best first. Add ``image_id`` (a stored image)
+    and/or ``negative_text`` with weights for a combined query."""
+    image = QueryImage(image_id=body.image_id) if body.image_id is not None else None
+    result, parts = await run_in_threadpool(
+        lambda: combined_query.search(
+            services,
+            body.collection,
+            body.top_k,
+            text=body.text,
+            image=image,
+            negative_text=body.negative_text,
+            text_weight=body.text_weight,
+            image_weight=body.image_weight,
+            negative_weight=body.negative_weight,
+            with_data=body.include_image,
+        )
+    )
+    return search_response(result, parts, request, body.include_image)
+
+
+@router.post("/search/combined", response_model=SearchResponse, responses=ERRORS)
+async def search_combined(
+    services: ServicesDep,
+    request: Request,
+    collection: Annotated[CollectionName, Form(examples=["photos"])],
+    file: Annotated[UploadFile | None, File(description="A query image (or give image_id).")] = None,
+    image_id: Annotated[str | None, Form(description="A stored image of the collection, instead of a file.")] = None,
+    text: Annotated[str | None, Form(examples=["海边"])] = None,
+    negative_text: Annotated[str | None, Form(examples=["人物"])] = None,
+    text_weight: Annotated[float, Form()] = 1.0,
+    image_weight: Annotated[float, Form()] = 1.0,
+    negative_weight: Annotated[float, Form()] = 1.0,
+    top_k: Annotated[int, Form()] = 10,
+    include_image: Annotated[bool, Form()] = False,
+) -> SearchResponse:
+    """A text and an uploaded (or stored) image in one query, with an optional negative text: the query vector
+    is the normalised weighted sum of the parts (clip-retrieval's combined query)."""
+    image = None
+    if file is not None and file.filename:
+        name, data = (await run_in_threadpool(_read_query_images, [file], services.settings.max_image_bytes))[0]
+        image = QueryImage(data=data, name=name)
+        if image_id:
+            raise InvalidInput("give an image file or an image_id, not both")
+    elif image_id:
+        image = QueryImage(image_id=image_id)
+    result, parts = await run_in_threadpool(
+        lambda: combined_query.search(
+            services,
+            collection,
+            top_k,
+            text=text or None,
+            image=image,
+            negative_text=negative_text or None,
+            text_weight=text_weight,
+            image_weight=image_weight,
+            negative_weight=negative_weight,
+            with_data=include_image,
+        )
+    )
+    return search_response(result, parts, request, include_image)
 
 
 def _read_query_images(files: list[UploadFile], max_bytes: int) -> list[tuple[str, bytes]]:
