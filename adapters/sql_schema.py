@@ -13,6 +13,7 @@ from sqlalchemy import (
     Column,
     DateTime,
     Engine,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -107,6 +108,21 @@ jobs = Table(
     Column("runs", Text, nullable=True),  # JSON: one entry per attempt, who ran it and how it ended
     Index("ix_jobs_state_created", "state", "created_at"),
     mysql_charset="utf8mb4",
+)
+# The near-duplicate groups a duplicates job found, per collection (the latest job's); a deleted image leaves
+# its groups with it.
+duplicate_groups = Table(
+    "duplicate_groups",
+    metadata,
+    Column("image", _Id, ForeignKey("images.id", ondelete="CASCADE"), primary_key=True),
+    Column("collection", String(64), nullable=False),
+    Column("group_no", Integer, nullable=False),
+    Column("keeper", Boolean, nullable=False),
+    Column("cosine", Float, nullable=False),  # to the group's keeper (1 for the keeper itself)
+    Column("job_id", String(32), nullable=False),
+    Column("min_cosine", Float, nullable=False),
+    Column("created_at", _Time, nullable=False),
+    Index("ix_duplicate_groups_collection", "collection", "group_no"),
 )
 # Added after the first release: databases made before then get them on start-up (see _add_missing_columns).
 _LATER_JOB_COLUMNS = {

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from typing import Any
 
 from adapters.job_store import JobRecord
-from operations import evaluation, ingest_job, load, reconcile
+from operations import duplicates, evaluation, ingest_job, load, reconcile
 from operations.job_progress import JobProgress
 from operations.jobs import JobFn
 from operations.services import Services
@@ -39,11 +39,17 @@ def _reconcile(services: Services, p: dict[str, Any]) -> JobFn:
     return lambda progress: reconcile.run_job(services, p["collection"], progress)
 
 
+def _duplicates(services: Services, p: dict[str, Any]) -> JobFn:
+    min_cosine = duplicates.validate_min_cosine(float(p["min_cosine"]))
+    return lambda progress: duplicates.find(services, p["collection"], min_cosine, progress)
+
+
 _BUILDERS: dict[str, Callable[[Services, dict[str, Any]], JobFn]] = {
     "load": _load,
     "ingest": _ingest,
     "evaluate": _evaluate,
     "reconcile": _reconcile,
+    "duplicates": _duplicates,
 }
 
 

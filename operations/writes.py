@@ -66,8 +66,14 @@ def delete_image(services: Services, collection: str, image_id: str) -> int:
     record = services.metadata.get_image(collection, image_id, include_pending=True)
     if record is None:
         raise NotFound(f"image {image_id!r} not found in collection {collection!r}")
-    services.metadata.mark_indexed([record.id], indexed=False)
-    services.vectors.delete(collection, [record.id])
-    services.metadata.delete_rows([record.id])
+    delete_images(services, collection, [record.id])
     logger.info("deleted image %s/%s (id %d)", collection, image_id, record.id)
     return record.id
+
+
+def delete_images(services: Services, collection: str, ids: list[int]) -> None:
+    """Hidden first, then the vectors, then the rows: a failure part-way leaves rows reconcile can finish."""
+    if ids:
+        services.metadata.mark_indexed(ids, indexed=False)
+        services.vectors.delete(collection, ids)
+        services.metadata.delete_rows(ids)
