@@ -109,6 +109,19 @@ jobs = Table(
     Index("ix_jobs_state_created", "state", "created_at"),
     mysql_charset="utf8mb4",
 )
+# Tags per image: written by a tag job (source "auto", with the label's probability) or by hand ("manual").
+image_tags = Table(
+    "image_tags",
+    metadata,
+    Column("image", _Id, ForeignKey("images.id", ondelete="CASCADE"), primary_key=True),
+    Column("tag", String(64), primary_key=True),
+    Column("collection", String(64), nullable=False),
+    Column("source", String(16), nullable=False),
+    Column("probability", Float, nullable=True),
+    Index("ix_image_tags_collection_tag", "collection", "tag"),
+    mysql_charset="utf8mb4",
+)
+
 # The near-duplicate groups a duplicates job found, per collection (the latest job's); a deleted image leaves
 # its groups with it.
 duplicate_groups = Table(

@@ -102,6 +102,24 @@ def _load(args: argparse.Namespace, settings: Settings) -> int:
         )
 
 
+def _tag(args: argparse.Namespace, settings: Settings) -> int:
+    from operations import collections, tags
+
+    labels = [line.strip() for line in Path(args.labels_file).read_text("utf-8").splitlines() if line.strip()]
+    labels += [label for label in args.label or [] if label.strip()]
+    rule = tags.validate_rule(args.top_n, args.min_probability, len(labels))
+    with _services(settings) as services:
+        collections.require(services, args.collection)
+        params = {"labels": labels, "top_n": args.top_n, "min_probability": args.min_probability, "via": "cli"}
+        return _run_job(
+            services,
+            "tags",
+            args.collection,
+            params,
+            lambda progress: tags.tag_collection(services, args.collection, labels, rule, progress, args.prompts),
+        )
+
+
 def _reconcile(args: argparse.Namespace, settings: Settings) -> int:
     from operations import collections, reconcile
 
@@ -364,6 +382,15 @@ def build_parser() -> argparse.ArgumentParser:
     load.add_argument("--collection", required=True)
     load.add_argument("--model", help="model for a new collection (default: IMGSEARCH_MODEL_NAME)")
     load.set_defaults(handler=_load)
+
+    tag = commands.add_parser("tag", help="tag every image of a collection from a label set (zero-shot)")
+    tag.add_argument("--collection", required=True)
+    tag.add_argument("--labels-file", default="/dev/null", help="a label per line (UTF-8)")
+    tag.add_argument("--label", action="append", help="a label (repeatable), besides --labels-file")
+    tag.add_argument("--top-n", type=int, default=3, help="keep each image's n most probable labels (default 3)")
+    tag.add_argument("--min-probability", type=float, help="keep labels at or above this probability")
+    tag.add_argument("--prompts", default="photo", help="photo (default), imagenet or none")
+    tag.set_defaults(handler=_tag)
 
     reconcile = commands.add_parser("reconcile", help="find and repair mismatches between Milvus and the DB")
     reconcile.add_argument("--collection", required=True)

@@ -154,6 +154,7 @@ class HitOut(BaseModel):
     image_id: str
     score: float = Field(description="Inner product of unit vectors (cosine); higher is closer.")
     url: str
+    tags: list[str] = Field(default_factory=list, description="The image's tags, set by hand first.")
     mime: str
     width: int
     height: int

@@ -98,7 +98,7 @@ def classify(
         raise InvalidInput("give an image file, or a collection and an image_id, not both")
     if image is not None:
         encoder = services.models.get(model)
-        _require_text(encoder)
+        require_text_model(encoder)
         images.probe(image, settings.max_image_bytes, settings.max_image_pixels)
         vector = encoder.encode_images([images.decode_rgb(image, settings.max_image_pixels)])[0]
     else:
@@ -107,7 +107,7 @@ def classify(
         if model is not None and model != record.model:
             raise InvalidInput(f"collection {collection!r} is encoded with {record.model}, not {model}")
         encoder = collections.encoder_for(services, record)
-        _require_text(encoder)
+        require_text_model(encoder)
         stored = collections.require_image(services, collection, image_id)
         found = services.vectors.get(collection, [stored.id]).get(stored.id)
         if found is None:
@@ -125,7 +125,7 @@ def classify(
     return Classification(encoder.model_name, templates, ranked, scale, timings)
 
 
-def _require_text(encoder: EncoderBase) -> None:
+def require_text_model(encoder: EncoderBase) -> None:
     if not encoder.has_text:
         raise Conflict(f"{encoder.model_name} has no text encoder: labels need a Chinese-CLIP model")
     if encoder.info.logit_scale is None:

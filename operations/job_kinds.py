@@ -9,7 +9,7 @@ from collections.abc import Callable
 from typing import Any
 
 from adapters.job_store import JobRecord
-from operations import duplicates, evaluation, ingest_job, load, reconcile
+from operations import duplicates, evaluation, ingest_job, load, reconcile, tags
 from operations.job_progress import JobProgress
 from operations.jobs import JobFn
 from operations.services import Services
@@ -44,12 +44,24 @@ def _duplicates(services: Services, p: dict[str, Any]) -> JobFn:
     return lambda progress: duplicates.find(services, p["collection"], min_cosine, progress)
 
 
+def _tags(services: Services, p: dict[str, Any]) -> JobFn:
+    rule = tags.validate_rule(p.get("top_n"), p.get("min_probability"), len(p["labels"]))
+
+    def run(progress: JobProgress) -> str:
+        return tags.tag_collection(
+            services, p["collection"], p["labels"], rule, progress, p.get("prompts", "photo"), p.get("template")
+        )
+
+    return run
+
+
 _BUILDERS: dict[str, Callable[[Services, dict[str, Any]], JobFn]] = {
     "load": _load,
     "ingest": _ingest,
     "evaluate": _evaluate,
     "reconcile": _reconcile,
     "duplicates": _duplicates,
+    "tags": _tags,
 }
 
 

@@ -24,6 +24,7 @@ import numpy as np
 from adapters.encoder_base import EncoderBase
 from adapters.metadata_store import ImageRecord, MetadataStore
 from adapters.micro_batch import MicroBatcher
+from adapters.tag_store import TagStore
 from adapters.vector_store import VectorStore
 
 logger = logging.getLogger(__name__)
@@ -35,6 +36,7 @@ class Hit:
     id: int
     score: float
     image: ImageRecord
+    tags: tuple[str, ...] = ()
 
 
 @dataclass
@@ -64,10 +66,16 @@ def search_vectors(
     started = time.perf_counter()
     ids = sorted({vector_id for hits in found for vector_id, _ in hits})
     rows = metadata.fetch(collection, ids, with_data=with_data)
+    tags = {i: tuple(t.tag for t in found_tags) for i, found_tags in TagStore(metadata.engine).tags_of(ids).items()}
     timings["metadata_fetch"] = (time.perf_counter() - started) * 1000
     # A vector whose row is pending or gone (a load in flight, a half-dropped collection) is not shown.
     return [
-        SearchResult(collection, model, [Hit(i, score, rows[i]) for i, score in hits if i in rows], dict(timings))
+        SearchResult(
+            collection,
+            model,
+            [Hit(i, score, rows[i], tags.get(i, ())) for i, score in hits if i in rows],
+            dict(timings),
+        )
         for hits in found
     ]
 
