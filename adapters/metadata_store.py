@@ -35,6 +35,7 @@ class NewImage:
     height: int
     sha256: str
     source: str | None = None
+    origin: str | None = None  # what brought it in: "upload", "ingest:<folder or zip>", "load:<path>/<split>"
 
 
 @dataclass(frozen=True)
@@ -49,6 +50,8 @@ class ImageRecord:
     indexed: bool
     source: str | None = None
     data: bytes | None = None
+    origin: str | None = None
+    created_at: dt.datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -154,6 +157,7 @@ class MetadataStore:
                     "height": r.height,
                     "sha256": r.sha256,
                     "source": r.source,
+                    "origin": r.origin,
                     "indexed": False,
                     "created_at": now,
                 }
@@ -283,6 +287,7 @@ class MetadataStore:
                 "height": row.height,
                 "sha256": row.sha256,
                 "source": row.source,
+                "origin": row.origin,
                 "indexed": False,
                 "created_at": now,
             }

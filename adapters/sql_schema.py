@@ -70,6 +70,7 @@ images = Table(
     Column("height", Integer, nullable=False),
     Column("sha256", String(64), nullable=False),
     Column("source", String(1024), nullable=True),  # file name or path it came from, for people
+    Column("origin", String(512), nullable=True),  # "upload", "ingest:<folder or zip>", "load:<path>/<split>"
     # False until the vector is written: a row is searchable and counted only once its vector exists.
     Column("indexed", Boolean, nullable=False, default=False),
     Column("created_at", DateTime, nullable=False),
@@ -162,14 +163,14 @@ def _create_mysql_database_if_missing(url: str) -> None:
 
 
 @contextlib.contextmanager
-def _schema_lock(engine: Engine) -> Iterator[None]:
+def schema_lock(engine: Engine, purpose: str = "schema") -> Iterator[None]:
     """Several service processes starting at once on a new MySQL database would each create the tables (and
     one would fail with "table already exists"): a server-wide named lock lets one do it while the others wait.
     SQLite serves one process."""
     if engine.dialect.name not in ("mysql", "mariadb"):
         yield
         return
-    name = f"imgsearch_schema:{engine.url.database}"[:64]  # per database: other databases do not wait
+    name = f"imgsearch_{purpose}:{engine.url.database}"[:64]  # per database: other databases do not wait
     with engine.connect() as conn:
         if conn.execute(text("SELECT GET_LOCK(:name, 60)"), {"name": name}).scalar() != 1:
             raise TimeoutError("the schema lock of the metadata database was not free within 60 s")
@@ -188,7 +189,10 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:  # type: ignore[no-untyp
 
 
 def _add_missing_columns(engine: Engine) -> None:
-    """A metadata DB from an earlier version keeps its data and gains the job-queue columns."""
+    """A metadata DB from an earlier version keeps its data and gains the job-queue columns and images.origin."""
+    if "origin" not in {column["name"] for column in inspect(engine).get_columns("images")}:
+        with engine.begin() as conn:
+            conn.execute(text(f"ALTER TABLE images ADD COLUMN origin {images.c.origin.type.compile(engine.dialect)}"))
     present = {column["name"] for column in inspect(engine).get_columns("jobs")}
     missing = [name for name in _LATER_JOB_COLUMNS if name not in present]
     with engine.begin() as conn:
@@ -218,7 +222,7 @@ def create_metadata_engine(url: str) -> Engine:
         if parsed.get_backend_name() in ("mysql", "mariadb"):
             _create_mysql_database_if_missing(url)
         engine = create_engine(url, pool_pre_ping=True, pool_recycle=3600, pool_size=8, max_overflow=8)
-    with _schema_lock(engine):
+    with schema_lock(engine):
         metadata.create_all(engine)
         _add_missing_columns(engine)
     logger.info("metadata store ready: %s", parsed.render_as_string(hide_password=True))

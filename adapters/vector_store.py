@@ -11,14 +11,14 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
-from pymilvus import DataType, MilvusClient
+from pymilvus import MilvusClient
 from pymilvus.exceptions import MilvusException
 
 from adapters.exact_mirror import ExactMirror
+from adapters.milvus_schema import ID_FIELD, VECTOR_FIELD, collection_schema, default_fields, has_scalar_fields
 
 logger = logging.getLogger(__name__)
 
-ID_FIELD, VECTOR_FIELD = "id", "vector"
 # A request waits at most this long for a server that accepts connections but does not answer (a network split):
 # it then fails (503), never hangs. A refused connection fails at once anyway.
 READ_TIMEOUT_S = 15.0
@@ -79,9 +79,14 @@ class VectorStore(Protocol):
     def backend(self) -> str: ...
     def server_version(self) -> str | None: ...
     def drop_collection(self, name: str) -> None: ...
-    def upsert(self, name: str, ids: Sequence[int], vectors: np.ndarray) -> None: ...
+    def has_scalar_fields(self, name: str) -> bool: ...
+    def upsert(
+        self, name: str, ids: Sequence[int], vectors: np.ndarray, fields: Sequence[dict[str, Any]] | None = None
+    ) -> None: ...
     def delete(self, name: str, ids: Sequence[int]) -> None: ...
-    def search(self, name: str, vectors: np.ndarray, top_k: int) -> list[list[tuple[int, float]]]: ...
+    def search(
+        self, name: str, vectors: np.ndarray, top_k: int, filter: str | None = None, offset: int = 0
+    ) -> list[list[tuple[int, float]]]: ...
     def get(self, name: str, ids: Sequence[int]) -> dict[int, np.ndarray]: ...
     def existing_ids(self, name: str, ids: Sequence[int]) -> set[int]: ...
     def iter_ids(self, name: str, batch: int = 1000) -> Iterator[list[int]]: ...
@@ -123,6 +128,7 @@ class MilvusVectorStore:
         self.insert_batch = insert_batch or (500 if local else 2000)
         self._loaded: set[str] = set()
         self._indexes: dict[str, IndexInfo] = {}
+        self._scalars: dict[str, bool] = {}
         self._lock = threading.Lock()
         # Exact FLAT searches from an in-memory copy (adapters/exact_mirror.py); Lite only: one process owns it.
         self._mirror_budget = lite_mirror_mb * 2**20 if local else 0
@@ -159,9 +165,7 @@ class MilvusVectorStore:
                 if found != dim:
                     raise ValueError(f"Milvus collection {name} has dim {found}, expected {dim}")
             else:
-                schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
-                schema.add_field(ID_FIELD, DataType.INT64, is_primary=True)
-                schema.add_field(VECTOR_FIELD, DataType.FLOAT_VECTOR, dim=dim)
+                schema = collection_schema(dim)
                 index = self._client.prepare_index_params()
                 index.add_index(
                     field_name=VECTOR_FIELD,
@@ -174,6 +178,13 @@ class MilvusVectorStore:
                 )
                 logger.info("created Milvus collection %s (dim %d, %s/IP)", name, dim, self.index_type)
             self._ensure_loaded(name)
+
+    def has_scalar_fields(self, name: str) -> bool:
+        """Whether the collection carries the filter fields (collections made before them do not; cached)."""
+        known = self._scalars.get(name)
+        if known is None:
+            known = self._scalars[name] = has_scalar_fields(self._client.describe_collection(name))
+        return known
 
     def _dim(self, name: str) -> int:
         for field in self._client.describe_collection(name)["fields"]:
@@ -272,18 +283,26 @@ class MilvusVectorStore:
             self._loaded.discard(name)
             self._mirrors.pop(name, None)
             self._indexes.pop(name, None)
+            self._scalars.pop(name, None)
             if self._client.has_collection(name):
                 self._client.drop_collection(name)
 
-    def upsert(self, name: str, ids: Sequence[int], vectors: np.ndarray) -> None:
-        """Idempotent: writing the same id twice leaves one vector."""
+    def upsert(
+        self, name: str, ids: Sequence[int], vectors: np.ndarray, fields: Sequence[dict[str, Any]] | None = None
+    ) -> None:
+        """Idempotent: writing the same id twice leaves one vector. ``fields`` (one dict per id) are the filter
+        fields; a collection made before them takes the vectors alone."""
+        scalars = self.has_scalar_fields(name)
+        if fields is not None and len(fields) != len(ids):
+            raise ValueError(f"{len(fields)} field rows for {len(ids)} vectors")
         for start in range(0, len(ids), self.insert_batch):
+            end = start + self.insert_batch
             rows = [
-                {ID_FIELD: int(i), VECTOR_FIELD: v}
-                for i, v in zip(
-                    ids[start : start + self.insert_batch], vectors[start : start + self.insert_batch], strict=True
-                )
+                {ID_FIELD: int(i), VECTOR_FIELD: v} for i, v in zip(ids[start:end], vectors[start:end], strict=True)
             ]
+            if scalars:
+                extra = fields[start:end] if fields is not None else [{}] * len(rows)
+                rows = [{**default_fields(), **more, **row} for row, more in zip(rows, extra, strict=True)]
             self._client.upsert(name, rows)
             mirror = self._mirrors.get(name)
             if mirror is not None and self._mirror_fits(mirror, len(rows)):
@@ -296,17 +315,23 @@ class MilvusVectorStore:
             if mirror is not None:
                 mirror.delete(ids)
 
-    def search(self, name: str, vectors: np.ndarray, top_k: int) -> list[list[tuple[int, float]]]:
+    def search(
+        self, name: str, vectors: np.ndarray, top_k: int, filter: str | None = None, offset: int = 0
+    ) -> list[list[tuple[int, float]]]:
+        """The top_k after ``offset`` (the next page), of the vectors whose fields match ``filter`` (a Milvus
+        expression) when one is given: filtered inside the search, so it is the true top-k of that set."""
         self._ensure_loaded(name)
         mirror = self._ready_mirror(name)
-        if mirror is not None:
-            return mirror.search(vectors, top_k)
+        if mirror is not None and not filter:
+            return [hits[offset:] for hits in mirror.search(vectors, top_k + offset)]
         results = self._client.search(
             name,
             data=[np.asarray(v, dtype=np.float32).tolist() for v in vectors],
             limit=top_k,
+            offset=offset,
+            filter=filter or "",
             anns_field=VECTOR_FIELD,
-            search_params={"metric_type": "IP", "params": self.search_params_for(name, top_k)},
+            search_params={"metric_type": "IP", "params": self.search_params_for(name, top_k + offset)},
             consistency_level=self.search_consistency,
             timeout=READ_TIMEOUT_S,
         )

@@ -122,6 +122,21 @@ class DeleteImageResponse(BaseModel):
     id: int
 
 
+class FiltersIn(BaseModel):
+    """Applied inside the vector search: the top-k of the images that match, not a filtered short list."""
+
+    tags_any: list[str] = Field(default_factory=list, description="Images with at least one of these tags.")
+    tags_all: list[str] = Field(default_factory=list, description="Images with every one of these tags.")
+    added_after: dt.datetime | None = Field(None, description="Stored at or after (ISO 8601; UTC if no zone).")
+    added_before: dt.datetime | None = None
+    source: list[str] = Field(
+        default_factory=list, description='Any of: "upload", "ingest:<folder or zip>", "load:<path>/<split>".'
+    )
+    mime: list[str] = Field(default_factory=list, examples=[["image/jpeg"]])
+    min_width: int | None = None
+    min_height: int | None = None
+
+
 class SearchRequest(BaseModel):
     collection: CollectionName = Field(examples=["flickr30k_cn"])
     text: str | None = Field(None, min_length=1, examples=["一个男孩在游泳池里玩滑梯"])
@@ -134,6 +149,8 @@ class SearchRequest(BaseModel):
     text_weight: float = Field(1.0, description="0 to 100.")
     image_weight: float = Field(1.0, description="0 to 100.")
     negative_weight: float = Field(1.0, description="0 to 100; the negative text's vector is subtracted with it.")
+    filters: FiltersIn | None = None
+    offset: int = Field(0, description="Skip this many of the best: the next page (0 to IMGSEARCH_MAX_OFFSET).")
 
 
 class QueryPartOut(BaseModel):
@@ -169,6 +186,8 @@ class SearchResponse(BaseModel):
     truncated: bool = Field(False, description="The text was longer than Chinese-CLIP reads (52-token context).")
     notice: str | None = Field(None, description="Why the text was truncated, when it was.")
     query: QueryOut | None = Field(None, description="How the query vector was built.")
+    offset: int = 0
+    filter: str | None = Field(None, description="The Milvus expression the filters became.")
 
 
 class ImageQueryResult(BaseModel):

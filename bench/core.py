@@ -58,9 +58,9 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def write_random_features(directory: Path, split: str, dim: int = 1024) -> None:
+def write_random_features(directory: Path, split: str, dim: int = 1024, seed: int = 0) -> None:
     """Feature values do not change load cost; random unit vectors avoid minutes of encoding."""
-    rng = np.random.default_rng(0)
+    rng = np.random.default_rng(seed)
     with (directory / f"{split}_imgs.img_feat.jsonl").open("w") as out:
         for line in (directory / f"{split}_imgs.tsv").open():
             vector = rng.normal(size=dim).astype(np.float32)

@@ -68,6 +68,7 @@ class Settings(BaseSettings):
 
     # Limits and batch sizes.
     max_top_k: int = Field(100, ge=1, le=16384)
+    max_offset: int = Field(1000, ge=0, le=16000, description="Deepest page a search may ask for (offset).")
     max_text_chars: int = Field(512, ge=1)
     max_embed_texts: int = Field(256, ge=1)
     max_image_bytes: int = Field(10 * 1024 * 1024, ge=1024, le=15 * 1024 * 1024)

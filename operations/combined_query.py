@@ -15,8 +15,17 @@ from adapters import images
 from adapters.encoder_base import EncoderBase
 from operations import collections
 from operations.errors import Conflict, InvalidInput
-from operations.search import run_query, search_images, search_text, truncation_notice, validate_text, validate_top_k
+from operations.search import (
+    page_for,
+    run_query,
+    search_images,
+    search_text,
+    truncation_notice,
+    validate_text,
+    validate_top_k,
+)
 from operations.search_batch import Query, SearchResult
+from operations.search_filters import SearchFilters
 from operations.services import Services
 
 MAX_WEIGHT = 100.0
@@ -85,15 +94,21 @@ def search(
     image_weight: float = 1.0,
     negative_weight: float = 1.0,
     with_data: bool = False,
+    filters: SearchFilters | None = None,
+    offset: int = 0,
 ) -> tuple[SearchResult, list[QueryPart]]:
     settings = services.settings
     parts = plan(text, image, negative_text, text_weight, image_weight, negative_weight, settings.max_text_chars)
     validate_top_k(top_k, settings.max_top_k)
     if len(parts) == 1 and parts[0].kind == "text":
-        return search_text(services, collection, parts[0].text or "", top_k, with_data), parts
+        return search_text(services, collection, parts[0].text or "", top_k, with_data, filters, offset), parts
     if len(parts) == 1 and image is not None and image.data is not None:
-        return search_images(services, collection, [(image.name or "image", image.data)], top_k, with_data)[0], parts
+        found = search_images(
+            services, collection, [(image.name or "image", image.data)], top_k, with_data, filters, offset
+        )
+        return found[0], parts
     record = collections.require(services, collection)
+    page = page_for(services, record.name, filters, offset, top_k)
     encoder = collections.encoder_for(services, record)
     texts = [p.text or "" for p in parts if p.text is not None]
     if texts and not encoder.has_text:
@@ -114,7 +129,7 @@ def search(
         if norm < 1e-6:
             raise InvalidInput("the parts cancel each other out: change the weights or the texts")
         query_vector = (total / norm).astype(np.float32)
-    query = Query(record.name, record.model, top_k, with_data, vector=query_vector)
+    query = Query(record.name, record.model, top_k, with_data, vector=query_vector, **vars(page))
     query.timings["encode"] = (time.perf_counter() - started) * 1000
     result = run_query(services, query)
     notices = [n for p in parts if p.text is not None and (n := truncation_notice(services, p.text))]

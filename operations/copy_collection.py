@@ -20,11 +20,13 @@ import numpy as np
 from sqlalchemy.engine import make_url
 
 from adapters.metadata_store import CollectionRecord, ImageRecord, MetadataStore, NewImage
+from adapters.tag_store import TagStore
 from adapters.vector_store import MilvusVectorStore, VectorStore
 from config import Settings
 from config.index_choice import index_choice
 from operations.collections import validate_name
 from operations.errors import Conflict, InvalidInput, NotFound
+from operations.vector_fields import fields_for_ids
 
 logger = logging.getLogger(__name__)
 
@@ -255,7 +257,11 @@ def _copy_page(
     written = [(ids[row.image_id], row) for row in new if row.image_id in ids] + pending
     if written:
         vector_ids = [vector_id for vector_id, _ in written]
-        destination.vectors.upsert(name, vector_ids, np.stack([vectors[row.id] for _, row in written]))
+        _copy_tags(source, destination, name, written)
+        fields = fields_for_ids(destination.metadata, name, vector_ids)
+        destination.vectors.upsert(
+            name, vector_ids, np.stack([vectors[row.id] for _, row in written]), [fields[i] for i in vector_ids]
+        )
         destination.metadata.mark_indexed(vector_ids)
         report.copied += len(written) - len(pending)
         report.completed += len(pending)
@@ -265,4 +271,14 @@ def _copy_page(
 
 def _new_image(row: ImageRecord) -> NewImage:
     assert row.data is not None
-    return NewImage(row.image_id, row.data, row.mime, row.width, row.height, row.sha256, row.source)
+    return NewImage(row.image_id, row.data, row.mime, row.width, row.height, row.sha256, row.source, row.origin)
+
+
+def _copy_tags(source: Stores, destination: Stores, name: str, written: list[tuple[int, ImageRecord]]) -> None:
+    """Each image's tags, automatic and manual, under its id in the destination."""
+    found = TagStore(source.metadata.engine).tags_of([row.id for _, row in written])
+    target = TagStore(destination.metadata.engine)
+    for kind in ("auto", "manual"):
+        target.replace(
+            name, kind, {new: [t for t in found.get(row.id, []) if t.source == kind] for new, row in written}
+        )

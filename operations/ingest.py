@@ -137,7 +137,7 @@ def _decode(probed: _Probed, encoder: EncoderBase, max_pixels: int) -> Any:
 
 
 def _encode_and_write(
-    services: Services, collection: str, model: str, decoding: list[tuple[_Probed, Future[Any]]]
+    services: Services, collection: str, model: str, decoding: list[tuple[_Probed, Future[Any]]], origin: str
 ) -> list[Outcome]:
     outcomes: list[Outcome] = []
     ready: list[tuple[_Probed, Any]] = []
@@ -150,7 +150,7 @@ def _encode_and_write(
         collections.ensure(services, collection, model)  # created with its first image: rejects change nothing
         vectors = services.models.get(model).encode_pixels([pixels for _, pixels in ready])
         items = [
-            ImageToWrite(p.image_id, p.data, p.facts, vector, p.candidate.name)
+            ImageToWrite(p.image_id, p.data, p.facts, vector, p.candidate.name, origin)
             for (p, _), vector in zip(ready, vectors, strict=True)
         ]
         ids = write_batch(services, collection, items)
@@ -164,8 +164,10 @@ def ingest(
     candidates: Iterable[Candidate],
     progress: JobProgress | None = None,
     model: str | None = None,
+    origin: str = "upload",
 ) -> Iterator[Outcome]:
-    """Yields one outcome per candidate, in batches; the collection is created when the first image is written."""
+    """Yields one outcome per candidate, in batches; the collection is created when the first image is written.
+    ``origin`` is what a filtered search calls the images' source: "upload", or "ingest:<folder or zip>"."""
     settings = services.settings
     model = collections.model_for_writes(services, collection, model)
     encoder = services.models.get(model)
@@ -195,9 +197,9 @@ def ingest(
         yield from report(rejected + skipped)
         decoding = [(p, pool.submit(_decode, p, encoder, settings.max_image_pixels)) for p in fresh]
         if in_flight:  # encode the previous batch while this one decodes
-            yield from report(_encode_and_write(services, collection, model, in_flight))
+            yield from report(_encode_and_write(services, collection, model, in_flight, origin))
             progress.flush()
         in_flight = decoding
     if in_flight:
-        yield from report(_encode_and_write(services, collection, model, in_flight))
+        yield from report(_encode_and_write(services, collection, model, in_flight, origin))
     progress.flush()

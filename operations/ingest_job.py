@@ -24,7 +24,7 @@ def run(
     progress.total = source.count
     progress.flush()
     try:
-        for _ in ingest(services, collection, source.candidates(), progress, model):
+        for _ in ingest(services, collection, source.candidates(), progress, model, f"ingest:{source.path.name}"):
             pass
         if services.vectors.has_collection(collection):
             services.vectors.flush(collection)  # a server indexes sealed data: once per ingest, not per batch

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -82,8 +82,9 @@ def run(services: Services, load: LoadPlan, progress: JobProgress) -> str:
         progress.done += len(written)
 
     # Reading and checking a batch (here), its rows (MySQL) and the previous batch's vectors (Milvus) overlap.
+    origin = f"load:{load.path}/{load.split}"  # what a search can filter on (source)
     stages = (
-        lambda items: insert_rows(services, load.collection, items),
+        lambda items: insert_rows(services, load.collection, [replace(item, origin=origin) for item in items]),
         lambda rows: store_vectors(services, load.collection, rows),
     )
     try:

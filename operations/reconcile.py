@@ -16,6 +16,7 @@ from adapters.encoder_base import EncoderBase
 from operations import collections
 from operations.job_progress import JobOutcome, JobProgress
 from operations.services import Services
+from operations.vector_fields import fields_for_ids
 
 logger = logging.getLogger(__name__)
 PAGE = 1000
@@ -59,7 +60,8 @@ def _rebuild(
     for start in range(0, len(good), settings.encode_batch_size):
         chunk = good[start : start + settings.encode_batch_size]
         vectors = encoder.encode_pixels(pixels[start : start + settings.encode_batch_size])
-        services.vectors.upsert(collection, chunk, vectors)
+        fields = fields_for_ids(services.metadata, collection, chunk)
+        services.vectors.upsert(collection, chunk, vectors, [fields[i] for i in chunk])
         services.metadata.mark_indexed(chunk)
     if bad:  # cannot be searched and cannot be rebuilt: remove rather than keep a broken row
         services.metadata.delete_rows(bad)

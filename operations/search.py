@@ -10,9 +10,10 @@ import numpy as np
 
 from adapters import images
 from adapters.encoder_base import EncoderBase
-from operations import collections
+from operations import collections, search_filters
 from operations.errors import Conflict, InvalidInput
 from operations.search_batch import Hit, Query, SearchResult, search_vectors
+from operations.search_filters import SearchFilters
 from operations.services import Services
 
 __all__ = ["Hit", "SearchResult", "search_images", "search_text", "similar"]
@@ -39,7 +40,30 @@ def validate_top_k(top_k: int, max_top_k: int) -> int:
     return top_k
 
 
-def search_text(services: Services, collection: str, text: str, top_k: int, with_data: bool = False) -> SearchResult:
+@dataclass(frozen=True)
+class Page:
+    """Which results: the filter (a Milvus expression, or None) and how many of the best to skip."""
+
+    filter: str | None = None
+    offset: int = 0
+
+
+def page_for(services: Services, collection: str, filters: SearchFilters | None, offset: int, top_k: int) -> Page:
+    return Page(
+        search_filters.expression(services, collection, filters),
+        search_filters.validate_offset(services, collection, offset, top_k),
+    )
+
+
+def search_text(
+    services: Services,
+    collection: str,
+    text: str,
+    top_k: int,
+    with_data: bool = False,
+    filters: SearchFilters | None = None,
+    offset: int = 0,
+) -> SearchResult:
     settings = services.settings
     text = validate_text(text, settings.max_text_chars)
     validate_top_k(top_k, settings.max_top_k)
@@ -47,8 +71,9 @@ def search_text(services: Services, collection: str, text: str, top_k: int, with
     encoder = collections.encoder_for(services, record)
     if not encoder.has_text:
         raise Conflict(f"collection {collection!r} uses the image-only model {record.model}: search it by image")
-
-    result = run_query(services, Query(record.name, record.model, top_k, with_data, encoder=encoder, text=text))
+    page = page_for(services, record.name, filters, offset, top_k)
+    query = Query(record.name, record.model, top_k, with_data, encoder=encoder, text=text, **vars(page))
+    result = run_query(services, query)
     result.notice = truncation_notice(services, text)
     return result
 
@@ -73,6 +98,8 @@ def run_query(services: Services, query: Query) -> SearchResult:
         query.top_k,
         query.with_data,
         timings,
+        query.filter,
+        query.offset,
     )[0]
 
 
@@ -98,13 +125,20 @@ def truncation_notice(services: Services, text: str) -> str | None:
 
 
 def search_images(
-    services: Services, collection: str, queries: list[tuple[str, bytes]], top_k: int, with_data: bool = False
+    services: Services,
+    collection: str,
+    queries: list[tuple[str, bytes]],
+    top_k: int,
+    with_data: bool = False,
+    filters: SearchFilters | None = None,
+    offset: int = 0,
 ) -> list[SearchResult]:
     """以图搜图: one ranked list per query image. A bad image fails the request, naming the file."""
     settings = services.settings
     validate_top_k(top_k, settings.max_top_k)
     record = collections.require(services, collection)
     encoder = collections.encoder_for(services, record)
+    page = page_for(services, record.name, filters, offset, top_k)
     if not queries:
         raise InvalidInput("send at least one image")
     pixels, problems = [], []
@@ -118,32 +152,54 @@ def search_images(
     if problems:
         raise InvalidInput(f"{problems[0]['file']}: {problems[0]['reason']}", details=problems)
     if len(pixels) == 1:  # one query image rides the batcher with concurrent ones
-        query = Query(record.name, record.model, top_k, with_data, encoder=encoder, pixels=pixels[0])
+        query = Query(record.name, record.model, top_k, with_data, encoder=encoder, pixels=pixels[0], **vars(page))
         query.submitted = started  # its encode time counts its decoding, as for several images
         return [run_query(services, query)]
     vectors = encoder.encode_pixels(pixels)  # several images are a batch already
     timings = {"encode": (time.perf_counter() - started) * 1000}
     if services.queries is not None:
-        queries = [Query(record.name, record.model, top_k, with_data, vector=v, timings=dict(timings)) for v in vectors]
+        queries = [
+            Query(record.name, record.model, top_k, with_data, vector=v, timings=dict(timings), **vars(page))
+            for v in vectors
+        ]
         return services.queries.search_many(queries)
     return search_vectors(
-        services.vectors, services.metadata, record.name, record.model, vectors, top_k, with_data, timings
+        services.vectors,
+        services.metadata,
+        record.name,
+        record.model,
+        vectors,
+        top_k,
+        with_data,
+        timings,
+        page.filter,
+        page.offset,
     )
 
 
-def similar(services: Services, collection: str, image_id: str, top_k: int, with_data: bool = False) -> SearchResult:
-    """More like this: searches with the stored vector (no re-encoding) and leaves the image itself out."""
+def similar(
+    services: Services,
+    collection: str,
+    image_id: str,
+    top_k: int,
+    with_data: bool = False,
+    filters: SearchFilters | None = None,
+    offset: int = 0,
+) -> SearchResult:
+    """More like this: searches with the stored vector (no re-encoding) and leaves the image itself out. A later
+    page is cut from the first ``offset + top_k + 1`` results, so leaving the image out never shifts it."""
     validate_top_k(top_k, services.settings.max_top_k)
     record = collections.require(services, collection)
+    page = page_for(services, record.name, filters, offset, top_k)
     image = collections.require_image(services, collection, image_id)
     started = time.perf_counter()
     vector = services.vectors.get(collection, [image.id]).get(image.id)
     if vector is None:
         raise Conflict(f"image {image_id!r} has no vector; run reconcile on {collection!r}")
-    query = Query(collection, record.model, top_k + 1, with_data, vector=vector)
+    query = Query(collection, record.model, page.offset + top_k + 1, with_data, vector=vector, filter=page.filter)
     query.timings["vector_fetch"] = (time.perf_counter() - started) * 1000
     result = run_query(services, query)
-    result.hits = [hit for hit in result.hits if hit.id != image.id][:top_k]
+    result.hits = [hit for hit in result.hits if hit.id != image.id][page.offset : page.offset + top_k]
     return result
 
 

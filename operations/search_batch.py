@@ -46,6 +46,7 @@ class SearchResult:
     hits: list[Hit]
     timings_ms: dict[str, float] = field(default_factory=dict)
     notice: str | None = None  # e.g. the query was longer than the model reads
+    filter: str | None = None  # the Milvus expression the search's filters became
 
 
 def search_vectors(
@@ -57,11 +58,14 @@ def search_vectors(
     top_k: int,
     with_data: bool,
     timings: dict[str, float] | None = None,
+    filter: str | None = None,
+    offset: int = 0,
 ) -> list[SearchResult]:
-    """One Milvus search for every query vector, one metadata query for every hit; a result list per query."""
+    """One Milvus search for every query vector (``filter``: a Milvus expression over the scalar fields;
+    ``offset``: the next page), one metadata query for every hit; a result list per query."""
     timings = dict(timings or {})
     started = time.perf_counter()
-    found = vectors.search(collection, queries, top_k)
+    found = vectors.search(collection, queries, top_k, filter, offset)
     timings["vector_search"] = (time.perf_counter() - started) * 1000
     started = time.perf_counter()
     ids = sorted({vector_id for hits in found for vector_id, _ in hits})
@@ -75,6 +79,7 @@ def search_vectors(
             model,
             [Hit(i, score, rows[i], tags.get(i, ())) for i, score in hits if i in rows],
             dict(timings),
+            filter=filter,
         )
         for hits in found
     ]
@@ -92,6 +97,8 @@ class Query:
     text: str | None = None
     pixels: Any = None
     vector: np.ndarray | None = None
+    filter: str | None = None  # a Milvus expression (operations/search_filters.py)
+    offset: int = 0
     timings: dict[str, float] = field(default_factory=dict)
     submitted: float = field(default_factory=time.perf_counter)
     result: Future = field(default_factory=Future)
@@ -173,15 +180,23 @@ class QueryBatcher:
             self._search_round(pending)
 
     def _search_round(self, queries: list[Query]) -> None:
-        """Stage 2: one Milvus search and one metadata query per (collection, top_k, with_data)."""
-        groups: dict[tuple[str, int, bool], list[Query]] = defaultdict(list)
+        """Stage 2: one Milvus search and one metadata query per (collection, top_k, fields, filter, page)."""
+        groups: dict[tuple[str, int, bool, str | None, int], list[Query]] = defaultdict(list)
         for query in queries:
-            groups[(query.collection, query.top_k, query.with_data)].append(query)
-        for (collection, top_k, with_data), group in groups.items():
+            groups[(query.collection, query.top_k, query.with_data, query.filter, query.offset)].append(query)
+        for (collection, top_k, with_data, expression, offset), group in groups.items():
             try:
                 matrix = np.stack([np.asarray(q.vector, dtype=np.float32) for q in group])
                 results = search_vectors(
-                    self._vectors, self._metadata, collection, group[0].model, matrix, top_k, with_data
+                    self._vectors,
+                    self._metadata,
+                    collection,
+                    group[0].model,
+                    matrix,
+                    top_k,
+                    with_data,
+                    filter=expression,
+                    offset=offset,
                 )
             except Exception as exc:
                 for query in group:

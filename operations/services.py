@@ -81,4 +81,12 @@ def build_services(settings: Settings, encoder: EncoderBase | None = None) -> Se
         queries = QueryBatcher(vectors, metadata, settings.microbatch_max_size, settings.microbatch_max_wait_ms)
         owned.append(queries)  # closed first: no search outlives the stores
     pool = ThreadPoolExecutor(max_workers=settings.decode_workers, thread_name_prefix="decode")
-    return Services(settings, models, vectors, metadata, JobStore(metadata.engine), pool, queries, owned)
+    services = Services(settings, models, vectors, metadata, JobStore(metadata.engine), pool, queries, owned)
+    try:
+        from operations.upgrade import upgrade_collections  # imports Services: loaded after this module
+
+        upgrade_collections(services)
+    except Exception:
+        services.close()
+        raise
+    return services

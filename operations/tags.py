@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from adapters.tag_store import MAX_TAG_CHARS, MAX_TAGS_PER_IMAGE, Tag, TagStore
-from operations import collections
+from operations import collections, vector_fields
 from operations.classify import require_text_model, resolve_templates, validate_labels
 from operations.errors import InvalidInput
 from operations.job_progress import JobProgress
@@ -89,6 +89,7 @@ def tag_collection(
             probabilities = np.exp(logits - logits.max(axis=1, keepdims=True))
             probabilities /= probabilities.sum(axis=1, keepdims=True)
             store.replace(collection, "auto", dict(zip(present, choose(probabilities, labels, rule), strict=True)))
+            vector_fields.refresh(services, collection, present)  # tag filters run inside the vector search
             tagged += len(present)
         progress.done += len(chunk)
         progress.loaded = tagged
@@ -113,6 +114,7 @@ def set_manual(services: Services, collection: str, image_id: str, tags: Sequenc
     image = collections.require_image(services, collection, image_id)
     store = TagStore(services.metadata.engine)
     store.replace(collection, "manual", {image.id: [Tag(t, "manual") for t in cleaned]})
+    vector_fields.refresh(services, collection, [image.id])
     return store.tags_of([image.id]).get(image.id, [])
 
 

@@ -19,6 +19,7 @@ from adapters.images import ImageFacts
 from adapters.metadata_store import NewImage
 from operations.errors import NotFound
 from operations.services import Services
+from operations.vector_fields import new_image_fields
 
 logger = logging.getLogger(__name__)
 
@@ -30,6 +31,7 @@ class ImageToWrite:
     facts: ImageFacts
     vector: np.ndarray
     source: str | None = None
+    origin: str | None = None
 
 
 def write_batch(services: Services, collection: str, items: Sequence[ImageToWrite]) -> dict[str, int]:
@@ -45,7 +47,9 @@ def insert_rows(services: Services, collection: str, items: Sequence[ImageToWrit
     ids = services.metadata.insert_pending(
         collection,
         [
-            NewImage(i.image_id, i.data, i.facts.mime, i.facts.width, i.facts.height, i.facts.sha256, i.source)
+            NewImage(
+                i.image_id, i.data, i.facts.mime, i.facts.width, i.facts.height, i.facts.sha256, i.source, i.origin
+            )
             for i in items
         ],
     )
@@ -57,7 +61,8 @@ def store_vectors(services: Services, collection: str, rows: Sequence[tuple[Imag
     if not rows:
         return {}
     vector_ids = [row_id for _, row_id in rows]
-    services.vectors.upsert(collection, vector_ids, np.stack([item.vector for item, _ in rows]))
+    fields = [new_image_fields(item.facts.mime, item.facts.width, item.facts.height, item.origin) for item, _ in rows]
+    services.vectors.upsert(collection, vector_ids, np.stack([item.vector for item, _ in rows]), fields)
     services.metadata.mark_indexed(vector_ids)
     return {item.image_id: row_id for item, row_id in rows}
 

@@ -166,11 +166,11 @@ class _FailingVectors:
     def __init__(self, real: MilvusVectorStore) -> None:
         self.real, self.calls = real, 0
 
-    def upsert(self, name: str, ids: list[int], vectors: np.ndarray) -> None:
+    def upsert(self, name: str, ids: list[int], vectors: np.ndarray, fields: list | None = None) -> None:
         self.calls += 1
         if self.calls == 2:
             raise ConnectionError("Milvus went away")
-        self.real.upsert(name, ids, vectors)
+        self.real.upsert(name, ids, vectors, fields)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.real, name)

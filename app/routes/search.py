@@ -6,6 +6,7 @@ import base64
 from typing import Annotated
 
 from fastapi import APIRouter, File, Form, Query, Request, Response, UploadFile
+from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from app.deps import ServicesDep
@@ -15,6 +16,7 @@ from app.schemas import (
     CollectionName,
     CollectionPath,
     CompareResponse,
+    FiltersIn,
     HitOut,
     ImageQueryResult,
     ImageSearchResponse,
@@ -29,6 +31,7 @@ from operations.combined_query import QueryImage, QueryPart
 from operations.errors import InvalidInput, TooLarge
 from operations.results_picture import RANDOM_NOTE, PictureHit, render
 from operations.search import SearchResult
+from operations.search_filters import SearchFilters
 
 router = APIRouter(prefix="/img", tags=["search"])
 ERRORS = documented(401, 403, 404, 409, 413, 422, 503)
@@ -69,7 +72,38 @@ def query_out(parts: list[QueryPart]) -> QueryOut:
     )
 
 
-def search_response(result: SearchResult, parts: list[QueryPart], request: Request, include: bool) -> SearchResponse:
+def filters_of(body: FiltersIn | None) -> SearchFilters | None:
+    if body is None:
+        return None
+    return SearchFilters(
+        tuple(body.tags_any),
+        tuple(body.tags_all),
+        body.added_after,
+        body.added_before,
+        tuple(body.source),
+        tuple(body.mime),
+        body.min_width,
+        body.min_height,
+    )
+
+
+def filters_from_form(value: str | None) -> SearchFilters | None:
+    """Multipart forms and query strings carry the filters as one JSON object, as /img/search takes them."""
+    if not value:
+        return None
+    try:
+        return filters_of(FiltersIn.model_validate_json(value))
+    except ValidationError as exc:
+        raise InvalidInput(f"filters is not a valid filter object: {exc.errors()[0]['msg']}") from exc
+
+
+FiltersForm = Annotated[str | None, Form(description='JSON, as in /img/search, e.g. {"tags_any": ["海边"]}')]
+OffsetForm = Annotated[int, Form(description="Skip this many of the best: the next page.")]
+
+
+def search_response(
+    result: SearchResult, parts: list[QueryPart] | None, request: Request, include: bool, offset: int = 0
+) -> SearchResponse:
     return SearchResponse(
         collection=result.collection,
         model=result.model,
@@ -77,7 +111,9 @@ def search_response(result: SearchResult, parts: list[QueryPart], request: Reque
         timings_ms=observed(request, result.timings_ms),
         truncated=result.notice is not None,
         notice=result.notice,
-        query=query_out(parts),
+        query=query_out(parts) if parts else None,
+        offset=offset,
+        filter=result.filter,
     )
 
 
@@ -98,9 +134,11 @@ async def search_by_text(body: SearchRequest, services: ServicesDep, request: Re
             image_weight=body.image_weight,
             negative_weight=body.negative_weight,
             with_data=body.include_image,
+            filters=filters_of(body.filters),
+            offset=body.offset,
         )
     )
-    return search_response(result, parts, request, body.include_image)
+    return search_response(result, parts, request, body.include_image, body.offset)
 
 
 @router.post("/search/combined", response_model=SearchResponse, responses=ERRORS)
@@ -117,6 +155,8 @@ async def search_combined(
     negative_weight: Annotated[float, Form()] = 1.0,
     top_k: Annotated[int, Form()] = 10,
     include_image: Annotated[bool, Form()] = False,
+    filters: FiltersForm = None,
+    offset: OffsetForm = 0,
 ) -> SearchResponse:
     """A text and an uploaded (or stored) image in one query, with an optional negative text: the query vector
     is the normalised weighted sum of the parts (clip-retrieval's combined query)."""
@@ -140,9 +180,11 @@ async def search_combined(
             image_weight=image_weight,
             negative_weight=negative_weight,
             with_data=include_image,
+            filters=filters_from_form(filters),
+            offset=offset,
         )
     )
-    return search_response(result, parts, request, include_image)
+    return search_response(result, parts, request, include_image, offset)
 
 
 def _read_query_images(files: list[UploadFile], max_bytes: int) -> list[tuple[str, bytes]]:
@@ -164,13 +206,18 @@ async def search_by_image(
     files: Annotated[list[UploadFile], File(description="One or more query images.")],
     top_k: Annotated[int, Form()] = 10,
     include_image: Annotated[bool, Form()] = False,
+    filters: FiltersForm = None,
+    offset: OffsetForm = 0,
 ) -> ImageSearchResponse:
     """以图搜图: for each uploaded image, the top_k most similar stored images."""
     settings = services.settings
     if len(files) > settings.max_upload_files:
         raise TooLarge(f"at most {settings.max_upload_files} files per request, got {len(files)}")
+    wanted = filters_from_form(filters)
     queries = await run_in_threadpool(_read_query_images, files, settings.max_image_bytes)
-    results = await run_in_threadpool(search.search_images, services, collection, queries, top_k, include_image)
+    results = await run_in_threadpool(
+        search.search_images, services, collection, queries, top_k, include_image, wanted, offset
+    )
     return ImageSearchResponse(
         collection=collection,
         model=results[0].model,
@@ -237,12 +284,12 @@ async def more_like_this(
     request: Request,
     top_k: TopK = 10,
     include_image: bool = False,
+    filters: Annotated[str | None, Query(description='JSON, e.g. {"tags_any": ["海边"]}')] = None,
+    offset: Annotated[int, Query(description="Skip this many of the best: the next page.")] = 0,
 ) -> SearchResponse:
     """Images most like a stored one, found with its stored vector; the image itself is left out."""
-    result = await run_in_threadpool(search.similar, services, collection, image_id, top_k, include_image)
-    return SearchResponse(
-        collection=result.collection,
-        model=result.model,
-        hits=hits_out(result, request, include_image),
-        timings_ms=observed(request, result.timings_ms),
+    wanted = filters_from_form(filters)
+    result = await run_in_threadpool(
+        search.similar, services, collection, image_id, top_k, include_image, wanted, offset
     )
+    return search_response(result, None, request, include_image, offset)

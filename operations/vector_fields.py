@@ -1,0 +1,63 @@
+"""The filter fields each vector carries in Milvus (adapters/milvus_schema.py), built from what the metadata DB
+knows, and written again when an image's tags change."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from adapters.metadata_store import ImageRecord, MetadataStore
+from adapters.milvus_schema import ADDED, HEIGHT, MAX_SOURCE_LENGTH, MIME, SOURCE, TAGS, WIDTH
+from adapters.tag_store import TagStore
+from operations.services import Services
+
+
+def unix_seconds(moment: dt.datetime | None) -> int:
+    """The metadata DB keeps naive UTC."""
+    if moment is None:
+        return 0
+    return int(moment.replace(tzinfo=dt.UTC).timestamp())
+
+
+def new_image_fields(
+    mime: str, width: int, height: int, origin: str | None, added: dt.datetime | None = None, tags: Sequence[str] = ()
+) -> dict[str, Any]:
+    moment = added or dt.datetime.now(dt.UTC).replace(tzinfo=None)
+    return {
+        ADDED: unix_seconds(moment),
+        SOURCE: (origin or "")[:MAX_SOURCE_LENGTH],
+        MIME: mime,
+        WIDTH: int(width),
+        HEIGHT: int(height),
+        TAGS: list(tags),
+    }
+
+
+def fields_of(records: Mapping[int, ImageRecord], tags: Mapping[int, Sequence[str]]) -> dict[int, dict[str, Any]]:
+    return {
+        i: new_image_fields(r.mime, r.width, r.height, r.origin, r.created_at, tags.get(i, ()))
+        for i, r in records.items()
+    }
+
+
+def fields_for_ids(metadata: MetadataStore, collection: str, ids: Sequence[int]) -> dict[int, dict[str, Any]]:
+    """Rows (searchable or pending) and tags from the metadata DB; ids without a row are absent."""
+    records = metadata.fetch(collection, ids, include_pending=True)
+    tags = {i: [t.tag for t in found] for i, found in TagStore(metadata.engine).tags_of(list(records)).items()}
+    return fields_of(records, tags)
+
+
+def refresh(services: Services, collection: str, ids: Sequence[int]) -> None:
+    """Writes the images' vectors again with their current fields (after their tags changed)."""
+    if not ids or not services.vectors.has_scalar_fields(collection):
+        return
+    vectors = services.vectors.get(collection, ids)
+    fields = fields_for_ids(services.metadata, collection, [i for i in ids if i in vectors])
+    present = [i for i in ids if i in vectors and i in fields]
+    if present:
+        services.vectors.upsert(
+            collection, present, np.stack([vectors[i] for i in present]), [fields[i] for i in present]
+        )
