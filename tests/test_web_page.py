@@ -16,7 +16,7 @@ from adapters.clip_encoder import ChineseClipEncoder
 from app.main import create_app
 from config import Settings
 from tests.conftest import load_split, serve
-from tests.imagefiles import jpeg
+from tests.imagefiles import encode, jpeg, picture
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 QUERY = "红色的圆形"
@@ -130,3 +130,99 @@ def test_thumbnails_are_cached(live_server: str) -> None:
     assert len(first.content) < len(original.content)
     assert httpx.get(hit["url"], headers={"If-None-Match": original.headers["etag"]}).status_code == 304
     assert httpx.get(f"{live_server}/img/good/{hit['image_id']}/thumb?size=5000").status_code == 422
+
+
+def test_page_tags_filters_pages_and_combined_queries(live_server: str, page, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """Tag chips filter the search inside the vector search; 'load more' fetches the next page; typing while an
+    image is chosen makes one combined query, weighted by the slider; the random-weights banner is shown."""
+    ARTIFACTS.mkdir(exist_ok=True)
+    for seed in range(0, PHOTOS, 2):
+        assert httpx.put(f"{live_server}/img/good/photo{seed}/tags", json={"tags": ["海边"]}).status_code == 200
+    page.goto(live_server + "/")
+    page.wait_for_function("document.querySelector('#tag-chips .chip') !== null")
+    assert not page.locator("#random-banner").is_hidden() and "随机权重" in page.locator("#random-banner").inner_text()
+
+    page.locator("#query").fill(QUERY)
+    page.wait_for_function("document.querySelectorAll('.card').length === 30")
+    page.locator("#load-more").click()
+    page.wait_for_function("document.querySelectorAll('.card').length === 60")
+    second = httpx.post(
+        f"{live_server}/img/search", json={"collection": "good", "text": QUERY, "top_k": 30, "offset": 30}
+    ).json()["hits"]
+    assert page.locator('.card[data-rank="31"]').get_attribute("data-image-id") == second[0]["image_id"]
+
+    page.locator('.chip[data-tag="海边"]').click()
+    page.wait_for_function("document.querySelectorAll('.card').length === 3")
+    shown = [page.locator(".card").nth(i).get_attribute("data-image-id") for i in range(3)]
+    expected = httpx.post(
+        f"{live_server}/img/search",
+        json={"collection": "good", "text": QUERY, "top_k": 30, "filters": {"tags_any": ["海边"]}},
+    ).json()["hits"]
+    assert shown == [hit["image_id"] for hit in expected] and set(shown) == {"photo0", "photo2", "photo4"}
+    assert all("海边" in page.locator(".card .tags").nth(i).inner_text() for i in range(3))
+    page.screenshot(path=str(ARTIFACTS / "web-tag-filter.png"), full_page=True)
+    page.locator('.chip[data-tag="海边"]').click()  # off again
+
+    query_image = tmp_path / "query.jpg"
+    query_image.write_bytes(jpeg(3))
+    page.locator("#file").set_input_files(str(query_image))
+    page.wait_for_function("document.querySelector('#status').textContent.includes('最相似')")
+    page.locator("#mix").evaluate("slider => { slider.value = 80; slider.dispatchEvent(new Event('change')); }")
+    page.wait_for_function("document.querySelector('#status').textContent.includes('图片权重 0.80')")
+    combined = httpx.post(
+        f"{live_server}/img/search/combined",
+        data={"collection": "good", "text": QUERY, "text_weight": "0.2", "image_weight": "0.8", "top_k": "30"},
+        files=[("file", ("query.jpg", jpeg(3), "image/jpeg"))],
+    ).json()
+    assert combined["query"]["combined"] is True
+    assert first_card(page)[0] == combined["hits"][0]["image_id"]
+    page.screenshot(path=str(ARTIFACTS / "web-combined.png"), full_page=True)
+
+
+def test_page_labels_uploads_and_duplicates(live_server: str, page, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """Labels for the image in the viewer, adding photos from the page (a result per file), and the duplicates
+    view deleting the chosen extra."""
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.goto(live_server + "/")
+    page.wait_for_function("document.querySelector('#collection').options.length > 0")
+    new, again = tmp_path / "new.jpg", tmp_path / "again.jpg"
+    new.write_bytes(encode(picture(3), "JPEG", quality=97))  # a near copy of photo3: a duplicate group below
+    again.write_bytes(jpeg(1))  # the same bytes as photo1: stored once
+    page.locator("#add-files").set_input_files([str(new), str(again)])
+    page.wait_for_function("document.querySelectorAll('#upload-results li').length === 2")
+    results = page.locator("#upload-results").inner_text()
+    assert "new.jpg：已添加" in results and "again.jpg：已存在" in results
+    page.wait_for_function(f"document.querySelector('#overview').textContent.includes('{60 + PHOTOS + 1} 张')")
+
+    page.locator("#query").fill(QUERY)
+    page.wait_for_function("document.querySelectorAll('.card').length > 0")
+    page.locator('.card[data-rank="1"]').click()
+    page.wait_for_function("document.querySelector('#viewer').open")
+    page.locator("#classify").click()
+    page.wait_for_function("document.querySelectorAll('#label-results li[data-label]').length === 4")
+    image_id = page.locator('.card[data-rank="1"]').get_attribute("data-image-id")
+    ranked = httpx.post(
+        f"{live_server}/img/classify",
+        data={"collection": "good", "image_id": image_id, "labels": "杰尼龟\n妙蛙种子\n小火龙\n皮卡丘"},
+    ).json()["labels"]
+    assert page.locator("#label-results li").first.get_attribute("data-label") == ranked[0]["label"]
+    page.screenshot(path=str(ARTIFACTS / "web-labels.png"))
+    page.locator("#close-viewer").click()
+
+    stored = httpx.post(
+        f"{live_server}/img/search/image",
+        data={"collection": "good", "top_k": 1},
+        files=[("files", ("n.jpg", new.read_bytes(), "image/jpeg"))],
+    ).json()["results"][0]["hits"][0]["image_id"]  # the uploaded copy's id (from its content)
+    page.locator("#find-duplicates").click()
+    page.wait_for_function(f"document.querySelector('#duplicate-groups input[data-image-id=\"{stored}\"]') !== null")
+    page.screenshot(path=str(ARTIFACTS / "web-duplicates.png"), full_page=True)
+    page.evaluate(
+        "id => document.querySelectorAll('#duplicate-groups input')"
+        ".forEach(box => { box.checked = box.dataset.imageId === id; })",
+        stored,
+    )
+    page.locator("#delete-duplicates").click()
+    page.wait_for_function("document.querySelector('#duplicates-status').textContent.includes('已删除 1 张')")
+    assert httpx.get(f"{live_server}/img/good/{stored}").status_code == 404
+    assert httpx.get(f"{live_server}/img/good/photo3").status_code == 200

@@ -4,11 +4,18 @@
 const $ = (id) => document.getElementById(id);
 const TOP_K = 30;
 const STATES = { queued: "排队中", running: "进行中", succeeded: "已完成", failed: "失败" };
-const KINDS = { load: "批量导入", ingest: "文件夹导入", reconcile: "一致性修复", evaluate: "检索评测" };
+const KINDS = {
+  load: "批量导入", ingest: "文件夹导入", reconcile: "一致性修复", evaluate: "检索评测", tags: "自动标签",
+  duplicates: "重复检测",
+};
 let collections = [];
 let searchSeq = 0;
 let current = null; // the hit shown in the viewer
 let jobsWereActive = false;
+let queryImage = null; // the dropped image: typing text then makes a combined query
+let lastSearch = null; // {run(offset) → body, label}: "load more" asks it for the next page
+let shown = 0;
+const chosenTags = new Set();
 
 function apiKey() { return localStorage.getItem("imgsearch-key") || ""; }
 function authHeaders() { return apiKey() ? { "X-API-Key": apiKey() } : {}; }
@@ -60,7 +67,14 @@ function renderOverview() {
 }
 
 function renderHits(hits, label) {
-  $("grid").replaceChildren(...hits.map((hit, index) => {
+  $("grid").replaceChildren();
+  appendHits(hits, 0);
+  setStatus(hits.length ? label : "没有找到图片。");
+}
+
+function appendHits(hits, start) {
+  $("grid").append(...hits.map((hit, offset) => {
+    const index = start + offset;
     const card = document.createElement("button");
     card.type = "button";
     card.className = "card";
@@ -76,11 +90,13 @@ function renderHits(hits, label) {
     const name = document.createElement("span");
     name.className = "name";
     name.textContent = hit.image_id;
-    card.append(img, score, name);
+    const tags = document.createElement("span");
+    tags.className = "tags";
+    tags.textContent = (hit.tags || []).join(" · ");
+    card.append(img, score, name, tags);
     card.addEventListener("click", () => openViewer(hit));
     return card;
   }));
-  setStatus(hits.length ? label : "没有找到图片。");
 }
 
 function ms(timings) {
@@ -88,19 +104,28 @@ function ms(timings) {
   return total ? ` · 用时 ${Math.round(total)} 毫秒` : "";
 }
 
-async function searchText(text) {
+function filters() {
+  const wanted = {};
+  if (chosenTags.size) wanted.tags_any = [...chosenTags];
+  if ($("filter-mime").value) wanted.mime = [$("filter-mime").value];
+  const width = parseInt($("filter-width").value, 10);
+  if (width > 0) wanted.min_width = width;
+  return Object.keys(wanted).length ? wanted : null;
+}
+
+// Runs a search (page 0), shows it, and keeps it for "load more": run(offset) returns {hits, timings_ms, ...}.
+async function runSearch(run, label) {
   const seq = ++searchSeq;
   $("notice").hidden = true;
-  if (!text.trim() || !collection()) return;
+  $("duplicates").hidden = true;
   setStatus("搜索中…");
   try {
-    const body = await api("/img/search", {
-      method: "POST",
-      headers: { "Content-Type": "application/json" },
-      body: JSON.stringify({ collection: collection(), text, top_k: TOP_K }),
-    });
+    const body = await run(0);
     if (seq !== searchSeq) return; // a newer query is on its way
-    renderHits(body.hits, `“${text}” 的前 ${body.hits.length} 张结果${ms(body.timings_ms)}`);
+    lastSearch = { run, label };
+    shown = body.hits.length;
+    renderHits(body.hits, `${label(body.hits.length)}${ms(body.timings_ms)}`);
+    $("load-more").hidden = body.hits.length < TOP_K;
     if (body.truncated) {
       $("notice").textContent = "查询文字超过 Chinese-CLIP 的 52 个 token 上限，只用了前面的部分进行搜索。";
       $("notice").hidden = false;
@@ -108,20 +133,77 @@ async function searchText(text) {
   } catch (error) { if (seq === searchSeq) setStatus(`搜索失败：${error.message}`); }
 }
 
-async function searchImage(file) {
-  if (!file || !collection()) return;
-  const seq = ++searchSeq;
-  $("notice").hidden = true;
-  setStatus(`以图搜图：${file.name}…`);
+async function loadMore() {
+  if (!lastSearch) return;
+  const seq = searchSeq;
+  try {
+    const body = await lastSearch.run(shown);
+    if (seq !== searchSeq) return;
+    appendHits(body.hits, shown);
+    shown += body.hits.length;
+    setStatus(`${lastSearch.label(shown)}`);
+    $("load-more").hidden = body.hits.length < TOP_K;
+  } catch (error) { setStatus(`加载失败：${error.message}`); $("load-more").hidden = true; }
+}
+
+function searchText(text) {
+  if (queryImage) return searchCombined();
+  if (!text.trim() || !collection()) return;
+  const run = (offset) => api("/img/search", {
+    method: "POST",
+    headers: { "Content-Type": "application/json" },
+    body: JSON.stringify({ collection: collection(), text, top_k: TOP_K, offset, filters: filters() }),
+  });
+  return runSearch(run, (n) => `“${text}” 的前 ${n} 张结果`);
+}
+
+function imageForm(file, offset) {
   const form = new FormData();
   form.append("collection", collection());
   form.append("top_k", String(TOP_K));
-  form.append("files", file, file.name);
-  try {
+  form.append("offset", String(offset));
+  if (filters()) form.append("filters", JSON.stringify(filters()));
+  return form;
+}
+
+function searchImage(file) {
+  if (!file || !collection()) return;
+  queryImage = file;
+  $("mix-row").hidden = false;
+  $("mix-image").textContent = `查询图片：${file.name}`;
+  if ($("query").value.trim()) return searchCombined();
+  const run = async (offset) => {
+    const form = imageForm(file, offset);
+    form.append("files", file, file.name);
     const body = await api("/img/search/image", { method: "POST", body: form });
-    if (seq !== searchSeq) return;
-    renderHits(body.results[0].hits, `与 ${file.name} 最相似的 ${body.results[0].hits.length} 张${ms(body.timings_ms)}`);
-  } catch (error) { if (seq === searchSeq) setStatus(`以图搜图失败：${error.message}`); }
+    return { ...body, hits: body.results[0].hits };
+  };
+  return runSearch(run, (n) => `与 ${file.name} 最相似的 ${n} 张`);
+}
+
+// Text typed while an image is chosen: one query, the slider sets how much each counts.
+function searchCombined() {
+  const text = $("query").value.trim();
+  const file = queryImage;
+  if (!file || !collection()) return;
+  if (!text) return searchImage(file);
+  const imageWeight = Number($("mix").value) / 100;
+  const run = (offset) => {
+    const form = imageForm(file, offset);
+    form.append("file", file, file.name);
+    form.append("text", text);
+    form.append("text_weight", String(1 - imageWeight));
+    form.append("image_weight", String(imageWeight));
+    return api("/img/search/combined", { method: "POST", body: form });
+  };
+  return runSearch(run, (n) => `“${text}” + ${file.name}（图片权重 ${imageWeight.toFixed(2)}）的前 ${n} 张`);
+}
+
+function clearImage() {
+  queryImage = null;
+  $("file").value = "";
+  $("mix-row").hidden = true;
+  if ($("query").value.trim()) searchText($("query").value);
 }
 
 function openViewer(hit) {
@@ -131,7 +213,29 @@ function openViewer(hit) {
   img.alt = hit.image_id;
   setImage(img, hit.url);
   $("viewer-caption").textContent = `${hit.image_id} · 相似度 ${hit.score.toFixed(3)} · ${hit.width}×${hit.height}`;
+  $("label-results").replaceChildren();
   $("viewer").showModal();
+}
+
+async function classify() {
+  if (!current) return;
+  const form = new FormData();
+  form.append("collection", collection());
+  form.append("image_id", current.image_id);
+  form.append("labels", $("labels").value);
+  $("label-results").replaceChildren(Object.assign(document.createElement("li"), { textContent: "识别中…" }));
+  try {
+    const body = await api("/img/classify", { method: "POST", body: form });
+    $("label-results").replaceChildren(...body.labels.slice(0, 10).map((row) => {
+      const item = document.createElement("li");
+      item.dataset.label = row.label;
+      const bar = Object.assign(document.createElement("meter"), { min: 0, max: 1, value: row.probability });
+      item.append(`${row.label} ${(row.probability * 100).toFixed(1)}%`, bar);
+      return item;
+    }));
+  } catch (error) {
+    $("label-results").replaceChildren(Object.assign(document.createElement("li"), { textContent: `识别失败：${error.message}` }));
+  }
 }
 
 async function moreLikeThis() {
@@ -172,6 +276,113 @@ async function refreshJobs() {
   setTimeout(refreshJobs, active ? 1500 : 10000);
 }
 
+async function loadTags() {
+  chosenTags.clear();
+  if (!collection()) { $("tag-chips").replaceChildren(); return; }
+  try {
+    const body = await api(`/collections/${encodeURIComponent(collection())}/tags`);
+    $("tag-chips").replaceChildren(...body.tags.slice(0, 30).map(({ tag, count }) => {
+      const chip = Object.assign(document.createElement("button"), { type: "button", className: "chip" });
+      chip.dataset.tag = tag;
+      chip.textContent = `${tag} ${count}`;
+      chip.addEventListener("click", () => {
+        if (chosenTags.has(tag)) chosenTags.delete(tag); else chosenTags.add(tag);
+        chip.classList.toggle("on", chosenTags.has(tag));
+        rerun();
+      });
+      return chip;
+    }));
+  } catch (_) { $("tag-chips").replaceChildren(); }
+}
+
+function rerun() {
+  if (queryImage) searchCombined();
+  else if ($("query").value.trim()) searchText($("query").value);
+}
+
+async function waitForJob(jobId, onProgress) {
+  for (;;) {
+    const job = await api(`/jobs/${jobId}`);
+    onProgress(job);
+    if (["succeeded", "failed", "cancelled"].includes(job.state)) return job;
+    await new Promise((resolve) => setTimeout(resolve, 500));
+  }
+}
+
+async function findDuplicates() {
+  if (!collection()) return;
+  const name = encodeURIComponent(collection());
+  $("duplicates").hidden = false;
+  $("duplicate-groups").replaceChildren();
+  const status = (text) => { $("duplicates-status").textContent = text; };
+  try {
+    const accepted = await api(`/collections/${name}/duplicates`, {
+      method: "POST", headers: { "Content-Type": "application/json" }, body: "{}",
+    });
+    const job = await waitForJob(accepted.job_id, (j) => status(`检测中… ${j.done}/${j.total || "?"}`));
+    if (job.state !== "succeeded") { status(`检测失败：${job.message}`); return; }
+    const report = await api(`/collections/${name}/duplicates`);
+    status(`${report.groups.length} 组重复图片，共 ${report.extras} 张可删除（绿色框为建议保留）`);
+    $("duplicate-groups").replaceChildren(...report.groups.map((group) => {
+      const box = Object.assign(document.createElement("div"), { className: "group" });
+      for (const member of [group.keeper, ...group.extras]) {
+        const keeper = member === group.keeper;
+        const figure = Object.assign(document.createElement("figure"), { className: keeper ? "keeper" : "" });
+        const img = document.createElement("img");
+        img.alt = member.image_id;
+        setImage(img, `/img/${name}/${encodeURIComponent(member.image_id)}/thumb?size=256`);
+        const check = Object.assign(document.createElement("input"), { type: "checkbox", checked: !keeper });
+        check.dataset.imageId = member.image_id;
+        const caption = document.createElement("figcaption");
+        caption.append(check, ` ${member.width}×${member.height} · ${member.cosine.toFixed(3)}`);
+        figure.append(img, caption);
+        box.append(figure);
+      }
+      return box;
+    }));
+  } catch (error) { status(`检测失败：${error.message}`); }
+}
+
+async function deleteDuplicates() {
+  const chosen = [...document.querySelectorAll("#duplicate-groups input:checked")].map((box) => box.dataset.imageId);
+  if (!chosen.length) return;
+  try {
+    const body = await api(`/collections/${encodeURIComponent(collection())}/duplicates/delete`, {
+      method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ image_ids: chosen }),
+    });
+    $("duplicates-status").textContent = `已删除 ${body.deleted.length} 张`;
+    $("duplicate-groups").replaceChildren();
+    loadCollections();
+  } catch (error) { $("duplicates-status").textContent = `删除失败：${error.message}`; }
+}
+
+async function addFiles(files) {
+  if (!files.length || !collection()) return;
+  const form = new FormData();
+  form.append("collection", collection());
+  for (const file of files) form.append("files", file, file.name);
+  const list = $("upload-results");
+  list.hidden = false;
+  list.replaceChildren(Object.assign(document.createElement("li"), { textContent: `上传 ${files.length} 个文件…` }));
+  const STATUS = { stored: "已添加", duplicate: "已存在", rejected: "未添加" };
+  try {
+    const body = await api("/img/upload", { method: "POST", body: form });
+    list.replaceChildren(...body.results.map((result) => Object.assign(document.createElement("li"), {
+      textContent: `${result.file}：${STATUS[result.status] || result.status}${result.reason ? "（" + result.reason + "）" : ""}`,
+    })));
+    loadCollections();
+  } catch (error) {
+    list.replaceChildren(Object.assign(document.createElement("li"), { textContent: `上传失败：${error.message}` }));
+  }
+}
+
+async function checkWeights() {
+  try {
+    const health = await fetch("/healthz").then((response) => response.json());
+    $("random-banner").hidden = health.model?.weights !== "random";
+  } catch (_) { /* the banner stays hidden */ }
+}
+
 function debounce(fn, wait) {
   let timer;
   return (...args) => { clearTimeout(timer); timer = setTimeout(() => fn(...args), wait); };
@@ -183,7 +394,8 @@ function wire() {
   $("collection").addEventListener("change", () => {
     localStorage.setItem("imgsearch-collection", collection());
     renderOverview();
-    if ($("query").value.trim()) searchText($("query").value);
+    loadTags();
+    rerun();
   });
   $("query").addEventListener("input", debounce((e) => searchText(e.target.value), 300));
   $("file").addEventListener("change", (e) => searchImage(e.target.files[0]));
@@ -193,8 +405,18 @@ function wire() {
   drop.addEventListener("drop", (e) => { e.preventDefault(); drop.classList.remove("over"); searchImage(e.dataTransfer.files[0]); });
   drop.addEventListener("keydown", (e) => { if (e.key === "Enter" || e.key === " ") $("file").click(); });
   $("more-like-this").addEventListener("click", moreLikeThis);
+  $("classify").addEventListener("click", classify);
+  $("load-more").addEventListener("click", loadMore);
+  $("mix").addEventListener("change", searchCombined);
+  $("clear-image").addEventListener("click", clearImage);
+  $("filter-mime").addEventListener("change", rerun);
+  $("filter-width").addEventListener("change", rerun);
+  $("find-duplicates").addEventListener("click", findDuplicates);
+  $("delete-duplicates").addEventListener("click", deleteDuplicates);
+  $("add-files").addEventListener("change", (e) => addFiles([...e.target.files]));
   $("close-viewer").addEventListener("click", () => $("viewer").close());
 }
 
 wire();
-loadCollections().then(refreshJobs);
+checkWeights();
+loadCollections().then(() => { loadTags(); refreshJobs(); });
