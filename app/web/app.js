@@ -13,6 +13,7 @@ let searchSeq = 0;
 let current = null; // the hit shown in the viewer
 let jobsWereActive = false;
 let queryImage = null; // the dropped image: typing text then makes a combined query
+let combining = false; // text typed (or the slider moved) since the image was chosen
 let lastSearch = null; // {run(offset) → body, label}: "load more" asks it for the next page
 let shown = 0;
 const chosenTags = new Set();
@@ -147,7 +148,7 @@ async function loadMore() {
 }
 
 function searchText(text) {
-  if (queryImage) return searchCombined();
+  if (queryImage) { combining = true; return searchCombined(); }
   if (!text.trim() || !collection()) return;
   const run = (offset) => api("/img/search", {
     method: "POST",
@@ -168,10 +169,10 @@ function imageForm(file, offset) {
 
 function searchImage(file) {
   if (!file || !collection()) return;
+  if (file !== queryImage) combining = false; // a new image: by itself until text is typed
   queryImage = file;
   $("mix-row").hidden = false;
-  $("mix-image").textContent = `查询图片：${file.name}`;
-  if ($("query").value.trim()) return searchCombined();
+  $("mix-image").textContent = `查询图片：${file.name}（输入文字即可组合查询）`;
   const run = async (offset) => {
     const form = imageForm(file, offset);
     form.append("files", file, file.name);
@@ -201,6 +202,7 @@ function searchCombined() {
 
 function clearImage() {
   queryImage = null;
+  combining = false;
   $("file").value = "";
   $("mix-row").hidden = true;
   if ($("query").value.trim()) searchText($("query").value);
@@ -296,8 +298,8 @@ async function loadTags() {
 }
 
 function rerun() {
-  if (queryImage) searchCombined();
-  else if ($("query").value.trim()) searchText($("query").value);
+  if (queryImage) return combining ? searchCombined() : searchImage(queryImage);
+  if ($("query").value.trim()) searchText($("query").value);
 }
 
 async function waitForJob(jobId, onProgress) {
@@ -407,7 +409,7 @@ function wire() {
   $("more-like-this").addEventListener("click", moreLikeThis);
   $("classify").addEventListener("click", classify);
   $("load-more").addEventListener("click", loadMore);
-  $("mix").addEventListener("change", searchCombined);
+  $("mix").addEventListener("change", () => { combining = true; searchCombined(); });
   $("clear-image").addEventListener("click", clearImage);
   $("filter-mime").addEventListener("change", rerun);
   $("filter-width").addEventListener("change", rerun);
