@@ -45,6 +45,7 @@ bench: install
 	$(BIN)/python bench/search.py
 	$(BIN)/python bench/search_default.py
 	$(BIN)/python bench/cold_start.py
+	$(BIN)/python bench/filters.py
 	$(BIN)/python bench/scale.py
 
 # 8 clients, mixed requests, 60 s, on loopback: zero errors and exact counts afterwards.

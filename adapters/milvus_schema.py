@@ -1,6 +1,6 @@
 """What a Milvus collection holds per image: the vector and the scalar fields that filters read inside the vector
 search (so a filtered top-k is the true top-k of the filtered set). Collections made before these fields existed
-have the id and the vector only; ``operations/upgrade.py`` rebuilds them with the fields."""
+have the id and the vector only; ``operations/collections/upgrade.py`` rebuilds them with the fields."""
 
 from __future__ import annotations
 

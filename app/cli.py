@@ -47,8 +47,8 @@ def _services(settings: Settings) -> Iterator:
 def _run_job(services, kind: str, collection: str, params: dict, fn) -> int:  # type: ignore[no-untyped-def]
     from tqdm import tqdm
 
-    from operations.job_progress import JobProgress
-    from operations.jobs import JobRunner
+    from operations.jobs.job_progress import JobProgress
+    from operations.jobs.jobs import JobRunner
 
     runner = JobRunner(services.jobs, None, 0, services.settings.job_lease_seconds)
     with tqdm(desc=f"{kind} {collection}", unit="img", dynamic_ncols=True) as bar:
@@ -72,8 +72,9 @@ def _run_job(services, kind: str, collection: str, params: dict, fn) -> int:  # 
 
 
 def _ingest(args: argparse.Namespace, settings: Settings) -> int:
-    from operations import collections, ingest_job
-    from operations.file_sources import FileSource
+    from operations.collections import collections
+    from operations.ingest import ingest_job
+    from operations.ingest.file_sources import FileSource
 
     collections.validate_name(args.collection)
     source = FileSource.open(Path(args.path))
@@ -88,7 +89,7 @@ def _ingest(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _load(args: argparse.Namespace, settings: Settings) -> int:
-    from operations import load
+    from operations.ingest import load
 
     directory = Path(args.path).resolve()
     with _services(settings) as services:
@@ -103,7 +104,8 @@ def _load(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _tag(args: argparse.Namespace, settings: Settings) -> int:
-    from operations import collections, tags
+    from operations.collections import collections
+    from operations.labels import tags
 
     labels = [line.strip() for line in Path(args.labels_file).read_text("utf-8").splitlines() if line.strip()]
     labels += [label for label in args.label or [] if label.strip()]
@@ -121,7 +123,7 @@ def _tag(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _reconcile(args: argparse.Namespace, settings: Settings) -> int:
-    from operations import collections, reconcile
+    from operations.collections import collections, reconcile
 
     with _services(settings) as services:
         collections.require(services, args.collection)
@@ -135,8 +137,8 @@ def _reconcile(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _search(args: argparse.Namespace, settings: Settings) -> int:
-    from operations import search
-    from operations.results_picture import RANDOM_NOTE, PictureHit, render
+    from operations.search import search
+    from operations.search.results_picture import RANDOM_NOTE, PictureHit, render
 
     if bool(args.text) == bool(args.image):
         raise SystemExit("error: give a TEXT or --image FILE (one of them)")
@@ -163,7 +165,7 @@ def _search(args: argparse.Namespace, settings: Settings) -> int:
 def _extract(args: argparse.Namespace, settings: Settings) -> int:
     from tqdm import tqdm
 
-    from operations.extract import extract
+    from operations.ingest.extract import extract
     from operations.services import build_encoder
 
     encoder = build_encoder(settings, model_name=args.model)
@@ -192,7 +194,7 @@ def _extract(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _evaluate(args: argparse.Namespace, settings: Settings) -> int:
-    from operations.evaluation import evaluate
+    from operations.evaluation.evaluation import evaluate
 
     with _services(settings) as services:
         report = evaluate(services, args.collection, Path(args.path), args.split, args.text_features)
@@ -207,7 +209,7 @@ def _export_onnx(args: argparse.Namespace, settings: Settings) -> int:
     from adapters.encoder_base import ARCHITECTURES
     from adapters.metadata_store import MetadataStore
     from adapters.torchvision_encoder import TORCHVISION_MODELS
-    from operations.export_onnx import export
+    from operations.models.export_onnx import export
     from operations.services import build_encoder
 
     names = args.model
@@ -273,7 +275,7 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _sample(args: argparse.Namespace, settings: Settings) -> int:
-    from operations.sample_data import generate_split
+    from operations.ingest.sample_data import generate_split
     from operations.services import build_encoder
 
     encoder = None if args.no_features else build_encoder(settings)
@@ -290,7 +292,7 @@ def _sample(args: argparse.Namespace, settings: Settings) -> int:
 @contextlib.contextmanager
 def _configured_stores(settings: Settings) -> Iterator:
     """The stores the settings name, opened directly (no model): for copy and export."""
-    from operations.copy_collection import configured_stores
+    from operations.collections.copy_collection import configured_stores
 
     try:
         stores = configured_stores(settings)
@@ -328,7 +330,12 @@ def _progress_bar(desc: str) -> Iterator:
 def _copy(args: argparse.Namespace, settings: Settings) -> int:
     import os
 
-    from operations.copy_collection import copy_collection, open_stores, refuse_same_stores, source_collection
+    from operations.collections.copy_collection import (
+        copy_collection,
+        open_stores,
+        refuse_same_stores,
+        source_collection,
+    )
 
     token = args.to_milvus_token or os.environ.get("IMGSEARCH_TO_MILVUS_TOKEN") or None
     with _configured_stores(settings) as source:
@@ -345,7 +352,7 @@ def _copy(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _export(args: argparse.Namespace, settings: Settings) -> int:
-    from operations.export_collection import export_collection
+    from operations.collections.export_collection import export_collection
 
     with _configured_stores(settings) as stores, _progress_bar(f"export {args.collection}") as progress:
         report = export_collection(stores, args.collection, Path(args.path), args.split, progress=progress)

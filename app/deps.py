@@ -7,7 +7,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from operations.jobs import JobRunner
+from operations.jobs.jobs import JobRunner
 from operations.services import Services
 
 

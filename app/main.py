@@ -21,8 +21,8 @@ from app.observability import RequestContext
 from app.openapi import install_openapi
 from app.routes import collections, duplicates, embed, health, images, jobs, labels, models, search, tags, web
 from config import Settings
-from operations.job_kinds import job_function
-from operations.jobs import JobRunner
+from operations.jobs.job_kinds import job_function
+from operations.jobs.jobs import JobRunner
 from operations.services import build_services
 
 logger = logging.getLogger(__name__)

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 from fastapi import Path
 from pydantic import BaseModel, Field, StringConstraints
 
-from operations.collections import NAME_PATTERN
+from operations.collections.collections import NAME_PATTERN
 
 CollectionPath = Annotated[str, Path(pattern=NAME_PATTERN)]
 CollectionName = Annotated[

@@ -33,7 +33,7 @@ from core import free_port, run_service, write_random_features  # noqa: E402
 from results_file import run_header, write_section  # noqa: E402
 from search import load  # noqa: E402
 
-from operations.sample_data import generate_split  # noqa: E402
+from operations.ingest.sample_data import generate_split  # noqa: E402
 
 CONFIGS = {"torch": "torch", "cached": "onnx, export cached", "first": "onnx, first start (exports)"}
 

@@ -37,8 +37,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from adapters.clip_encoder import ChineseClipEncoder  # noqa: E402
-from operations.flickr_format import FeatureFile, iter_tsv  # noqa: E402
-from operations.sample_data import generate_split  # noqa: E402
+from operations.ingest.flickr_format import FeatureFile, iter_tsv  # noqa: E402
+from operations.ingest.sample_data import generate_split  # noqa: E402
 
 sys.path.insert(0, str(ROOT / "bench"))
 from results_file import run_header, write_section  # noqa: E402

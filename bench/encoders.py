@@ -36,8 +36,8 @@ from results_file import run_header, write_section  # noqa: E402
 from adapters.clip_encoder import ChineseClipEncoder  # noqa: E402
 from adapters.clip_onnx import OnnxClipEncoder  # noqa: E402
 from adapters.encoder_base import EncoderBase  # noqa: E402
-from operations.export_onnx import export  # noqa: E402
-from operations.sample_data import generate_split  # noqa: E402
+from operations.ingest.sample_data import generate_split  # noqa: E402
+from operations.models.export_onnx import export  # noqa: E402
 from tests.imagefiles import picture  # noqa: E402
 
 TEXT = "一个穿着蓝色游泳裤的男孩在水里滑滑梯"
@@ -77,7 +77,7 @@ def encoder_rows(name: str, encoders: dict[str, EncoderBase], quick: bool) -> li
 def int8_cost(name: str, fp32: EncoderBase, int8: EncoderBase, work: Path, images: int) -> dict:
     """What int8 changes: vector cosines and top-10 overlap of searches on a generated split."""
     from adapters.images import decode_rgb
-    from operations.flickr_format import iter_jsonl, iter_tsv
+    from operations.ingest.flickr_format import iter_jsonl, iter_tsv
 
     split = work / f"overlap_{name}"
     generate_split(split, "s", images, encoder=None, seed=3)

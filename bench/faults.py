@@ -36,7 +36,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 from core import drop_database, free_port, run_service, wait_job, write_random_features  # noqa: E402
 from results_file import run_header, write_section  # noqa: E402
 
-from operations.sample_data import generate_split  # noqa: E402
+from operations.ingest.sample_data import generate_split  # noqa: E402
 
 STOP_DB = "mysqladmin --host=127.0.0.1 --user=root shutdown"
 if Path("/etc/init.d/mariadb").exists():

@@ -34,7 +34,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 from core import QUERIES, free_port, pct, run_service, write_random_features  # noqa: E402
 from results_file import run_header, write_section  # noqa: E402
 
-from operations.sample_data import generate_split  # noqa: E402
+from operations.ingest.sample_data import generate_split  # noqa: E402
 
 
 def load(http: httpx.Client, split: str) -> None:

@@ -29,10 +29,10 @@ from results_file import run_header, write_section  # noqa: E402
 
 from adapters.clip_encoder import ChineseClipEncoder  # noqa: E402
 from config import Settings  # noqa: E402
-from operations import ingest_job  # noqa: E402
-from operations.file_sources import FileSource  # noqa: E402
-from operations.job_progress import JobProgress  # noqa: E402
-from operations.sample_data import make_image  # noqa: E402
+from operations.ingest import ingest_job  # noqa: E402
+from operations.ingest.file_sources import FileSource  # noqa: E402
+from operations.ingest.sample_data import make_image  # noqa: E402
+from operations.jobs.job_progress import JobProgress  # noqa: E402
 from operations.services import build_services  # noqa: E402
 
 

@@ -33,7 +33,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 from core import drop_database, free_port, parse_floor, run_service, write_random_features  # noqa: E402
 from results_file import run_header, write_section  # noqa: E402
 
-from operations.sample_data import generate_split  # noqa: E402
+from operations.ingest.sample_data import generate_split  # noqa: E402
 from tests.milvus_server import LocalMilvusServer  # noqa: E402
 
 

@@ -37,7 +37,7 @@ from load import wait_quiet, wait_served  # noqa: E402
 from pymilvus import MilvusClient  # noqa: E402
 from results_file import run_header, write_section  # noqa: E402
 
-from operations.sample_data import generate_split  # noqa: E402
+from operations.ingest.sample_data import generate_split  # noqa: E402
 from tests.milvus_server import running_milvus_server  # noqa: E402
 
 STAGES = ("encode", "vector_search", "metadata_fetch")

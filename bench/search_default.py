@@ -46,8 +46,8 @@ from results_file import run_header, write_section  # noqa: E402
 from search import load, many_clients, one_client  # noqa: E402
 
 from adapters.clip_onnx import OnnxClipEncoder  # noqa: E402
-from operations.flickr_format import FeatureFile, iter_tsv  # noqa: E402
-from operations.sample_data import generate_split  # noqa: E402
+from operations.ingest.flickr_format import FeatureFile, iter_tsv  # noqa: E402
+from operations.ingest.sample_data import generate_split  # noqa: E402
 
 NAMES = {"default": "default (ONNX, batched searches)", "off": "default, micro-batching off", "old": "old default"}
 PARTS = ("encode", "vector_search", "metadata_fetch", "serialisation", "http")

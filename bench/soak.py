@@ -41,7 +41,7 @@ from core import (  # noqa: E402
 )
 from results_file import run_header, write_section  # noqa: E402
 
-from operations.sample_data import generate_split, make_image  # noqa: E402
+from operations.ingest.sample_data import generate_split, make_image  # noqa: E402
 
 # Share of each kind of request in the mix.
 MIX = (("text_search", 0.45), ("image_search", 0.2), ("upload", 0.15), ("image_read", 0.2))

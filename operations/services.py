@@ -13,9 +13,9 @@ from adapters.job_store import JobStore
 from adapters.metadata_store import MetadataStore
 from adapters.vector_store import MilvusVectorStore, VectorStore
 from config import Settings
-from operations.label_vectors import LabelVectors
-from operations.models import ModelRegistry, build_encoder
-from operations.search_batch import QueryBatcher
+from operations.labels.label_vectors import LabelVectors
+from operations.models.models import ModelRegistry, build_encoder
+from operations.search.search_batch import QueryBatcher
 
 __all__ = ["Services", "build_encoder", "build_services"]
 
@@ -83,7 +83,7 @@ def build_services(settings: Settings, encoder: EncoderBase | None = None) -> Se
     pool = ThreadPoolExecutor(max_workers=settings.decode_workers, thread_name_prefix="decode")
     services = Services(settings, models, vectors, metadata, JobStore(metadata.engine), pool, queries, owned)
     try:
-        from operations.upgrade import upgrade_collections  # imports Services: loaded after this module
+        from operations.collections.upgrade import upgrade_collections  # imports Services: loaded after this module
 
         upgrade_collections(services)
     except Exception:

@@ -23,7 +23,7 @@ from sqlalchemy.engine import make_url
 from adapters.clip_encoder import ChineseClipEncoder
 from app.main import create_app
 from config import Settings
-from operations.sample_data import generate_split
+from operations.ingest.sample_data import generate_split
 from tests.milvus_server import LocalMilvusServer
 
 MYSQL_SERVER_URL = os.environ.get("IMGSEARCH_TEST_MYSQL_URL", "mysql+pymysql://root@127.0.0.1:3306/")

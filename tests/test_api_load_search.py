@@ -18,7 +18,7 @@ from PIL import Image
 from adapters.clip_encoder import ChineseClipEncoder
 from adapters.job_store import JobStore
 from config import Settings
-from operations.sample_data import generate_split
+from operations.ingest.sample_data import generate_split
 from tests.conftest import load_split, wait_for_job
 
 SMALL = 60

@@ -11,7 +11,7 @@ from fastapi.testclient import TestClient
 
 from adapters.clip_encoder import ChineseClipEncoder
 from app.main import create_app
-from operations.zero_shot_prompts import IMAGENET
+from operations.labels.zero_shot_prompts import IMAGENET
 from tests.imagefiles import jpeg, picture
 
 POKEMON = ["杰尼龟", "妙蛙种子", "小火龙", "皮卡丘"]

@@ -116,7 +116,7 @@ def test_extract_writes_the_same_features_as_the_encoder(
 
     import numpy as np
 
-    from operations.flickr_format import iter_jsonl
+    from operations.ingest.flickr_format import iter_jsonl
 
     split = cli_env / "extract_me"
     split.mkdir()

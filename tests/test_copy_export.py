@@ -20,7 +20,7 @@ from adapters.vector_store import MilvusVectorStore
 from app.cli import main
 from app.main import create_app
 from config import Settings
-from operations.copy_collection import Stores, copy_collection, open_stores
+from operations.collections.copy_collection import Stores, copy_collection, open_stores
 from operations.errors import Conflict, InvalidInput
 from tests.conftest import load_split, wait_for_job
 from tests.imagefiles import jpeg

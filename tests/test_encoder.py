@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from adapters.clip_encoder import ChineseClipEncoder, ModelLoadError
-from operations.sample_data import make_image
+from operations.ingest.sample_data import make_image
 
 
 def _images(count: int, seed: int = 0) -> list[Image.Image]:

@@ -14,8 +14,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from config import Settings
-from operations.evaluation import evaluate, recall
-from operations.flickr_format import iter_jsonl
+from operations.evaluation.evaluation import evaluate, recall
+from operations.ingest.flickr_format import iter_jsonl
 from tests.conftest import load_split
 
 CN_CLIP_EVAL = "cn_clip.eval.{}"

@@ -11,7 +11,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from config import Settings
-from operations.flickr_format import image_features_jsonl, iter_jsonl, texts_jsonl
+from operations.ingest.flickr_format import image_features_jsonl, iter_jsonl, texts_jsonl
 from tests.conftest import load_split
 
 TIE = 1e-6  # scores closer than this have no defined order in float32

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from config import Settings
-from operations.flickr_format import BadLine, FeatureFile, TsvRow, count_lines, iter_tsv
+from operations.ingest.flickr_format import BadLine, FeatureFile, TsvRow, count_lines, iter_tsv
 
 
 def test_iter_tsv_yields_rows_and_names_bad_lines(tmp_path: Path) -> None:
@@ -68,7 +68,7 @@ def test_readme_documents_every_setting() -> None:
 
 def test_feature_lines_keep_every_image_id_findable(tmp_path: Path) -> None:
     """Ids with leading zeros, Chinese, commas, quotes or spaces come back exactly from a feature file."""
-    from operations.flickr_format import feature_line
+    from operations.ingest.flickr_format import feature_line
 
     ids = ["007", "12", "海边的日落", "a,b", 'q"x', "x y", "back\\slash"]
     path = tmp_path / "x_imgs.img_feat.jsonl"

@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, settings
 from adapters.clip_encoder import ChineseClipEncoder
 from app.main import create_app
 from config import Settings
-from operations import collections
+from operations.collections import collections
 from operations.services import Services
 from tests.conftest import load_split, serve
 

@@ -52,7 +52,7 @@ def test_torchvision_models_on_onnx_equal_torch(model: str, tmp_path: Path) -> N
     """Like the source document: the same network through ONNX Runtime, the same vectors (dynamic batch)."""
     from adapters.onnx_image_encoder import OnnxImageEncoder
     from adapters.torchvision_encoder import TorchvisionEncoder
-    from operations.export_onnx import export
+    from operations.models.export_onnx import export
     from tests.imagefiles import picture
 
     torch_encoder = TorchvisionEncoder(model, "random", tmp_path, seed=0, threads=2)

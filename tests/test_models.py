@@ -74,7 +74,7 @@ def test_registry_keeps_at_most_the_configured_number_of_models(
     encoder, make_settings: Callable[..., Settings]
 ) -> None:
     from operations.errors import InvalidInput
-    from operations.models import ModelRegistry
+    from operations.models.models import ModelRegistry
 
     registry = ModelRegistry(make_settings(max_loaded_models=1), shared=encoder)
     try:

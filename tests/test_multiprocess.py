@@ -18,7 +18,7 @@ from fastapi.testclient import TestClient
 
 from app.cli import main as cli_main
 from config import Settings
-from operations.sample_data import generate_split
+from operations.ingest.sample_data import generate_split
 from tests.conftest import wait_for_job
 from tests.milvus_server import free_port
 

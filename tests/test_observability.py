@@ -17,7 +17,7 @@ from fastapi.testclient import TestClient
 from app.logging_setup import configure_logging
 from config import Settings
 from operations.errors import Busy
-from operations.jobs import JobRunner
+from operations.jobs.jobs import JobRunner
 from tests.conftest import load_split
 
 

@@ -16,7 +16,7 @@ from adapters.clip_encoder import ChineseClipEncoder
 from adapters.clip_onnx import OnnxClipEncoder
 from adapters.clip_tokenizer import ClipTokenizer
 from adapters.encoder_base import ModelLoadError
-from operations.export_onnx import export
+from operations.models.export_onnx import export
 from tests.imagefiles import picture
 
 TEXTS = [

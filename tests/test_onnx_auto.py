@@ -18,9 +18,9 @@ import pytest
 from adapters.clip_encoder import ChineseClipEncoder
 from adapters.encoder_base import ModelLoadError
 from config import Settings
-from operations import export_onnx, onnx_auto
-from operations.onnx_auto import AutoOnnxEncoder
-from operations.onnx_source import EXPORT_VERSION, checkpoint_sha256, wanted_key
+from operations.models import export_onnx, onnx_auto
+from operations.models.onnx_auto import AutoOnnxEncoder
+from operations.models.onnx_source import EXPORT_VERSION, checkpoint_sha256, wanted_key
 from tests.imagefiles import picture
 
 TEXTS = ["一只猫在沙发上睡觉", "蓝色的海", "A dog on the beach"]
@@ -72,7 +72,7 @@ def test_first_use_exports_then_later_starts_reuse_the_export_with_the_same_vect
         """
         import sys
         from config import Settings
-        from operations.onnx_auto import AutoOnnxEncoder
+        from operations.models.onnx_auto import AutoOnnxEncoder
         encoder = AutoOnnxEncoder(Settings(_env_file=None), "RN50")
         info = encoder.load()
         assert info.backend == "onnx" and "reused" in info.note, info

@@ -13,8 +13,8 @@ from pymilvus.exceptions import MilvusException
 
 from adapters import images as image_facts
 from config import Settings
-from operations import search
-from operations.search_batch import search_vectors
+from operations.search import search
+from operations.search.search_batch import search_vectors
 from tests.conftest import load_split
 from tests.imagefiles import picture
 

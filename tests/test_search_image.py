@@ -11,7 +11,7 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from config import Settings
-from operations.results_picture import find_font
+from operations.search.results_picture import find_font
 from tests.imagefiles import jpeg, resized_recompressed
 
 COUNT = 40

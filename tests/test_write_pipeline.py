@@ -6,7 +6,7 @@ import threading
 
 import pytest
 
-from operations.write_pipeline import OrderedStages
+from operations.ingest.write_pipeline import OrderedStages
 
 WAIT = 10.0  # seconds; a stage that waits this long means the stages did not overlap
 

@@ -10,8 +10,8 @@ from app.deps import JobsDep, ServicesDep
 from app.errors import documented
 from app.routes.jobs import job_accepted
 from app.schemas import CollectionOut, CollectionPath, CreateCollectionRequest, DropResponse, IndexOut, JobAccepted
-from operations import collections
-from operations.collections import CollectionSummary
+from operations.collections import collections
+from operations.collections.collections import CollectionSummary
 
 router = APIRouter(prefix="/collections", tags=["collections"])
 ERRORS = documented(401, 403, 404, 422, 503)

@@ -11,7 +11,8 @@ from app.deps import JobsDep, ServicesDep
 from app.errors import documented
 from app.routes.jobs import job_accepted
 from app.schemas import CollectionPath, JobAccepted
-from operations import collections, duplicates
+from operations.collections import collections
+from operations.labels import duplicates
 
 router = APIRouter(prefix="/collections", tags=["duplicates"])
 ERRORS = documented(401, 403, 404, 422, 503)

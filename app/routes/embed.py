@@ -8,7 +8,7 @@ from starlette.concurrency import run_in_threadpool
 from app.deps import ServicesDep
 from app.errors import documented
 from app.schemas import EmbedTextRequest, EmbedTextResponse
-from operations import search
+from operations.search import search
 
 router = APIRouter(prefix="/embed", tags=["embed"])
 

@@ -10,7 +10,7 @@ from starlette.concurrency import run_in_threadpool
 
 from app.deps import ServicesDep
 from app.schemas import HealthResponse, IndexOut, ModelHealth, StoreHealth, VectorIndexHealth
-from operations import collections
+from operations.collections import collections
 from operations.services import Services
 
 router = APIRouter(tags=["health"])

@@ -26,9 +26,11 @@ from app.schemas import (
     UploadResponse,
     UploadResult,
 )
-from operations import collections, evaluation, ingest_job, load, writes
+from operations.collections import collections
 from operations.errors import InvalidInput, TooLarge
-from operations.ingest import Candidate, ingest
+from operations.evaluation import evaluation
+from operations.ingest import ingest_job, load, writes
+from operations.ingest.ingest import Candidate, ingest
 
 router = APIRouter(prefix="/img", tags=["images"])
 ERRORS = documented(401, 403, 404, 409, 413, 422, 429, 503)

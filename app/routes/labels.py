@@ -11,7 +11,7 @@ from starlette.concurrency import run_in_threadpool
 from app.deps import ServicesDep
 from app.errors import documented
 from app.routes.search import _read_query_images
-from operations import classify as zero_shot
+from operations.labels import classify as zero_shot
 
 router = APIRouter(prefix="/img", tags=["labels"])
 

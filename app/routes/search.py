@@ -26,12 +26,12 @@ from app.schemas import (
     SearchRequest,
     SearchResponse,
 )
-from operations import combined_query, search
-from operations.combined_query import QueryImage, QueryPart
 from operations.errors import InvalidInput, TooLarge
-from operations.results_picture import RANDOM_NOTE, PictureHit, render
-from operations.search import SearchResult
-from operations.search_filters import SearchFilters
+from operations.search import combined_query, search
+from operations.search.combined_query import QueryImage, QueryPart
+from operations.search.results_picture import RANDOM_NOTE, PictureHit, render
+from operations.search.search import SearchResult
+from operations.search.search_filters import SearchFilters
 
 router = APIRouter(prefix="/img", tags=["search"])
 ERRORS = documented(401, 403, 404, 409, 413, 422, 503)

@@ -11,8 +11,9 @@ from app.deps import JobsDep, ServicesDep
 from app.errors import documented
 from app.routes.jobs import job_accepted
 from app.schemas import CollectionPath, JobAccepted
-from operations import collections, tags
-from operations.classify import resolve_templates, validate_labels
+from operations.collections import collections
+from operations.labels import tags
+from operations.labels.classify import resolve_templates, validate_labels
 
 router = APIRouter(tags=["tags"])
 ERRORS = documented(401, 403, 404, 409, 422, 503)

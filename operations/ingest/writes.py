@@ -1,0 +1,84 @@
+"""The one write order that keeps Milvus and the metadata DB consistent, used by every writer.
+
+Add: rows inserted *pending* (the row id becomes the vector id) → vectors upserted → rows marked indexed.
+Delete: row hidden (not indexed) → vector deleted → row deleted.
+Only indexed rows are counted or returned, so a failure between two steps never shows a row without its
+vector; what it leaves behind (pending rows, orphan vectors) is completed by re-running the same
+operation or repaired by ``reconcile``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from adapters.images import ImageFacts
+from adapters.metadata_store import NewImage
+from operations.errors import NotFound
+from operations.ingest.vector_fields import new_image_fields
+from operations.services import Services
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ImageToWrite:
+    image_id: str
+    data: bytes
+    facts: ImageFacts
+    vector: np.ndarray
+    source: str | None = None
+    origin: str | None = None
+
+
+def write_batch(services: Services, collection: str, items: Sequence[ImageToWrite]) -> dict[str, int]:
+    """Store a batch in both stores; returns the vector id of each image_id written."""
+    return store_vectors(services, collection, insert_rows(services, collection, items))
+
+
+def insert_rows(services: Services, collection: str, items: Sequence[ImageToWrite]) -> list[tuple[ImageToWrite, int]]:
+    """Step 1: the rows, pending; each item written with its row id (= its vector id). A bulk load runs this for
+    one batch while ``store_vectors`` runs for the batch before (``operations.ingest.write_pipeline``)."""
+    if not items:
+        return []
+    ids = services.metadata.insert_pending(
+        collection,
+        [
+            NewImage(
+                i.image_id, i.data, i.facts.mime, i.facts.width, i.facts.height, i.facts.sha256, i.source, i.origin
+            )
+            for i in items
+        ],
+    )
+    return [(i, ids[i.image_id]) for i in items if i.image_id in ids]
+
+
+def store_vectors(services: Services, collection: str, rows: Sequence[tuple[ImageToWrite, int]]) -> dict[str, int]:
+    """Steps 2 and 3: the vectors under the rows' ids, then the rows marked indexed (searchable)."""
+    if not rows:
+        return {}
+    vector_ids = [row_id for _, row_id in rows]
+    fields = [new_image_fields(item.facts.mime, item.facts.width, item.facts.height, item.origin) for item, _ in rows]
+    services.vectors.upsert(collection, vector_ids, np.stack([item.vector for item, _ in rows]), fields)
+    services.metadata.mark_indexed(vector_ids)
+    return {item.image_id: row_id for item, row_id in rows}
+
+
+def delete_image(services: Services, collection: str, image_id: str) -> int:
+    record = services.metadata.get_image(collection, image_id, include_pending=True)
+    if record is None:
+        raise NotFound(f"image {image_id!r} not found in collection {collection!r}")
+    delete_images(services, collection, [record.id])
+    logger.info("deleted image %s/%s (id %d)", collection, image_id, record.id)
+    return record.id
+
+
+def delete_images(services: Services, collection: str, ids: list[int]) -> None:
+    """Hidden first, then the vectors, then the rows: a failure part-way leaves rows reconcile can finish."""
+    if ids:
+        services.metadata.mark_indexed(ids, indexed=False)
+        services.vectors.delete(collection, ids)
+        services.metadata.delete_rows(ids)

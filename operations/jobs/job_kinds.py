@@ -1,0 +1,77 @@
+"""What each kind of background job does, rebuilt from its stored parameters: any service process that claims a
+job from the shared queue can run it, and a job whose process died is resumed elsewhere from the same record.
+Every kind is idempotent (loads and ingests skip what is already stored), so a resumed job ends with exact counts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from adapters.job_store import JobRecord
+from operations.collections import reconcile
+from operations.evaluation import evaluation
+from operations.ingest import ingest_job, load
+from operations.jobs.job_progress import JobProgress
+from operations.jobs.jobs import JobFn
+from operations.labels import duplicates, tags
+from operations.services import Services
+
+
+def _load(services: Services, p: dict[str, Any]) -> JobFn:
+    plan = load.plan(services, p["collection"], p["path"], p["split"], p.get("model"))
+    return lambda progress: load.run(services, plan, progress)
+
+
+def _ingest(services: Services, p: dict[str, Any]) -> JobFn:
+    source = ingest_job.open_source(services, p["collection"], p["path"], p.get("model"))
+
+    def run(progress: JobProgress) -> str:
+        return ingest_job.run(services, p["collection"], source, progress, p.get("model"))
+
+    return run
+
+
+def _evaluate(services: Services, p: dict[str, Any]) -> JobFn:
+    directory = evaluation.plan_job(services, p["collection"], p["path"], p["split"])
+    features = bool(p.get("text_features", False))
+    return lambda progress: evaluation.run_job(services, p["collection"], directory, p["split"], features, progress)
+
+
+def _reconcile(services: Services, p: dict[str, Any]) -> JobFn:
+    return lambda progress: reconcile.run_job(services, p["collection"], progress)
+
+
+def _duplicates(services: Services, p: dict[str, Any]) -> JobFn:
+    min_cosine = duplicates.validate_min_cosine(float(p["min_cosine"]))
+    return lambda progress: duplicates.find(services, p["collection"], min_cosine, progress)
+
+
+def _tags(services: Services, p: dict[str, Any]) -> JobFn:
+    rule = tags.validate_rule(p.get("top_n"), p.get("min_probability"), len(p["labels"]))
+
+    def run(progress: JobProgress) -> str:
+        return tags.tag_collection(
+            services, p["collection"], p["labels"], rule, progress, p.get("prompts", "photo"), p.get("template")
+        )
+
+    return run
+
+
+_BUILDERS: dict[str, Callable[[Services, dict[str, Any]], JobFn]] = {
+    "load": _load,
+    "ingest": _ingest,
+    "evaluate": _evaluate,
+    "reconcile": _reconcile,
+    "duplicates": _duplicates,
+    "tags": _tags,
+}
+
+
+def job_function(services: Services, record: JobRecord) -> JobFn:
+    """Checks the job's inputs again (files may have gone since it was queued): a problem fails the job with
+    its reason, like any other failure."""
+    builder = _BUILDERS.get(record.kind)
+    if builder is None:
+        raise ValueError(f"unknown job kind {record.kind!r}")
+    return builder(services, record.params)
