@@ -206,9 +206,9 @@ def _evaluate(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _export_onnx(args: argparse.Namespace, settings: Settings) -> int:
-    from adapters.encoder_base import ARCHITECTURES
-    from adapters.metadata_store import MetadataStore
-    from adapters.torchvision_encoder import TORCHVISION_MODELS
+    from adapters.encoders.encoder_base import ARCHITECTURES
+    from adapters.encoders.torchvision_encoder import TORCHVISION_MODELS
+    from adapters.stores.metadata_store import MetadataStore
     from operations.models.export_onnx import export
     from operations.services import build_encoder
 
@@ -477,7 +477,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     settings = Settings()
     configure_logging(settings.log_level, settings.log_format)
-    from adapters.encoder_base import ModelLoadError
+    from adapters.encoders.encoder_base import ModelLoadError
     from operations.errors import AppError
 
     try:

@@ -13,7 +13,7 @@ from pymilvus.exceptions import MilvusException
 from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException
 
-from adapters.encoder_base import ModelLoadError
+from adapters.encoders.encoder_base import ModelLoadError
 from adapters.images import InvalidImage
 from operations.errors import AppError
 

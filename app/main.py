@@ -12,7 +12,7 @@ from fastapi_offline import FastAPIOffline
 from starlette.concurrency import run_in_threadpool
 from starlette.staticfiles import StaticFiles
 
-from adapters.encoder_base import EncoderBase
+from adapters.encoders.encoder_base import EncoderBase
 from app.access import ReadAccess
 from app.errors import install_error_handlers
 from app.limits import BodySizeLimit

@@ -36,7 +36,7 @@ import pymysql
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from adapters.clip_encoder import ChineseClipEncoder  # noqa: E402
+from adapters.encoders.clip_encoder import ChineseClipEncoder  # noqa: E402
 from operations.ingest.flickr_format import FeatureFile, iter_tsv  # noqa: E402
 from operations.ingest.sample_data import generate_split  # noqa: E402
 

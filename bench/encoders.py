@@ -33,9 +33,9 @@ from core import free_port, run_service, write_random_features  # noqa: E402
 from ingest import ingest_rate, make_folder  # noqa: E402
 from results_file import run_header, write_section  # noqa: E402
 
-from adapters.clip_encoder import ChineseClipEncoder  # noqa: E402
-from adapters.clip_onnx import OnnxClipEncoder  # noqa: E402
-from adapters.encoder_base import EncoderBase  # noqa: E402
+from adapters.encoders.clip_encoder import ChineseClipEncoder  # noqa: E402
+from adapters.encoders.clip_onnx import OnnxClipEncoder  # noqa: E402
+from adapters.encoders.encoder_base import EncoderBase  # noqa: E402
 from operations.ingest.sample_data import generate_split  # noqa: E402
 from operations.models.export_onnx import export  # noqa: E402
 from tests.imagefiles import picture  # noqa: E402

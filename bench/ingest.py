@@ -27,7 +27,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from results_file import run_header, write_section  # noqa: E402
 
-from adapters.clip_encoder import ChineseClipEncoder  # noqa: E402
+from adapters.encoders.clip_encoder import ChineseClipEncoder  # noqa: E402
 from config import Settings  # noqa: E402
 from operations.ingest import ingest_job  # noqa: E402
 from operations.ingest.file_sources import FileSource  # noqa: E402

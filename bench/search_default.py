@@ -45,7 +45,7 @@ from load import wait_quiet  # noqa: E402
 from results_file import run_header, write_section  # noqa: E402
 from search import load, many_clients, one_client  # noqa: E402
 
-from adapters.clip_onnx import OnnxClipEncoder  # noqa: E402
+from adapters.encoders.clip_onnx import OnnxClipEncoder  # noqa: E402
 from operations.ingest.flickr_format import FeatureFile, iter_tsv  # noqa: E402
 from operations.ingest.sample_data import generate_split  # noqa: E402
 

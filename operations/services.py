@@ -7,11 +7,11 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import cached_property
 
-from adapters.clip_tokenizer import ClipTokenizer
-from adapters.encoder_base import EncoderBase
-from adapters.job_store import JobStore
-from adapters.metadata_store import MetadataStore
-from adapters.vector_store import MilvusVectorStore, VectorStore
+from adapters.encoders.clip_tokenizer import ClipTokenizer
+from adapters.encoders.encoder_base import EncoderBase
+from adapters.stores.job_store import JobStore
+from adapters.stores.metadata_store import MetadataStore
+from adapters.stores.vector_store import MilvusVectorStore, VectorStore
 from config import Settings
 from operations.labels.label_vectors import LabelVectors
 from operations.models.models import ModelRegistry, build_encoder

@@ -20,7 +20,7 @@ from fastapi.testclient import TestClient
 from pymilvus import MilvusClient
 from sqlalchemy.engine import make_url
 
-from adapters.clip_encoder import ChineseClipEncoder
+from adapters.encoders.clip_encoder import ChineseClipEncoder
 from app.main import create_app
 from config import Settings
 from operations.ingest.sample_data import generate_split

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from adapters.clip_encoder import ChineseClipEncoder
+from adapters.encoders.clip_encoder import ChineseClipEncoder
 from app.main import create_app
 from operations.labels.zero_shot_prompts import IMAGENET
 from tests.imagefiles import jpeg, picture

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from adapters.clip_encoder import ChineseClipEncoder
+from adapters.encoders.clip_encoder import ChineseClipEncoder
 from tests.imagefiles import jpeg
 
 COUNT = 40

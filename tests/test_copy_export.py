@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from adapters.clip_encoder import ChineseClipEncoder
-from adapters.metadata_store import MetadataStore, NewImage
-from adapters.vector_store import MilvusVectorStore
+from adapters.encoders.clip_encoder import ChineseClipEncoder
+from adapters.stores.metadata_store import MetadataStore, NewImage
+from adapters.stores.vector_store import MilvusVectorStore
 from app.cli import main
 from app.main import create_app
 from config import Settings

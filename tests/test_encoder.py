@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from adapters.clip_encoder import ChineseClipEncoder, ModelLoadError
+from adapters.encoders.clip_encoder import ChineseClipEncoder, ModelLoadError
 from operations.ingest.sample_data import make_image
 
 

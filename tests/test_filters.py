@@ -10,7 +10,7 @@ import pytest
 from fastapi.testclient import TestClient
 from pymilvus import DataType, MilvusClient
 
-from adapters.clip_encoder import ChineseClipEncoder
+from adapters.encoders.clip_encoder import ChineseClipEncoder
 from tests.imagefiles import encode, jpeg, photo
 
 TEXT = "红色的圆形"

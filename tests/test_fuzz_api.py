@@ -15,7 +15,7 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
 
-from adapters.clip_encoder import ChineseClipEncoder
+from adapters.encoders.clip_encoder import ChineseClipEncoder
 from app.main import create_app
 from config import Settings
 from operations.collections import collections

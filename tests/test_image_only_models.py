@@ -50,8 +50,8 @@ def test_torchvision_models(
 @pytest.mark.parametrize("model", ["resnet50", "vgg16"])
 def test_torchvision_models_on_onnx_equal_torch(model: str, tmp_path: Path) -> None:
     """Like the source document: the same network through ONNX Runtime, the same vectors (dynamic batch)."""
-    from adapters.onnx_image_encoder import OnnxImageEncoder
-    from adapters.torchvision_encoder import TorchvisionEncoder
+    from adapters.encoders.onnx_image_encoder import OnnxImageEncoder
+    from adapters.encoders.torchvision_encoder import TorchvisionEncoder
     from operations.models.export_onnx import export
     from tests.imagefiles import picture
 

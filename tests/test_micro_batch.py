@@ -10,7 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 
-from adapters.micro_batch import MicroBatcher
+from adapters.encoders.micro_batch import MicroBatcher
 
 
 class RecordingEncoder:

@@ -12,10 +12,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from adapters.clip_encoder import ChineseClipEncoder
-from adapters.clip_onnx import OnnxClipEncoder
-from adapters.clip_tokenizer import ClipTokenizer
-from adapters.encoder_base import ModelLoadError
+from adapters.encoders.clip_encoder import ChineseClipEncoder
+from adapters.encoders.clip_onnx import OnnxClipEncoder
+from adapters.encoders.clip_tokenizer import ClipTokenizer
+from adapters.encoders.encoder_base import ModelLoadError
 from operations.models.export_onnx import export
 from tests.imagefiles import picture
 

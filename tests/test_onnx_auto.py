@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from adapters.clip_encoder import ChineseClipEncoder
-from adapters.encoder_base import ModelLoadError
+from adapters.encoders.clip_encoder import ChineseClipEncoder
+from adapters.encoders.encoder_base import ModelLoadError
 from config import Settings
 from operations.models import export_onnx, onnx_auto
 from operations.models.onnx_auto import AutoOnnxEncoder

@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from adapters.clip_encoder import ChineseClipEncoder
+from adapters.encoders.clip_encoder import ChineseClipEncoder
 from app.main import create_app
 from config import Settings
 from tests.conftest import load_split, serve

@@ -7,8 +7,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from adapters.encoder_base import EncoderBase
-from adapters.metadata_store import CollectionRecord, ImageRecord
+from adapters.encoders.encoder_base import EncoderBase
+from adapters.stores.metadata_store import CollectionRecord, ImageRecord
 from operations.errors import Conflict, InvalidInput, NotFound
 from operations.services import Services
 

@@ -19,9 +19,9 @@ from pathlib import Path
 import numpy as np
 from sqlalchemy.engine import make_url
 
-from adapters.metadata_store import CollectionRecord, ImageRecord, MetadataStore, NewImage
-from adapters.tag_store import TagStore
-from adapters.vector_store import MilvusVectorStore, VectorStore
+from adapters.stores.metadata_store import CollectionRecord, ImageRecord, MetadataStore, NewImage
+from adapters.stores.tag_store import TagStore
+from adapters.stores.vector_store import MilvusVectorStore, VectorStore
 from config import Settings
 from config.index_choice import index_choice
 from operations.collections.collections import validate_name

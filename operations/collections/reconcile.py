@@ -12,7 +12,7 @@ import logging
 from dataclasses import asdict, dataclass, field
 
 from adapters import images
-from adapters.encoder_base import EncoderBase
+from adapters.encoders.encoder_base import EncoderBase
 from operations.collections import collections
 from operations.ingest.vector_fields import fields_for_ids
 from operations.jobs.job_progress import JobOutcome, JobProgress

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from adapters.encoder_base import EncoderBase
+from adapters.encoders.encoder_base import EncoderBase
 from operations.collections import collections
 from operations.errors import InvalidInput, NotFound
 from operations.ingest.flickr_format import iter_jsonl, text_features_jsonl, texts_jsonl

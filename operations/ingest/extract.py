@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from adapters import images
-from adapters.encoder_base import EncoderBase
+from adapters.encoders.encoder_base import EncoderBase
 from operations.ingest.flickr_format import (
     BadLine,
     TsvRow,

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
 
 from adapters import images
-from adapters.encoder_base import EncoderBase
+from adapters.encoders.encoder_base import EncoderBase
 from operations.collections import collections
 from operations.ingest.writes import ImageToWrite, write_batch
 from operations.jobs.job_progress import JobProgress

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from adapters import images
-from adapters.encoder_base import EncoderBase
+from adapters.encoders.encoder_base import EncoderBase
 from operations.collections import collections
 from operations.errors import NotFound
 from operations.ingest.file_sources import resolve_under_root

@@ -14,7 +14,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 from tqdm import tqdm
 
-from adapters.encoder_base import EncoderBase
+from adapters.encoders.encoder_base import EncoderBase
 from operations.ingest.flickr_format import (
     feature_line,
     image_features_jsonl,

@@ -9,9 +9,9 @@ from typing import Any
 
 import numpy as np
 
-from adapters.metadata_store import ImageRecord, MetadataStore
-from adapters.milvus_schema import ADDED, HEIGHT, MAX_SOURCE_LENGTH, MIME, SOURCE, TAGS, WIDTH
-from adapters.tag_store import TagStore
+from adapters.stores.metadata_store import ImageRecord, MetadataStore
+from adapters.stores.milvus_schema import ADDED, HEIGHT, MAX_SOURCE_LENGTH, MIME, SOURCE, TAGS, WIDTH
+from adapters.stores.tag_store import TagStore
 from operations.services import Services
 
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from adapters.images import ImageFacts
-from adapters.metadata_store import NewImage
+from adapters.stores.metadata_store import NewImage
 from operations.errors import NotFound
 from operations.ingest.vector_fields import new_image_fields
 from operations.services import Services

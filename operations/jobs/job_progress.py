@@ -11,7 +11,7 @@ from typing import Any
 from pymilvus.exceptions import MilvusException
 from sqlalchemy.exc import DBAPIError
 
-from adapters.job_store import JobStore
+from adapters.stores.job_store import JobStore
 
 MAX_ERROR_SAMPLES = 100
 

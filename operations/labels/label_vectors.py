@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from adapters.encoder_base import EncoderBase, normalise
+from adapters.encoders.encoder_base import EncoderBase, normalise
 
 
 class LabelVectors:

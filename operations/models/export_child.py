@@ -13,7 +13,7 @@ import logging
 import sys
 from pathlib import Path
 
-from adapters.encoder_base import ModelLoadError
+from adapters.encoders.encoder_base import ModelLoadError
 from config import Settings
 from operations.models.export_onnx import export
 from operations.models.models import torch_encoder_for

@@ -22,13 +22,13 @@ from typing import Any
 
 import numpy as np
 
-from adapters.clip_encoder import ChineseClipEncoder
-from adapters.clip_onnx import IMAGE_FILE, MANIFEST, TEXT_FILE, VOCAB_FILE, OnnxClipEncoder, export_dir
-from adapters.clip_tokenizer import VOCAB
-from adapters.encoder_base import EncoderBase
-from adapters.onnx_image_encoder import MODEL_FILE as IMAGE_ONLY_FILE
-from adapters.onnx_image_encoder import OnnxImageEncoder
-from adapters.torchvision_encoder import IMAGENET, TorchvisionEncoder
+from adapters.encoders.clip_encoder import ChineseClipEncoder
+from adapters.encoders.clip_onnx import IMAGE_FILE, MANIFEST, TEXT_FILE, VOCAB_FILE, OnnxClipEncoder, export_dir
+from adapters.encoders.clip_tokenizer import VOCAB
+from adapters.encoders.encoder_base import EncoderBase
+from adapters.encoders.onnx_image_encoder import MODEL_FILE as IMAGE_ONLY_FILE
+from adapters.encoders.onnx_image_encoder import OnnxImageEncoder
+from adapters.encoders.torchvision_encoder import IMAGENET, TorchvisionEncoder
 from operations.models.onnx_source import EXPORT_VERSION, encoder_source_key
 
 logger = logging.getLogger(__name__)

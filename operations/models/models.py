@@ -9,12 +9,12 @@ import threading
 from collections import OrderedDict
 from pathlib import Path
 
-from adapters.clip_encoder import ChineseClipEncoder
-from adapters.clip_onnx import OnnxClipEncoder
-from adapters.encoder_base import ARCHITECTURES, EncoderBase, EncoderInfo
-from adapters.onnx_image_encoder import PREFIX as ONNX_PREFIX
-from adapters.onnx_image_encoder import OnnxImageEncoder
-from adapters.torchvision_encoder import TORCHVISION_MODELS, TorchvisionEncoder
+from adapters.encoders.clip_encoder import ChineseClipEncoder
+from adapters.encoders.clip_onnx import OnnxClipEncoder
+from adapters.encoders.encoder_base import ARCHITECTURES, EncoderBase, EncoderInfo
+from adapters.encoders.onnx_image_encoder import PREFIX as ONNX_PREFIX
+from adapters.encoders.onnx_image_encoder import OnnxImageEncoder
+from adapters.encoders.torchvision_encoder import TORCHVISION_MODELS, TorchvisionEncoder
 from config import Settings
 from operations.errors import InvalidInput
 from operations.models.onnx_auto import AutoOnnxEncoder

@@ -27,9 +27,9 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from adapters.clip_onnx import MANIFEST, export_dir
-from adapters.encoder_base import EncoderBase, EncoderInfo, ModelLoadError
-from adapters.torchvision_encoder import TORCHVISION_MODELS
+from adapters.encoders.clip_onnx import MANIFEST, export_dir
+from adapters.encoders.encoder_base import EncoderBase, EncoderInfo, ModelLoadError
+from adapters.encoders.torchvision_encoder import TORCHVISION_MODELS
 from config import Settings
 from operations.models.onnx_source import EXPORT_VERSION, wanted_key
 

@@ -15,8 +15,8 @@ import os
 import uuid
 from pathlib import Path
 
-from adapters.clip_encoder import ChineseClipEncoder
-from adapters.torchvision_encoder import DEFAULT_WEIGHTS, TORCHVISION_MODELS, TorchvisionEncoder
+from adapters.encoders.clip_encoder import ChineseClipEncoder
+from adapters.encoders.torchvision_encoder import DEFAULT_WEIGHTS, TORCHVISION_MODELS, TorchvisionEncoder
 from config import Settings
 
 logger = logging.getLogger(__name__)

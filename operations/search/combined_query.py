@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from adapters import images
-from adapters.encoder_base import EncoderBase
+from adapters.encoders.encoder_base import EncoderBase
 from operations.collections import collections
 from operations.errors import Conflict, InvalidInput
 from operations.search.search import (

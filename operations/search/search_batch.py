@@ -21,11 +21,11 @@ from typing import Any
 
 import numpy as np
 
-from adapters.encoder_base import EncoderBase
-from adapters.metadata_store import ImageRecord, MetadataStore
-from adapters.micro_batch import MicroBatcher
-from adapters.tag_store import TagStore
-from adapters.vector_store import VectorStore
+from adapters.encoders.encoder_base import EncoderBase
+from adapters.encoders.micro_batch import MicroBatcher
+from adapters.stores.metadata_store import ImageRecord, MetadataStore
+from adapters.stores.tag_store import TagStore
+from adapters.stores.vector_store import VectorStore
 
 logger = logging.getLogger(__name__)
 _STOP = object()

@@ -8,8 +8,8 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from adapters.milvus_schema import ADDED, HEIGHT, MIME, SOURCE, TAGS, WIDTH
-from adapters.tag_store import TagStore
+from adapters.stores.milvus_schema import ADDED, HEIGHT, MIME, SOURCE, TAGS, WIDTH
+from adapters.stores.tag_store import TagStore
 from operations.errors import Conflict, InvalidInput
 from operations.ingest.vector_fields import unix_seconds
 from operations.services import Services

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from sqlalchemy import Engine, delete, func, insert, select, text, update
 from sqlalchemy.exc import IntegrityError
 
-from adapters.sql_schema import collections, create_metadata_engine, images, utc_now
+from adapters.stores.sql_schema import collections, create_metadata_engine, images, utc_now
 
 _IN_CHUNK = 500  # keeps IN (...) lists and packets small on every backend
 

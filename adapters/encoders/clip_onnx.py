@@ -13,10 +13,10 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from adapters.clip_tokenizer import ClipTokenizer
-from adapters.encoder_base import CLIP_MEAN, CLIP_STD, EncoderBase, EncoderInfo, ModelLoadError
-from adapters.onnx_quantize import int8_copy
-from adapters.onnx_runtime import cpu_session
+from adapters.encoders.clip_tokenizer import ClipTokenizer
+from adapters.encoders.encoder_base import CLIP_MEAN, CLIP_STD, EncoderBase, EncoderInfo, ModelLoadError
+from adapters.encoders.onnx_quantize import int8_copy
+from adapters.encoders.onnx_runtime import cpu_session
 
 logger = logging.getLogger(__name__)
 

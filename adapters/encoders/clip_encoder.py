@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from adapters.encoder_base import ARCHITECTURES, EncoderBase, EncoderInfo, ModelLoadError
+from adapters.encoders.encoder_base import ARCHITECTURES, EncoderBase, EncoderInfo, ModelLoadError
 
 logger = logging.getLogger(__name__)
 CONTEXT_LENGTH = 52

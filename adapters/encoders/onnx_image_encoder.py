@@ -15,8 +15,8 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from adapters.encoder_base import EncoderBase, EncoderInfo, ModelLoadError
-from adapters.onnx_runtime import cpu_session
+from adapters.encoders.encoder_base import EncoderBase, EncoderInfo, ModelLoadError
+from adapters.encoders.onnx_runtime import cpu_session
 
 PREFIX = "onnx:"
 MODEL_FILE = "model.onnx"

@@ -14,8 +14,8 @@ import numpy as np
 from pymilvus import MilvusClient
 from pymilvus.exceptions import MilvusException
 
-from adapters.exact_mirror import ExactMirror
-from adapters.milvus_schema import ID_FIELD, VECTOR_FIELD, collection_schema, default_fields, has_scalar_fields
+from adapters.stores.exact_mirror import ExactMirror
+from adapters.stores.milvus_schema import ID_FIELD, VECTOR_FIELD, collection_schema, default_fields, has_scalar_fields
 
 logger = logging.getLogger(__name__)
 

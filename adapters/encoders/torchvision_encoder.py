@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from adapters.encoder_base import EncoderBase, EncoderInfo, ModelLoadError
+from adapters.encoders.encoder_base import EncoderBase, EncoderInfo, ModelLoadError
 
 logger = logging.getLogger(__name__)
 
