@@ -226,3 +226,31 @@ def test_page_labels_uploads_and_duplicates(live_server: str, page, tmp_path: Pa
     page.wait_for_function("document.querySelector('#duplicates-status').textContent.includes('已删除 1 张')")
     assert httpx.get(f"{live_server}/img/good/{stored}").status_code == 404
     assert httpx.get(f"{live_server}/img/good/photo3").status_code == 200
+
+
+def test_page_tags_a_collection_and_filters_by_the_new_tag(live_server: str, page) -> None:  # type: ignore[no-untyped-def]
+    """A newcomer's path: a Chinese label set → a tag job from the page → tag chips → a search filtered by one."""
+    page.goto(live_server + "/")
+    page.wait_for_function("document.querySelector('#collection').options.length > 0")
+    page.locator(".tagger summary").click()
+    page.locator("#tag-labels").fill("海边\n山\n城市")
+    page.locator("#run-tags").click()
+    page.wait_for_function("document.querySelector('#tag-status').textContent.startsWith('完成')", timeout=120_000)
+    page.wait_for_function("document.querySelectorAll('#tag-chips .chip').length >= 2")
+    counts = httpx.get(f"{live_server}/collections/good/tags").json()["tags"]
+    assert sum(c["count"] for c in counts) == 2 * (60 + PHOTOS)  # two labels per image
+    tag = counts[-1]["tag"]  # the least used: the filter visibly narrows the grid
+    page.locator("#query").fill(QUERY)
+    page.wait_for_function("document.querySelectorAll('.card').length === 30")
+    page.locator(f'.chip[data-tag="{tag}"]').click()
+    expected = httpx.post(
+        f"{live_server}/img/search",
+        json={"collection": "good", "text": QUERY, "top_k": 30, "filters": {"tags_any": [tag]}},
+    ).json()["hits"]
+    page.wait_for_function(  # the grid shows exactly the filtered top-k, in order
+        "ids => JSON.stringify([...document.querySelectorAll('.card')].map(c => c.dataset.imageId))"
+        " === JSON.stringify(ids)",
+        arg=[hit["image_id"] for hit in expected],
+    )
+    assert page.locator(".chip.on").get_attribute("data-tag") == tag
+    page.screenshot(path=str(ARTIFACTS / "web-tag-job.png"), full_page=True)

@@ -311,6 +311,21 @@ async function waitForJob(jobId, onProgress) {
   }
 }
 
+// A tag job from the page: the collection's images get their two most probable labels, then the chips update.
+async function runTags() {
+  if (!collection()) return;
+  const labels = $("tag-labels").value.split("\n").map((line) => line.trim()).filter(Boolean);
+  const status = (text) => { $("tag-status").textContent = text; };
+  try {
+    const accepted = await api(`/collections/${encodeURIComponent(collection())}/tags`, {
+      method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ labels, top_n: 2 }),
+    });
+    const job = await waitForJob(accepted.job_id, (j) => status(`打标签中… ${j.done}/${j.total || "?"}`));
+    status(job.state === "succeeded" ? `完成：${job.message}` : `失败：${job.message}`);
+    await loadTags();
+  } catch (error) { status(`失败：${error.message}`); }
+}
+
 async function findDuplicates() {
   if (!collection()) return;
   const name = encodeURIComponent(collection());
@@ -414,6 +429,7 @@ function wire() {
   $("filter-mime").addEventListener("change", rerun);
   $("filter-width").addEventListener("change", rerun);
   $("find-duplicates").addEventListener("click", findDuplicates);
+  $("run-tags").addEventListener("click", runTags);
   $("delete-duplicates").addEventListener("click", deleteDuplicates);
   $("add-files").addEventListener("change", (e) => addFiles([...e.target.files]));
   $("close-viewer").addEventListener("click", () => $("viewer").close());

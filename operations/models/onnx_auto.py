@@ -157,7 +157,7 @@ def run_export_child(settings: Settings, model_name: str, onnx_root: Path) -> tu
     and a crash while exporting cannot take the service down. Returns its exit status and last error line."""
     fields = ("model_name", "weights", "checkpoint_path", "model_dir", "seed", "device", "torch_threads", "onnx_dir")
     settings_json = settings.model_dump_json(include=set(fields))
-    package_root = str(Path(__file__).resolve().parent.parent)  # found whether installed or run from a checkout
+    package_root = str(Path(__file__).resolve().parents[2])  # found whether installed or run from a checkout
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))}
     result = subprocess.run(
         [sys.executable, "-m", "operations.models.export_child", model_name, str(onnx_root), settings_json],
