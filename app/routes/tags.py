@@ -6,6 +6,7 @@ from fastapi import APIRouter, Request
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
+from adapters.stores.tag_store import MAX_TAG_CHARS
 from app.access import WriteAccess
 from app.deps import JobsDep, ServicesDep
 from app.errors import documented
@@ -68,7 +69,7 @@ async def tag_collection(
     """A job: each image gets the labels the rule keeps, from its stored vector (no re-encoding); earlier
     automatic tags are replaced, manual ones kept."""
     settings = services.settings
-    labels = validate_labels(body.labels, settings.max_text_chars)
+    labels = validate_labels(body.labels, MAX_TAG_CHARS)  # each label may become a tag
     tags.validate_rule(body.top_n, body.min_probability, len(labels))
     resolve_templates(body.prompts, body.template, settings.max_text_chars)
     await run_in_threadpool(collections.require, services, name)

@@ -16,6 +16,7 @@ from operations.errors import InvalidInput
 from operations.ingest import vector_fields
 from operations.jobs.job_progress import JobProgress
 from operations.labels.classify import require_text_model, resolve_templates, validate_labels
+from operations.search.search import validate_text
 from operations.services import Services
 
 logger = logging.getLogger(__name__)
@@ -64,10 +65,7 @@ def tag_collection(
     """The job: label probabilities of every image from its stored vector; each image's earlier automatic tags are
     replaced, its manual ones kept."""
     settings = services.settings
-    labels = validate_labels(labels, settings.max_text_chars)
-    too_long = [label for label in labels if len(label) > MAX_TAG_CHARS]
-    if too_long:
-        raise InvalidInput(f"tags are at most {MAX_TAG_CHARS} characters: {too_long[0][:20]}…")
+    labels = validate_labels(labels, MAX_TAG_CHARS)  # each label becomes a tag
     templates = resolve_templates(prompts, template, settings.max_text_chars)
     record = collections.require(services, collection)
     encoder = collections.encoder_for(services, record)
@@ -105,13 +103,7 @@ def set_manual(services: Services, collection: str, image_id: str, tags: Sequenc
     cleaned = list(dict.fromkeys(t.strip() for t in tags if t.strip()))
     if len(cleaned) > MAX_TAGS_PER_IMAGE:
         raise InvalidInput(f"at most {MAX_TAGS_PER_IMAGE} tags per image, got {len(cleaned)}")
-    for tag in cleaned:
-        if len(tag) > MAX_TAG_CHARS:
-            raise InvalidInput(f"a tag is at most {MAX_TAG_CHARS} characters: {tag[:20]}…")
-        try:
-            tag.encode("utf-8")
-        except UnicodeEncodeError as exc:
-            raise InvalidInput("a tag is not valid Unicode (lone surrogate)") from exc
+    cleaned = [validate_text(tag, MAX_TAG_CHARS) for tag in cleaned]  # length and Unicode, as for search texts
     image = collections.require_image(services, collection, image_id)
     store = TagStore(services.metadata.engine)
     store.replace(collection, "manual", {image.id: [Tag(t, "manual") for t in cleaned]})
