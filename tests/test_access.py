@@ -31,6 +31,10 @@ WRITES: list[tuple[str, str, dict[str, Any]]] = [
     ("POST", "/collections", {"json": {"name": "fresh"}}),
     ("DELETE", "/collections/good", {}),
     ("POST", "/collections/good/reconcile", {}),
+    ("POST", "/collections/good/tags", {"json": {"labels": ["海边", "山"]}}),
+    ("PUT", "/img/good/1000/tags", {"json": {"tags": ["家人"]}}),
+    ("POST", "/collections/good/duplicates", {"json": {}}),
+    ("POST", "/collections/good/duplicates/delete", {"json": {}}),
 ]
 READS: list[tuple[str, str, dict[str, Any]]] = [
     ("POST", "/img/search", {"json": {"collection": "good", "text": "红色的圆形"}}),
