@@ -65,13 +65,23 @@ def validate_labels(labels: Sequence[str], max_chars: int) -> list[str]:
     return cleaned
 
 
+def label_probabilities(
+    image_vectors: np.ndarray, label_vectors: np.ndarray, logit_scale: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """(cosines, probabilities), one row per image: softmax over the labels of logit_scale x cosine, as
+    ``model.get_similarity`` computes it (the tag job scores a batch of images the same way)."""
+    cosines = np.atleast_2d(np.asarray(image_vectors, dtype=np.float32)) @ label_vectors.T
+    logits = logit_scale * cosines.astype(np.float64)
+    probabilities = np.exp(logits - logits.max(axis=1, keepdims=True))
+    probabilities /= probabilities.sum(axis=1, keepdims=True)
+    return cosines, probabilities
+
+
 def score(
     image_vector: np.ndarray, label_vectors: np.ndarray, labels: Sequence[str], logit_scale: float
 ) -> list[LabelScore]:
-    cosines = label_vectors @ np.asarray(image_vector, dtype=np.float32)
-    logits = logit_scale * cosines.astype(np.float64)
-    probabilities = np.exp(logits - logits.max())
-    probabilities /= probabilities.sum()
+    cosine_rows, probability_rows = label_probabilities(image_vector, label_vectors, logit_scale)
+    cosines, probabilities = cosine_rows[0], probability_rows[0]
     order = np.argsort(-probabilities, kind="stable")
     return [LabelScore(labels[i], float(probabilities[i]), float(cosines[i])) for i in order]
 

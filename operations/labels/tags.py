@@ -15,7 +15,7 @@ from operations.collections import collections
 from operations.errors import InvalidInput
 from operations.ingest import vector_fields
 from operations.jobs.job_progress import JobProgress
-from operations.labels.classify import require_text_model, resolve_templates, validate_labels
+from operations.labels.classify import label_probabilities, require_text_model, resolve_templates, validate_labels
 from operations.search.search import validate_text
 from operations.services import Services
 
@@ -84,9 +84,7 @@ def tag_collection(
         vectors = services.vectors.get(collection, chunk)
         present = [i for i in chunk if i in vectors]
         if present:
-            logits = scale * (np.stack([vectors[i] for i in present]) @ label_vectors.T).astype(np.float64)
-            probabilities = np.exp(logits - logits.max(axis=1, keepdims=True))
-            probabilities /= probabilities.sum(axis=1, keepdims=True)
+            _, probabilities = label_probabilities(np.stack([vectors[i] for i in present]), label_vectors, scale)
             store.replace(collection, "auto", dict(zip(present, choose(probabilities, labels, rule), strict=True)))
             vector_fields.refresh(services, collection, present)  # tag filters run inside the vector search
             tagged += len(present)
