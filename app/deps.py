@@ -7,16 +7,23 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
+from operations.errors import NotReady
 from operations.jobs.jobs import JobRunner
 from operations.services import Services
 
 
 async def get_services(request: Request) -> Services:
-    return request.app.state.services
+    services = request.app.state.services
+    if services is None:  # still waiting for a store at start-up (app/startup.py)
+        raise NotReady(request.app.state.startup.message())
+    return services
 
 
 async def get_jobs(request: Request) -> JobRunner:
-    return request.app.state.jobs
+    jobs = request.app.state.jobs
+    if jobs is None:
+        raise NotReady(request.app.state.startup.message())
+    return jobs
 
 
 ServicesDep = Annotated[Services, Depends(get_services)]

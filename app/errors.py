@@ -9,12 +9,14 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
-from pymilvus.exceptions import MilvusException
 from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException
 
 from adapters.encoders.encoder_base import ModelLoadError
 from adapters.images import InvalidImage
+from adapters.stores.milvus_guard import MILVUS_ERRORS, VectorStoreUnavailable
+from adapters.stores.milvus_guard import one_line as milvus_one_line
+from adapters.stores.sql_health import one_line
 from operations.errors import AppError
 
 logger = logging.getLogger(__name__)
@@ -37,9 +39,17 @@ def documented(*codes: int) -> dict[int | str, dict[str, Any]]:
     return {code: {"model": ErrorResponse} for code in codes}
 
 
-def error_response(status: int, code: str, message: str, details: Any = None) -> JSONResponse:
+# A store that is down or still loading a collection usually answers again within seconds.
+RETRY_AFTER_S = 2
+
+
+def error_response(
+    status: int, code: str, message: str, details: Any = None, headers: dict[str, str] | None = None
+) -> JSONResponse:
     body = ErrorResponse(error=ErrorBody(code=code, message=message, details=details))
-    return JSONResponse(status_code=status, content=body.model_dump())
+    if status == 503 and not (headers and "Retry-After" in headers):
+        headers = {**(headers or {}), "Retry-After": str(RETRY_AFTER_S)}
+    return JSONResponse(status_code=status, content=body.model_dump(), headers=headers)
 
 
 def _validation_details(exc: RequestValidationError) -> list[dict[str, Any]]:
@@ -65,15 +75,21 @@ def install_error_handlers(app: FastAPI) -> None:
     async def invalid_image(_: Request, exc: InvalidImage) -> JSONResponse:
         return error_response(422, "invalid_image", str(exc))
 
+    # An outage is expected: one line per refused request (the adapters log when a store goes down and comes
+    # back), never a traceback.
     @app.exception_handler(DBAPIError)
-    async def metadata_down(_: Request, exc: DBAPIError) -> JSONResponse:
-        logger.error("metadata store error: %s", exc.orig if exc.orig is not None else exc)
+    async def metadata_down(request: Request, exc: DBAPIError) -> JSONResponse:
+        logger.warning("%s %s: metadata store unavailable: %s", request.method, request.url.path, one_line(exc))
         return error_response(503, "metadata_store_unavailable", "the metadata database is unavailable; retry later")
 
-    @app.exception_handler(MilvusException)
-    async def vectors_down(_: Request, exc: MilvusException) -> JSONResponse:
-        logger.error("vector store error: %s", exc)
-        return error_response(503, "vector_store_unavailable", "the vector store is unavailable; retry later")
+    async def vectors_down(request: Request, exc: Exception) -> JSONResponse:
+        if not isinstance(exc, VectorStoreUnavailable):  # raised outside the adapter's guard (tests' doubles)
+            exc = VectorStoreUnavailable(f"the vector store is unavailable: {milvus_one_line(exc)}; retry later")
+        logger.warning("%s %s: %s", request.method, request.url.path, exc.message)
+        return error_response(503, "vector_store_unavailable", exc.message)
+
+    for milvus_error in MILVUS_ERRORS:
+        app.add_exception_handler(milvus_error, vectors_down)
 
     @app.exception_handler(ModelLoadError)
     async def model_down(_: Request, exc: ModelLoadError) -> JSONResponse:

@@ -36,3 +36,10 @@ def configure_logging(level: str, fmt: str = "text") -> None:
         root.removeHandler(existing)
     root.addHandler(handler)
     root.setLevel(level.upper())
+    # pymilvus logs every failed call with a traceback on a handler of its own (dozens of lines per search during
+    # a Milvus outage); the vector store adapter reports failures itself, one line each. pymilvus sets its levels
+    # when first imported, so it is imported before they are set here.
+    import pymilvus  # noqa: F401
+
+    for name in ("pymilvus", "pymilvus.milvus_client"):
+        logging.getLogger(name).setLevel(logging.CRITICAL)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -20,6 +22,7 @@ from app.metrics import Metrics
 from app.observability import RequestContext
 from app.openapi import install_openapi
 from app.routes import collections, duplicates, embed, health, images, jobs, labels, models, search, tags, web
+from app.startup import StartupState, start_when_stores_answer
 from config import Settings
 from operations.jobs.job_kinds import job_function
 from operations.jobs.jobs import JobRunner
@@ -42,8 +45,7 @@ def create_app(settings: Settings | None = None, encoder: EncoderBase | None = N
     resolved = settings or Settings()
     metrics = Metrics()
 
-    @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    async def start(app: FastAPI) -> None:
         services = await run_in_threadpool(build_services, resolved, encoder)
         try:
             info = await run_in_threadpool(services.encoder.load)
@@ -64,11 +66,22 @@ def create_app(settings: Settings | None = None, encoder: EncoderBase | None = N
             raise
         app.state.services, app.state.jobs = services, runner
         logger.info("service ready: model %s (%s weights, %s)", info.model, info.weights, info.device)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.services = app.state.jobs = None
+        retrying = await start_when_stores_answer(app.state.startup, partial(start, app))
         try:
             yield
         finally:
-            await run_in_threadpool(runner.shutdown)
-            await run_in_threadpool(services.close)
+            if retrying is not None:
+                retrying.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await retrying
+            if app.state.jobs is not None:
+                await run_in_threadpool(app.state.jobs.shutdown)
+            if app.state.services is not None:
+                await run_in_threadpool(app.state.services.close)
 
     # Swagger UI's files come from the installed package, not a CDN: /docs works offline and where CDNs are slow.
     app = FastAPIOffline(title="Chinese image search", version="0.1.0", description=DESCRIPTION, lifespan=lifespan)
@@ -76,6 +89,7 @@ def create_app(settings: Settings | None = None, encoder: EncoderBase | None = N
     install_openapi(app)
     app.add_middleware(BodySizeLimit, max_bytes=resolved.max_request_bytes)
     app.state.metrics = metrics
+    app.state.startup = StartupState()
     app.add_middleware(RequestContext, metrics=metrics)  # outermost: its id and timing cover the 413s too
     app.state.api_keys = [key.get_secret_value().encode("utf-8") for key in resolved.api_keys]
     app.state.read_access = resolved.read_access

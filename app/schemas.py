@@ -265,6 +265,16 @@ class StoreHealth(BaseModel):
     error: str | None = None
 
 
+class LiveResponse(BaseModel):
+    status: str = Field(description="always `alive`")
+
+
+class ReadyResponse(BaseModel):
+    status: str = Field(description="`ready`, `not_ready` (a store is down or a collection is loading) or `starting`")
+    stores: dict[str, StoreHealth]
+    message: str | None = None
+
+
 class ModelHealth(BaseModel):
     name: str
     backend: str | None = None

@@ -48,3 +48,10 @@ class Busy(AppError):
 class Unavailable(AppError):
     status_code = 503
     code = "unavailable"
+
+
+class NotReady(AppError):
+    """The service is up but cannot serve yet (waiting for a store at start-up)."""
+
+    status_code = 503
+    code = "not_ready"

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from sqlalchemy import Engine, delete, func, insert, select, text, update
 from sqlalchemy.exc import IntegrityError
 
+from adapters.stores.sql_health import watch_engine
 from adapters.stores.sql_schema import collections, create_metadata_engine, images, utc_now
 
 _IN_CHUNK = 500  # keeps IN (...) lists and packets small on every backend
@@ -71,6 +72,7 @@ class MetadataStore:
     def __init__(self, url: str, engine: Engine | None = None) -> None:
         self.engine = engine or create_metadata_engine(url)
         self.dialect = self.engine.dialect.name
+        self.health = watch_engine(self.engine, f"metadata store ({self.engine.url.render_as_string()})")
 
     def ping(self) -> None:
         with self.engine.connect() as conn:

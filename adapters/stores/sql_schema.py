@@ -222,8 +222,12 @@ def create_metadata_engine(url: str) -> Engine:
         if parsed.get_backend_name() in ("mysql", "mariadb"):
             _create_mysql_database_if_missing(url)
         engine = create_engine(url, pool_pre_ping=True, pool_recycle=3600, pool_size=8, max_overflow=8)
-    with schema_lock(engine):
-        metadata.create_all(engine)
-        _add_missing_columns(engine)
+    try:
+        with schema_lock(engine):
+            metadata.create_all(engine)
+            _add_missing_columns(engine)
+    except Exception:
+        engine.dispose()  # the database may not be up yet: the caller retries with a new engine
+        raise
     logger.info("metadata store ready: %s", parsed.render_as_string(hide_password=True))
     return engine

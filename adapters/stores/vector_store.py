@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -12,16 +13,22 @@ from typing import Any, Protocol
 
 import numpy as np
 from pymilvus import MilvusClient
+from pymilvus.client.types import LoadState
 from pymilvus.exceptions import MilvusException
 
 from adapters.stores.exact_mirror import ExactMirror
+from adapters.stores.milvus_guard import GuardedClient, VectorStoreUnavailable
 from adapters.stores.milvus_schema import ID_FIELD, VECTOR_FIELD, collection_schema, default_fields, has_scalar_fields
+from adapters.stores.store_health import StoreHealth
 
 logger = logging.getLogger(__name__)
 
 # A request waits at most this long for a server that accepts connections but does not answer (a network split):
 # it then fails (503), never hangs. A refused connection fails at once anyway.
 READ_TIMEOUT_S = 15.0
+# A new connection gives up after this long (pymilvus waits 10 s): a service starting before its Milvus server
+# retries instead, and a refused connection is known sooner.
+CONNECT_TIMEOUT_S = 5.0
 STRONG = "Strong"  # for reads that must see every earlier write, from any process: counts, reconcile
 _NOT_PARAMS = {"index_type", "metric_type", "field_name", "index_name", "total_rows", "indexed_rows"}
 _NOT_PARAMS |= {"pending_index_rows", "state", "params", "dim"}
@@ -51,14 +58,14 @@ def _connect(uri: str, token: str | None, db_name: str) -> MilvusClient:
     while True:
         try:
             if db_name != "default":
-                admin = MilvusClient(uri=uri, token=token or "")
+                admin = MilvusClient(uri=uri, token=token or "", timeout=CONNECT_TIMEOUT_S)
                 try:
                     if db_name not in admin.list_databases():
                         admin.create_database(db_name)
                         logger.info("created Milvus database %s", db_name)
                 finally:
                     admin.close()
-            client = MilvusClient(uri=uri, token=token or "", db_name=db_name)
+            client = MilvusClient(uri=uri, token=token or "", db_name=db_name, timeout=CONNECT_TIMEOUT_S)
             client.list_collections()  # the database is usable from here
             return client
         except MilvusException as exc:
@@ -70,6 +77,7 @@ def _connect(uri: str, token: str | None, db_name: str) -> MilvusClient:
 
 class VectorStore(Protocol):
     def ping(self) -> None: ...
+    def readiness(self) -> str | None: ...
     def has_collection(self, name: str) -> bool: ...
     def ensure_collection(self, name: str, dim: int) -> None: ...
     def flush(self, name: str) -> None: ...
@@ -116,7 +124,15 @@ class MilvusVectorStore:
             Path(uri).parent.mkdir(parents=True, exist_ok=True)
         self.uri = uri
         self.db_name = "default" if local else db_name
-        self._client = MilvusClient(uri=uri) if local else _connect(uri, token, db_name)
+        label = "Milvus Lite" if local else f"Milvus server {uri}"
+        self.health = StoreHealth(f"vector store ({label})")
+        self._loaded: set[str] = set()
+        self._loading: set[str] = set()  # the server stopped serving them (a restart, a release): reloading
+        self._load_state_lock = threading.Lock()  # for the two sets; never held around a call to Milvus
+        # Every call reports to ``health`` and raises only VectorStoreUnavailable (answered as 503, never 500).
+        self._client = GuardedClient(None, self.health, label, on_not_loaded=self._not_loaded)
+        with self._client.calling():
+            self._client.client = MilvusClient(uri=uri) if local else _connect(uri, token, db_name)
         self.index_type = index_type
         self.index_params = index_params or {}
         self.search_ef, self.search_nprobe = search_ef, search_nprobe
@@ -126,7 +142,6 @@ class MilvusVectorStore:
         # Milvus Lite inserts ~30x faster in 500-row batches than in 2,000-row ones; a server takes big batches
         # well (REFERENCE.md), and fewer round trips matter there.
         self.insert_batch = insert_batch or (500 if local else 2000)
-        self._loaded: set[str] = set()
         self._indexes: dict[str, IndexInfo] = {}
         self._scalars: dict[str, bool] = {}
         self._lock = threading.Lock()
@@ -154,6 +169,42 @@ class MilvusVectorStore:
 
     def ping(self) -> None:
         self._client.list_collections()
+
+    def readiness(self) -> str | None:
+        """Why searches cannot be answered now (the server is down, or up but still loading a collection this
+        process serves), or None when they can. Raises VectorStoreUnavailable when the store is unreachable."""
+        self._client.list_collections()
+        if self.local:
+            return None
+        waiting = []
+        for name in sorted(self._loaded | self._loading):
+            try:
+                self._ensure_loaded(name)
+            except VectorStoreUnavailable as exc:
+                if exc.kind != "loading":
+                    raise
+                waiting.append(exc.message)
+            else:
+                state = self._client.get_load_state(name)["state"]
+                if state == LoadState.NotExist:  # dropped by another process
+                    self._forget_loaded(name)
+                elif state != LoadState.Loaded:
+                    self._not_loaded(name)
+                    waiting.append(f"collection '{name}' is not loaded on the Milvus server ({state.name})")
+        return "; ".join(waiting) or None
+
+    def _forget_loaded(self, name: str) -> None:
+        with self._load_state_lock:
+            self._loaded.discard(name)
+            self._loading.discard(name)
+
+    def _not_loaded(self, name: str) -> None:
+        """The server refused a search because it does not serve the collection (yet): load it again."""
+        with self._load_state_lock:
+            if name in self._loaded:
+                logger.warning("collection %s is not loaded on the Milvus server: loading it again", name)
+            self._loaded.discard(name)
+            self._loading.add(name)
 
     def has_collection(self, name: str) -> bool:
         return bool(self._client.has_collection(name))
@@ -193,10 +244,37 @@ class MilvusVectorStore:
         raise ValueError(f"Milvus collection {name} has no {VECTOR_FIELD} field")
 
     def _ensure_loaded(self, name: str) -> None:
-        if name not in self._loaded:
-            self._client.load_collection(name)
-            self._loaded.add(name)
-            self._start_mirror(name)
+        if name in self._loaded:
+            return
+        if name in self._loading:
+            self._resume_loading(name)
+            return
+        self._client.load_collection(name)
+        self._loaded.add(name)
+        self._start_mirror(name)
+
+    def _resume_loading(self, name: str) -> None:
+        """After a server restart (or a release behind this process's back) the server reloads a collection by
+        itself, which takes a while: ask for a load without waiting for it, and answer 'loading' until it is
+        served, instead of holding every request for the whole load."""
+        described = self._client.get_load_state(name)
+        state = described["state"]
+        if state == LoadState.NotExist:
+            self._forget_loaded(name)  # the next call meets the missing collection as it would have anyway
+            return
+        if state == LoadState.Loaded:
+            with self._load_state_lock:
+                self._loading.discard(name)
+                self._loaded.add(name)
+            logger.warning("collection %s is served by the Milvus server again", name)
+            return
+        if state == LoadState.NotLoad:
+            self._client.load_collection(name, _async=True)
+        progress = described.get("progress")
+        shown = f" ({progress}% loaded)" if progress is not None else ""
+        raise VectorStoreUnavailable(
+            f"collection '{name}' is still loading on the Milvus server{shown}; retry shortly", "loading", name
+        )
 
     def _start_mirror(self, name: str) -> None:
         if not self._mirror_budget or self.index_info(name).index_type != "FLAT":
@@ -280,7 +358,7 @@ class MilvusVectorStore:
 
     def drop_collection(self, name: str) -> None:
         with self._lock:
-            self._loaded.discard(name)
+            self._forget_loaded(name)
             self._mirrors.pop(name, None)
             self._indexes.pop(name, None)
             self._scalars.pop(name, None)
@@ -376,10 +454,15 @@ class MilvusVectorStore:
             name, batch_size=batch, filter="", output_fields=[ID_FIELD], consistency_level=STRONG
         )
         try:
-            while rows := iterator.next():
+            while True:
+                with self._client.calling(name):
+                    rows = iterator.next()
+                if not rows:
+                    return
                 yield [int(row[ID_FIELD]) for row in rows]
         finally:
-            iterator.close()
+            with contextlib.suppress(Exception):
+                iterator.close()
 
     def count(self, name: str) -> int:
         if not self._client.has_collection(name):
@@ -391,7 +474,8 @@ class MilvusVectorStore:
     def close(self) -> None:
         self._closing.set()
         self._mirrors.clear()
-        self._client.close()
+        with contextlib.suppress(VectorStoreUnavailable):
+            self._client.close()
         if self.local:
             # The client leaves the embedded server process running until the interpreter exits; stopping it
             # frees its memory (a 1M-vector collection holds ~4 GB) and the db file's lock now.

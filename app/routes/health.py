@@ -1,15 +1,27 @@
-"""Liveness and what the service runs on (random weights are reported here, loudly), and metrics."""
+"""Probes (``/livez``, ``/readyz``), what the service runs on (``/healthz``: random weights are reported here,
+loudly), and metrics. None of them needs a key, and none fails while the service waits for a store."""
 
 from __future__ import annotations
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST
+from pydantic import BaseModel
 from sqlalchemy.engine import make_url
 from starlette.concurrency import run_in_threadpool
 
-from app.deps import ServicesDep
-from app.schemas import HealthResponse, IndexOut, ModelHealth, StoreHealth, VectorIndexHealth
+from adapters.stores.milvus_guard import one_line as milvus_one_line
+from adapters.stores.sql_health import one_line as sql_one_line
+from app.errors import RETRY_AFTER_S
+from app.schemas import (
+    HealthResponse,
+    IndexOut,
+    LiveResponse,
+    ModelHealth,
+    ReadyResponse,
+    StoreHealth,
+    VectorIndexHealth,
+)
 from operations.collections import collections
 from operations.services import Services
 
@@ -69,10 +81,65 @@ def _vector_index(services: Services) -> VectorIndexHealth:
     )
 
 
+def _readiness(services: Services) -> ReadyResponse:
+    """Each store reachable, and the vector store serving every collection this process serves (after a Milvus
+    restart the server reloads collections for a while)."""
+    stores: dict[str, StoreHealth] = {}
+    try:
+        services.metadata.ping()
+        stores["metadata"] = StoreHealth(ok=True, backend=services.metadata.dialect)
+    except Exception as exc:
+        stores["metadata"] = StoreHealth(ok=False, backend=services.metadata.dialect, error=sql_one_line(exc))
+    try:
+        waiting = services.vectors.readiness()
+        stores["vectors"] = StoreHealth(ok=waiting is None, backend=services.vectors.backend, error=waiting)
+    except Exception as exc:
+        stores["vectors"] = StoreHealth(ok=False, backend=services.vectors.backend, error=milvus_one_line(exc))
+    return ReadyResponse(status="ready" if all(s.ok for s in stores.values()) else "not_ready", stores=stores)
+
+
+def _starting(request: Request) -> ReadyResponse:
+    startup = request.app.state.startup
+    store = startup.waiting_for or "startup"
+    return ReadyResponse(
+        status="starting",
+        stores={store: StoreHealth(ok=False, backend=store, error=startup.reason)},
+        message=startup.message(),
+    )
+
+
+def _answer(body: BaseModel, ok: bool) -> JSONResponse:
+    return JSONResponse(
+        status_code=200 if ok else 503,
+        content=body.model_dump(),
+        headers=None if ok else {"Retry-After": str(RETRY_AFTER_S)},
+    )
+
+
+@router.get("/livez", response_model=LiveResponse)
+async def livez() -> LiveResponse:
+    """The process is alive and answering (200 even while a store is down): a liveness probe restarts nothing
+    that a store outage explains."""
+    return LiveResponse(status="alive")
+
+
+@router.get("/readyz", response_model=ReadyResponse, responses={503: {"model": ReadyResponse}})
+async def readyz(request: Request) -> JSONResponse:
+    """Ready to serve searches: both stores reachable and every collection served. 503 names the store that is
+    not (and a collection still loading after a Milvus restart); a readiness probe takes the process out of
+    rotation until it is."""
+    services = request.app.state.services
+    ready = _starting(request) if services is None else await run_in_threadpool(_readiness, services)
+    return _answer(ready, ready.status == "ready")
+
+
 @router.get("/healthz", response_model=HealthResponse, responses={503: {"model": HealthResponse}})
-async def healthz(services: ServicesDep) -> JSONResponse:
+async def healthz(request: Request) -> JSONResponse:
+    services = request.app.state.services
+    if services is None:
+        return _answer(_starting(request), False)
     health = await run_in_threadpool(_health, services)
-    return JSONResponse(status_code=200 if health.status == "ok" else 503, content=health.model_dump())
+    return _answer(health, health.status == "ok")
 
 
 @router.get("/metrics", response_class=Response, responses={200: {"content": {CONTENT_TYPE_LATEST: {}}}})

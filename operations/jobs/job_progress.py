@@ -72,6 +72,10 @@ class JobOutcome:
     result: dict[str, Any] | None = None
 
 
+def is_store_outage(exc: Exception) -> bool:
+    return isinstance(exc, DBAPIError | MilvusException)
+
+
 def describe_failure(exc: Exception) -> str:
     """A job's failure in words a user can act on."""
     if isinstance(exc, DBAPIError):

@@ -15,7 +15,7 @@ from typing import Any
 
 from adapters.stores.job_store import FINISHED_STATES, JobRecord, JobStore, QueueFull
 from operations.errors import Busy, Conflict, NotFound
-from operations.jobs.job_progress import JobOutcome, JobProgress, describe_failure
+from operations.jobs.job_progress import JobOutcome, JobProgress, describe_failure, is_store_outage
 
 logger = logging.getLogger(__name__)
 
@@ -205,8 +205,11 @@ class JobRunner:
             outcome = outcome if isinstance(outcome, JobOutcome) else JobOutcome(outcome)
             state, message, result = "succeeded", outcome.message, outcome.result
         except Exception as exc:
-            logger.exception("job %s failed", record.id)
             state, message = "failed", describe_failure(exc)
+            if is_store_outage(exc):  # expected: the stores log the outage; no traceback
+                logger.warning("job %s failed: %s", record.id, message)
+            else:
+                logger.exception("job %s failed", record.id)
         finally:
             with self._lock:
                 del self._running[record.id]
