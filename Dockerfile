@@ -33,6 +33,6 @@ FROM base AS serve
 EXPOSE 8000
 VOLUME ["/data"]
 HEALTHCHECK --interval=15s --timeout=5s --start-period=120s --retries=5 \
-    CMD python -c "import urllib.request,sys; sys.exit(urllib.request.urlopen('http://127.0.0.1:8000/healthz', timeout=4).status != 200)"
+    CMD python -c "import urllib.request,sys; sys.exit(urllib.request.urlopen('http://127.0.0.1:8000/readyz', timeout=4).status != 200)"
 # IMGSEARCH_WORKERS=N runs N service processes (with a Milvus server and MySQL, as docker-compose.yml sets up).
 CMD ["imgsearch", "serve", "--host", "0.0.0.0", "--port", "8000"]

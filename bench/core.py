@@ -122,9 +122,12 @@ def for_seconds(clients: int, worker: Callable[[int], None]) -> float:
     return time.perf_counter() - started
 
 
-def run_service(env: dict[str, str], port: int, checkout: Path | None = None) -> subprocess.Popen:
+def run_service(
+    env: dict[str, str], port: int, checkout: Path | None = None, log: Path | None = None
+) -> subprocess.Popen:
     """`imgsearch serve` on ``port``, once /healthz answers 200; ``checkout`` runs another checkout's code (a git
-    worktree) with this virtualenv: `python -m app.cli` there puts that folder first on sys.path."""
+    worktree) with this virtualenv: `python -m app.cli` there puts that folder first on sys.path. ``log`` takes
+    the service's log (appended): a drill that runs for minutes must not leave it in a pipe nobody reads."""
     command = [str(ROOT / ".venv/bin/imgsearch"), "serve", "--port", str(port)]
     if checkout is not None:
         command = [sys.executable, "-m", "app.cli", "serve", "--port", str(port)]
@@ -134,7 +137,7 @@ def run_service(env: dict[str, str], port: int, checkout: Path | None = None) ->
         cwd=checkout,
         env={**os.environ, **env},
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
+        stderr=log.open("a") if log is not None else subprocess.PIPE,
         text=True,
     )
     deadline = time.monotonic() + 120
@@ -145,7 +148,8 @@ def run_service(env: dict[str, str], port: int, checkout: Path | None = None) ->
         except httpx.HTTPError:
             time.sleep(0.5)
     process.kill()
-    raise RuntimeError("service did not start:\n" + (process.stderr.read() if process.stderr else ""))
+    said = log.read_text(errors="replace")[-4000:] if log is not None else process.stderr.read()  # type: ignore[union-attr]
+    raise RuntimeError("service did not start:\n" + said)
 
 
 def measure_backend(name: str, metadata_url: str, work: Path, split: str, queries: list[str]) -> dict:

@@ -18,6 +18,7 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # see bench/core.py
 
 import argparse
 import shlex
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -53,10 +54,10 @@ def db_up() -> bool:
         return False
 
 
-def kill_during_load(env: dict[str, str], images: int, checks: list[tuple[str, bool]]) -> list[str]:
+def kill_during_load(env: dict[str, str], images: int, checks: list[tuple[str, bool]], log: Path) -> list[str]:
     lines = []
     port = free_port()
-    process = run_service(env, port)
+    process = run_service(env, port, log=log)
     base = f"http://127.0.0.1:{port}"
     body = {"collection": "drill", "path": "split", "split": "drill"}
     with httpx.Client(base_url=base, timeout=60) as client:
@@ -68,7 +69,7 @@ def kill_during_load(env: dict[str, str], images: int, checks: list[tuple[str, b
     lines.append(f"- Killed the service (SIGKILL) with the load at {job['done']:,}/{images:,} lines.")
 
     started = time.perf_counter()
-    process = run_service(env, port)
+    process = run_service(env, port, log=log)
     lines.append(f"- Started again in {time.perf_counter() - started:.1f} s (same Milvus Lite file, same database).")
     try:
         with httpx.Client(base_url=base, timeout=120) as client:
@@ -97,11 +98,11 @@ def kill_during_load(env: dict[str, str], images: int, checks: list[tuple[str, b
 
 
 def database_outage(
-    env: dict[str, str], outage_s: float, commands: tuple[str, str], checks: list[tuple[str, bool]]
+    env: dict[str, str], outage_s: float, commands: tuple[str, str], checks: list[tuple[str, bool]], log: Path
 ) -> list[str]:
     stop_db, start_db = commands
     port = free_port()
-    process = run_service(env, port)
+    process = run_service(env, port, log=log)
     samples: list[tuple[float, str, int, str, float]] = []  # (seconds, phase, status, error code, finished at)
     phase = "before"
     stop = threading.Event()
@@ -162,6 +163,15 @@ def database_outage(
     checks.append(("…with the metadata_store_unavailable code", set(codes) == {"metadata_store_unavailable"}))
     checks.append(("/healthz says 503 during the outage", health.status_code == 503))
     checks.append(("searches recover without a restart", set(by_phase["after"]) == {200}))
+    said = log.read_text(errors="replace")
+    down, back = said.count("is down:"), said.count("is back after")
+    checks.append(
+        (
+            "quiet log: no traceback, the outage told once down and once back",
+            ("Traceback" not in said and 1 <= down == back <= 2),
+        )
+    )
+    refused = said.count("metadata store unavailable")
     return [
         f"- Searches by phase (status: count): before {dict(by_phase['before'])}, MariaDB stopped "
         f"{dict(by_phase['outage'])}, while it starts {dict(by_phase['returning'])}, after {dict(by_phase['after'])}.",
@@ -170,6 +180,8 @@ def database_outage(
         f"{slowest * 1000:.0f} ms.",
         f"- MariaDB accepted connections {db_back_s:.1f} s after its start command; the first search to succeed "
         f"after that ended {recovered_s * 1000:.0f} ms later, with no action on the service.",
+        f"- The service's log: {refused} lines for refused requests, {down} 'is down' and {back} 'is back' "
+        f"line(s), {said.count('Traceback')} tracebacks.",
     ]
 
 
@@ -185,8 +197,8 @@ def main() -> int:
         raise SystemExit("MariaDB is not running on 127.0.0.1:3306")
     database = f"imgsearch_faults_{os.getpid()}"
     checks: list[tuple[str, bool]] = []
-    with tempfile.TemporaryDirectory() as tmp:
-        work = Path(tmp)
+    work = Path(tempfile.mkdtemp(prefix="faults-"))
+    try:
         generate_split(work / "datasets" / "split", "drill", args.images, encoder=None, seed=4)
         write_random_features(work / "datasets" / "split", "drill")
         env = {
@@ -198,12 +210,20 @@ def main() -> int:
             "IMGSEARCH_LOG_LEVEL": "WARNING",
         }
         try:
-            kill_lines = kill_during_load(env, args.images, checks)
-            outage_lines = database_outage(env, args.outage, (args.stop_db, args.start_db), checks)
+            kill_lines = kill_during_load(env, args.images, checks, work / "service-kill.log")
+            commands = (args.stop_db, args.start_db)
+            outage_lines = database_outage(env, args.outage, commands, checks, work / "service-outage.log")
         finally:
             if db_up():
                 drop_database(database)
+    except BaseException:
+        print(f"the drill stopped early: its work folder and the service logs are kept in {work}", flush=True)
+        raise
     passed = all(ok for _, ok in checks)
+    if passed:
+        shutil.rmtree(work, ignore_errors=True)
+    else:
+        print(f"a check failed: the work folder and the service logs (*.log) are kept in {work}", flush=True)
     lines = [
         "## faults: kill -9 mid-load, MariaDB stopped mid-search (bench/faults.py)",
         "",

@@ -5,12 +5,18 @@ Part A, one service process:
   1. kill -9 the Milvus server in the middle of a bulk load → the job ends failed, naming Milvus, in bounded time;
   2. while Milvus is down, searches answer 503 `vector_store_unavailable` (never a 500, never a hang) and /healthz
      answers 503 with the vector store down and the metadata store up;
-  3. start Milvus again → searches recover by themselves, without restarting the service;
+  3. start Milvus again → every answer meanwhile is 200 or 503 (never a 500), and searches succeed by themselves,
+     without restarting the service, within 5 s of a fresh client's first successful search (the server reloads
+     the collection after a restart); the service's log tells the outage in one line per refused request, one
+     when Milvus went down and one when it came back, with no traceback;
   4. the same load again → succeeded, exact counts in both stores (service, Milvus, MySQL), reconcile finds nothing.
 Part B, two service processes on one Milvus server and one MySQL database:
   kill -9 the process running a load → the other one resumes it once the lease runs out, it succeeds with nobody
   re-running it, counts are exact in both stores and reconcile finds nothing.
+Part C, a service started while Milvus is down: it starts (/livez 200, /readyz 503 naming the vector store,
+  searches 503 not_ready), and once Milvus is started it becomes ready on its own and searches succeed.
 
+When a check fails, the work folder (service logs, the Milvus server's data and logs) is kept and its path printed.
     .venv/bin/python bench/faults_server.py [--images 4000] [--resume-images 200]     (`make faults-server`)
 
 Writes bench/RESULTS.md (section "faults-server"); exit status 1 when an expectation fails.
@@ -30,6 +36,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -54,6 +61,8 @@ MILVUS_DB = "faults"
 JOB_FAIL_LIMIT_S = 60  # kill -9 of Milvus → the job reads failed
 SEARCH_LIMIT_S = 30  # one search while Milvus is down
 RECOVER_LIMIT_S = 300  # Milvus started again → the first search answering 200
+SERVED_LAG_LIMIT_S = 5  # a fresh client's first successful search → the service's first 200
+READY_LIMIT_S = 120  # a service started before Milvus → ready, once Milvus is up
 RESUME_LIMIT_S = 60  # kill -9 of the service → the other process resumes the job
 JOB_LIMIT_S = 900  # any load to its end
 RUNNING = ("queued", "running")
@@ -75,8 +84,9 @@ class Drill:
         print(f"{'PASS' if ok else 'FAIL'}  {name}: {detail}", flush=True)
         return ok
 
-    def start_service(self, env: dict[str, str], name: str) -> tuple[subprocess.Popen, str]:
-        """`imgsearch serve` with its log in a file (a pipe nobody reads would fill and block the service)."""
+    def start_service(self, env: dict[str, str], name: str, probe: str = "/readyz") -> tuple[subprocess.Popen, str]:
+        """`imgsearch serve` with its log in a file (a pipe nobody reads would fill and block the service), once
+        ``probe`` answers 200."""
         port = free_port()
         log = self.work / f"{name}.log"
         process = subprocess.Popen(
@@ -90,7 +100,7 @@ class Drill:
         deadline = time.monotonic() + 180
         while time.monotonic() < deadline and process.poll() is None:
             try:
-                if httpx.get(f"{base}/healthz", timeout=5).status_code == 200:
+                if httpx.get(f"{base}{probe}", timeout=5).status_code == 200:
                     return process, base
             except httpx.HTTPError:
                 pass
@@ -256,10 +266,20 @@ def part_a(drill: Drill, milvus: LocalMilvusServer, images: int, summary: dict[s
             f"{stores.get('metadata', {}).get('ok')}",
         )
 
-        # 3. Milvus back: searches recover without restarting the service.
+        live, ready = client.get("/livez"), client.get("/readyz")
+        vectors = ready.json().get("stores", {}).get("vectors", {})
+        drill.check(
+            "A2 /livez 200 and /readyz 503 naming the vector store",
+            live.status_code == 200 and ready.status_code == 503 and vectors.get("ok") is False,
+            f"/livez {live.status_code}, /readyz {ready.status_code}: vectors {(vectors.get('error') or '')[:90]}",
+        )
+
+        # 3. Milvus back: searches recover without restarting the service, as soon as the server serves again.
         started = time.perf_counter()
         milvus.start()
-        up_s = time.perf_counter() - started
+        up_at = time.perf_counter()
+        up_s = up_at - started
+        served = FreshClientWatch(milvus, "drill")
         seen: list[tuple[int, str]] = []
 
         def search_once() -> tuple[int, str, float]:
@@ -272,15 +292,34 @@ def part_a(drill: Drill, milvus: LocalMilvusServer, images: int, summary: dict[s
             recovered = True
         except TimeoutError:
             recover_s, recovered = float(RECOVER_LIMIT_S), False
+        first_ok = time.perf_counter()
+        served_s = served.wait(SERVED_LAG_LIMIT_S + 30)
+        lag = first_ok - up_at - served_s if served_s is not None else float("inf")
         others = sorted({f"{s}/{c}" for s, c in seen if s != 200})
         health = client.get("/healthz").status_code
         drill.check(
-            "A3 searches recover after Milvus restarts, service untouched",
+            "A3 searches recover after Milvus restarts, never a 500, service untouched",
             recovered and all(s in (200, 503) for s, _ in seen) and health == 200,
             f"Milvus up in {up_s:.1f} s; first 200 {recover_s:.1f} s later after {len(seen)} searches "
             f"(others: {', '.join(others) or 'none'}); /healthz {health}",
         )
+        drill.check(
+            f"A3 searches succeed within {SERVED_LAG_LIMIT_S} s of the server serving the collection again",
+            lag <= SERVED_LAG_LIMIT_S,
+            f"a fresh client's first search succeeded {served_s if served_s is not None else float('nan'):.1f} s "
+            f"after Milvus was up; the service's first 200 came {lag:.1f} s after that (searched every 0.5 s)",
+        )
         summary["Milvus restart → first search 200"] = f"{recover_s:.1f} s (+{up_s:.1f} s to start Milvus)"
+        summary["server serves again → service's first 200"] = f"{lag:.1f} s (limit {SERVED_LAG_LIMIT_S} s)"
+        said = (drill.work / "service-a.log").read_text(errors="replace")
+        down, back = said.count("is down:"), said.count("is back after")
+        refused = sum("POST /img/search:" in line for line in said.splitlines())
+        drill.check(
+            "A3 quiet log: one line per refused search, the outage told once down and once back, no traceback",
+            "Traceback" not in said and 1 <= down == back <= 2 and refused > 0,
+            f"{refused} lines for refused searches, {down} 'is down', {back} 'is back', "
+            f"{said.count('Traceback')} tracebacks",
+        )
 
         # 4. The same load again: succeeded, exact counts.
         rerun, took = finished(client, submit(client, "/img/load", body))
@@ -291,6 +330,71 @@ def part_a(drill: Drill, milvus: LocalMilvusServer, images: int, summary: dict[s
             f"{rerun['failed']} failed",
         )
         summary["A: counts service = Milvus = MySQL"] = exact_counts(drill, client, milvus, "drill", images, "A4 ")
+
+
+class FreshClientWatch:
+    """When the server serves ``collection`` again by the only measure that does not depend on the service: a
+    brand-new client's search succeeds (seconds after the start of the watch)."""
+
+    def __init__(self, milvus: LocalMilvusServer, collection: str) -> None:
+        self.milvus, self.collection = milvus, collection
+        self.started = time.perf_counter()
+        self.served_s: float | None = None
+        self._done = threading.Event()
+        threading.Thread(target=self._watch, daemon=True).start()
+
+    def _watch(self) -> None:
+        deadline = self.started + RECOVER_LIMIT_S
+        while time.perf_counter() < deadline:
+            with contextlib.suppress(Exception):
+                client = MilvusClient(uri=self.milvus.uri, db_name=MILVUS_DB, timeout=3, dedicated=True)
+                try:
+                    client.search(self.collection, data=[[0.03] * 1024], limit=1, anns_field="vector", timeout=3)
+                    self.served_s = time.perf_counter() - self.started
+                    break
+                finally:
+                    client.close()
+            time.sleep(0.25)
+        self._done.set()
+
+    def wait(self, limit_s: float) -> float | None:
+        self._done.wait(limit_s)
+        return self.served_s
+
+
+def part_c(drill: Drill, milvus: LocalMilvusServer, images: int, summary: dict[str, str]) -> None:
+    milvus.stop()
+    process, base = drill.start_service({}, "service-c", probe="/livez")
+    with httpx.Client(base_url=base, timeout=120) as client:
+        ready, search = client.get("/readyz"), client.post("/img/search", json=SEARCH)
+        body = ready.json()
+        drill.check(
+            "C  a service started before Milvus starts anyway and says what it waits for",
+            process.poll() is None
+            and ready.status_code == 503
+            and "vectors" in body.get("stores", {})
+            and search.status_code == 503
+            and search.json()["error"]["code"] == "not_ready"
+            and bool(search.headers.get("Retry-After")),
+            f"/livez 200, /readyz {ready.status_code} ({body.get('status')}: {(body.get('message') or '')[:110]}), "
+            f"search {search.status_code} {search.json()['error']['code']}",
+        )
+        started = time.perf_counter()
+        milvus.start()
+        up_s = time.perf_counter() - started
+        try:
+            _, ready_s = poll(lambda: client.get("/readyz").status_code, lambda s: s == 200, READY_LIMIT_S, 0.25)
+            became_ready = True
+        except TimeoutError:
+            ready_s, became_ready = float(READY_LIMIT_S), False
+        search = client.post("/img/search", json=SEARCH)
+        hits = len(search.json().get("hits", [])) if search.status_code == 200 else 0
+        drill.check(
+            "C  it becomes ready on its own once Milvus is up, and searches",
+            became_ready and search.status_code == 200 and hits == SEARCH["top_k"],
+            f"Milvus up in {up_s:.1f} s; /readyz 200 {ready_s:.1f} s later; search {search.status_code}, {hits} hits",
+        )
+        summary["service started before Milvus → ready"] = f"{ready_s:.1f} s after Milvus was up"
 
 
 def part_b(drill: Drill, milvus: LocalMilvusServer, images: int, summary: dict[str, str]) -> None:
@@ -377,7 +481,8 @@ def main() -> int:
             "IMGSEARCH_LOG_LEVEL": "WARNING",
         }
         drill = Drill(work, env, database)
-        for name, part, size in (("A", part_a, args.images), ("B", part_b, args.resume_images)):
+        parts = (("A", part_a, args.images), ("B", part_b, args.resume_images), ("C", part_c, args.images))
+        for name, part, size in parts:
             print(f"Part {name}", flush=True)
             try:
                 if milvus.pid is None:
@@ -395,17 +500,21 @@ def main() -> int:
         milvus.stop()
         with contextlib.suppress(pymysql.MySQLError):
             drop_database(database)
-        shutil.rmtree(work, ignore_errors=True)
     total_s = time.perf_counter() - began
     checks = drill.checks
     passed = all(ok for _, ok, _ in checks)
+    if passed and checks:
+        shutil.rmtree(work, ignore_errors=True)
+    else:
+        print(f"a check failed: the work folder is kept in {work} (service logs *.log, Milvus under milvus/)")
     lines = [
-        "## faults-server: Milvus server killed mid-load and mid-search, a service process killed mid-job "
-        "(bench/faults_server.py)",
+        "## faults-server: Milvus server killed mid-load and mid-search, a service process killed mid-job, a service "
+        "started before Milvus (bench/faults_server.py)",
         "",
         f"{run_header()} · MariaDB 10.11 + Milvus standalone 2.3.5 (PyPI `milvus`, local process) · "
         f"Part A: 1 service process, {args.images:,} images with feature files · Part B: 2 service processes, "
-        f"{args.resume_images:,} images encoded (RN50 random weights) · IMGSEARCH_JOB_LEASE_SECONDS={LEASE_S} · "
+        f"{args.resume_images:,} images encoded (RN50 random weights) · Part C: 1 service process started before "
+        f"Milvus · IMGSEARCH_JOB_LEASE_SECONDS={LEASE_S} · "
         f"whole drill {total_s:.0f} s",
         "",
         "| measured | value |",

@@ -31,8 +31,10 @@ def test_compose_has_milvus_stack_mysql_and_app_with_health_checks() -> None:
             assert "healthcheck" in service, f"{name} has no health check"
     assert services["milvus"]["environment"]["ETCD_ENDPOINTS"] == "etcd:2379"
     assert services["milvus"]["environment"]["MINIO_ADDRESS"] == "minio:9000"
+    # The app waits for its stores itself (503 and /readyz until they answer): it only needs them started.
     for dependency in ("milvus", "mysql"):
-        assert services["app"]["depends_on"][dependency]["condition"] == "service_healthy"
+        assert services["app"]["depends_on"][dependency]["condition"] == "service_started"
+    assert "/readyz" in " ".join(services["app"]["healthcheck"]["test"])
     # The slim image serves exports that the image with PyTorch makes first, into the same model folder.
     assert services["app"]["depends_on"]["models"]["condition"] == "service_completed_successfully"
     assert (services["models"]["build"]["target"], services["app"]["build"]["target"]) == ("export", "serve")
@@ -94,6 +96,7 @@ def test_dockerfile_serves_without_torch_and_exports_in_its_own_stage() -> None:
     assert yaml.safe_load(cmd.group(1)) == ["imgsearch", "serve", "--host", "0.0.0.0", "--port", "8000"]
     assert "fonts-wqy-microhei" in dockerfile  # Chinese captions in result pictures
     assert "EXPOSE 8000" in dockerfile and "8000:8000" in _compose()["services"]["app"]["ports"]
+    assert "HEALTHCHECK" in dockerfile and "/readyz" in dockerfile  # ready = both stores answer
 
 
 def test_lock_file_pins_every_direct_dependency_at_the_same_version() -> None:

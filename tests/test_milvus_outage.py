@@ -20,6 +20,7 @@ import grpc
 import pytest
 from fastapi.testclient import TestClient
 from pymilvus import MilvusClient
+from pymilvus.client.cache import GlobalCache
 
 from adapters.stores import vector_store
 from adapters.stores.milvus_guard import GuardedClient, VectorStoreUnavailable
@@ -94,6 +95,13 @@ def test_every_kind_of_milvus_failure_answers_503_and_recovery_is_prompt(
         assert load_split(client, "outage", "small", "valid")["state"] == "succeeded"
         assert client.post("/img/search", json=SEARCH).status_code == 200
         assert client.get("/readyz").json()["status"] == "ready"
+        vectors = client.app.state.services.vectors  # type: ignore[attr-defined]
+        endpoint = vectors._client.client._get_connection().server_address
+
+        def session_ts() -> int:  # pymilvus's last-write timestamp, which Session searches wait for
+            return GlobalCache.collection_ts.get(endpoint, vectors.db_name, "outage")
+
+        assert session_ts() > 0
 
         # 1. The collection released behind the service's back: "loading" until the service has loaded it again.
         admin = MilvusClient(uri=own_milvus.uri, dedicated=True)
@@ -161,6 +169,7 @@ def test_every_kind_of_milvus_failure_answers_503_and_recovery_is_prompt(
         first_ok = answers[-1][0]
         assert first_ok - served_at[0] <= RECOVERY_S, f"service answered {first_ok - served_at[0]:.1f} s later"
         assert client.get("/readyz").status_code == 200
+        assert session_ts() == 0  # after the outage searches no longer wait for the server to replay old writes
 
     ours = [r for r in caplog.records if r.name.startswith(("adapters", "app", "operations"))]
     assert not [r for r in ours if r.exc_info], "an expected outage logged a traceback"

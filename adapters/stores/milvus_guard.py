@@ -38,6 +38,8 @@ def one_line(exc: BaseException) -> str:
     if isinstance(exc, grpc.RpcError) and hasattr(exc, "code"):
         with contextlib.suppress(Exception):
             return f"gRPC {exc.code().name}: {exc.details()}"
+    if isinstance(exc, VectorStoreUnavailable):
+        return exc.message
     text = exc.message if isinstance(exc, MilvusException) else str(exc)
     text = " ".join(str(text).split())
     return f"{type(exc).__name__}: {text}"[:300] if text else type(exc).__name__

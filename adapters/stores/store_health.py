@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 
 logger = logging.getLogger(__name__)
 
@@ -14,8 +15,9 @@ class StoreHealth:
     """Fed by the adapter around each call: ``failed`` when the store could not be reached, ``succeeded`` when a
     call went through. Thread-safe; the success path costs one attribute read while the store is up."""
 
-    def __init__(self, label: str) -> None:
+    def __init__(self, label: str, on_back: Callable[[], None] | None = None) -> None:
         self.label = label
+        self.on_back = on_back  # called once each time the store comes back
         self._lock = threading.Lock()
         self._down_since: float | None = None
         self.reason: str | None = None
@@ -44,3 +46,5 @@ class StoreHealth:
             took = time.monotonic() - self._down_since
             self._down_since, self.reason = None, None
         logger.warning("%s is back after %.1f s down", self.label, took)
+        if self.on_back is not None:
+            self.on_back()

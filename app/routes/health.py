@@ -10,6 +10,7 @@ from pydantic import BaseModel
 from sqlalchemy.engine import make_url
 from starlette.concurrency import run_in_threadpool
 
+from adapters.stores.milvus_guard import MILVUS_ERRORS
 from adapters.stores.milvus_guard import one_line as milvus_one_line
 from adapters.stores.sql_health import one_line as sql_one_line
 from app.errors import RETRY_AFTER_S
@@ -34,7 +35,8 @@ def _check(ping, backend: str) -> StoreHealth:  # type: ignore[no-untyped-def]
         ping()
         return StoreHealth(ok=True, backend=backend)
     except Exception as exc:
-        return StoreHealth(ok=False, backend=backend, error=f"{type(exc).__name__}: {exc}"[:300])
+        error = milvus_one_line(exc) if isinstance(exc, MILVUS_ERRORS) else sql_one_line(exc)
+        return StoreHealth(ok=False, backend=backend, error=error[:300])
 
 
 def _health(services: Services) -> HealthResponse:
