@@ -13,12 +13,11 @@ from typing import Any, Protocol
 
 import numpy as np
 from pymilvus import MilvusClient
-from pymilvus.client.cache import GlobalCache
-from pymilvus.client.types import LoadState
-from pymilvus.exceptions import MilvusException
 
 from adapters.stores.exact_mirror import ExactMirror
+from adapters.stores.milvus_connection import connect, forget_session_timestamps
 from adapters.stores.milvus_guard import GuardedClient, VectorStoreUnavailable
+from adapters.stores.milvus_loads import CollectionLoads
 from adapters.stores.milvus_schema import ID_FIELD, VECTOR_FIELD, collection_schema, default_fields, has_scalar_fields
 from adapters.stores.store_health import StoreHealth
 
@@ -27,16 +26,6 @@ logger = logging.getLogger(__name__)
 # A request waits at most this long for a server that accepts connections but does not answer (a network split):
 # it then fails (503), never hangs. A refused connection fails at once anyway.
 READ_TIMEOUT_S = 15.0
-# A new connection gives up after this long (pymilvus waits 10 s): a service starting before its Milvus server
-# retries instead, and a refused connection is known sooner.
-CONNECT_TIMEOUT_S = 5.0
-# gRPC backs off between reconnection attempts, exponentially up to 2 minutes: after an outage of half a minute a
-# client could wait tens of seconds more before it even tries the restarted server. Capped at 1 s here.
-GRPC_OPTIONS = {
-    "grpc.initial_reconnect_backoff_ms": 250,
-    "grpc.min_reconnect_backoff_ms": 250,
-    "grpc.max_reconnect_backoff_ms": 1000,
-}
 STRONG = "Strong"  # for reads that must see every earlier write, from any process: counts, reconcile
 _NOT_PARAMS = {"index_type", "metric_type", "field_name", "index_name", "total_rows", "indexed_rows"}
 _NOT_PARAMS |= {"pending_index_rows", "state", "params", "dim"}
@@ -57,38 +46,6 @@ def _number(value: Any) -> Any:
         return int(value)
     except (TypeError, ValueError):
         return value
-
-
-def _connect(uri: str, token: str | None, db_name: str) -> MilvusClient:
-    """Several service processes start at once: one creates the database, and the others may briefly be told it
-    does not exist (or already does) until the server's caches agree."""
-    attempt = 0
-    while True:
-        try:
-            if db_name != "default":
-                admin = MilvusClient(uri=uri, token=token or "", timeout=CONNECT_TIMEOUT_S, dedicated=True)
-                try:
-                    if db_name not in admin.list_databases():
-                        admin.create_database(db_name)
-                        logger.info("created Milvus database %s", db_name)
-                finally:
-                    admin.close()
-            # A connection of its own (pymilvus shares one per address by default), with the capped back-off.
-            client = MilvusClient(
-                uri=uri,
-                token=token or "",
-                db_name=db_name,
-                timeout=CONNECT_TIMEOUT_S,
-                dedicated=True,
-                grpc_options=GRPC_OPTIONS,
-            )
-            client.list_collections()  # the database is usable from here
-            return client
-        except MilvusException as exc:
-            attempt += 1
-            if attempt == 10 or "database" not in str(exc):
-                raise
-            time.sleep(0.5)
 
 
 class VectorStore(Protocol):
@@ -141,14 +98,12 @@ class MilvusVectorStore:
         self.uri = uri
         self.db_name = "default" if local else db_name
         label = "Milvus Lite" if local else f"Milvus server {uri}"
-        self.health = StoreHealth(f"vector store ({label})", on_back=self._forget_session_timestamps)
-        self._loaded: set[str] = set()
-        self._loading: set[str] = set()  # the server stopped serving them (a restart, a release): reloading
-        self._load_state_lock = threading.Lock()  # for the two sets; never held around a call to Milvus
+        self.health = StoreHealth(f"vector store ({label})", on_back=self._store_is_back)
         # Every call reports to ``health`` and raises only VectorStoreUnavailable (answered as 503, never 500).
-        self._client = GuardedClient(None, self.health, label, on_not_loaded=self._not_loaded)
+        self._client = GuardedClient(None, self.health, label)
+        self._loads = CollectionLoads(self._client, on_first_load=self._start_mirror)
         with self._client.calling():
-            self._client.client = MilvusClient(uri=uri) if local else _connect(uri, token, db_name)
+            self._client.client = MilvusClient(uri=uri) if local else connect(uri, token, db_name)
         self.index_type = index_type
         self.index_params = index_params or {}
         self.search_ef, self.search_nprobe = search_ef, search_nprobe
@@ -187,53 +142,14 @@ class MilvusVectorStore:
         self._client.list_collections()
 
     def readiness(self) -> str | None:
-        """Why searches cannot be answered now (the server is down, or up but still loading a collection this
-        process serves), or None when they can. Raises VectorStoreUnavailable when the store is unreachable."""
+        """Why searches cannot be answered now (a collection this process serves is still loading on the server),
+        or None when they can. Raises VectorStoreUnavailable when the store is unreachable."""
         self._client.list_collections()
-        if self.local:
-            return None
-        waiting = []
-        for name in sorted(self._loaded | self._loading):
-            try:
-                self._ensure_loaded(name)
-            except VectorStoreUnavailable as exc:
-                if exc.kind != "loading":
-                    raise
-                waiting.append(exc.message)
-            else:
-                state = self._client.get_load_state(name)["state"]
-                if state == LoadState.NotExist:  # dropped by another process
-                    self._forget_loaded(name)
-                elif state != LoadState.Loaded:
-                    self._not_loaded(name)
-                    waiting.append(f"collection '{name}' is not loaded on the Milvus server ({state.name})")
-        return "; ".join(waiting) or None
+        return None if self.local else self._loads.waiting()
 
-    def _forget_session_timestamps(self) -> None:
-        """After an outage, searches ask no more than a fresh client would. With Session consistency pymilvus makes
-        each search wait until the server has caught up with this process's last write; after a server restart
-        that replay took ~20 s while a fresh client searched at once. The writes before the outage were either
-        acknowledged (and are replayed) or failed (and their job reports it); writes made from now on are read
-        back as before."""
-        if self.local:
-            return
-        with contextlib.suppress(Exception):  # pymilvus's cache of last-write timestamps, keyed by server address
-            endpoint = self._client.client._get_connection().server_address
-            for name in self._loaded | self._loading:
-                GlobalCache.collection_ts.invalidate(endpoint, self.db_name, name)
-
-    def _forget_loaded(self, name: str) -> None:
-        with self._load_state_lock:
-            self._loaded.discard(name)
-            self._loading.discard(name)
-
-    def _not_loaded(self, name: str) -> None:
-        """The server refused a search because it does not serve the collection (yet): load it again."""
-        with self._load_state_lock:
-            if name in self._loaded:
-                logger.warning("collection %s is not loaded on the Milvus server: loading it again", name)
-            self._loaded.discard(name)
-            self._loading.add(name)
+    def _store_is_back(self) -> None:
+        if not self.local:
+            forget_session_timestamps(self._client.client, self.db_name, self._loads.names)
 
     def has_collection(self, name: str) -> bool:
         return bool(self._client.has_collection(name))
@@ -257,7 +173,7 @@ class MilvusVectorStore:
                     name, schema=schema, index_params=index, consistency_level=self.search_consistency
                 )
                 logger.info("created Milvus collection %s (dim %d, %s/IP)", name, dim, self.index_type)
-            self._ensure_loaded(name)
+            self._loads.ensure(name)
 
     def has_scalar_fields(self, name: str) -> bool:
         """Whether the collection carries the filter fields (collections made before them do not; cached)."""
@@ -271,39 +187,6 @@ class MilvusVectorStore:
             if field["name"] == VECTOR_FIELD:
                 return int(field["params"]["dim"])
         raise ValueError(f"Milvus collection {name} has no {VECTOR_FIELD} field")
-
-    def _ensure_loaded(self, name: str) -> None:
-        if name in self._loaded:
-            return
-        if name in self._loading:
-            self._resume_loading(name)
-            return
-        self._client.load_collection(name)
-        self._loaded.add(name)
-        self._start_mirror(name)
-
-    def _resume_loading(self, name: str) -> None:
-        """After a server restart (or a release behind this process's back) the server reloads a collection by
-        itself, which takes a while: ask for a load without waiting for it, and answer 'loading' until it is
-        served, instead of holding every request for the whole load."""
-        described = self._client.get_load_state(name)
-        state = described["state"]
-        if state == LoadState.NotExist:
-            self._forget_loaded(name)  # the next call meets the missing collection as it would have anyway
-            return
-        if state == LoadState.Loaded:
-            with self._load_state_lock:
-                self._loading.discard(name)
-                self._loaded.add(name)
-            logger.warning("collection %s is served by the Milvus server again", name)
-            return
-        if state == LoadState.NotLoad:
-            self._client.load_collection(name, _async=True)
-        progress = described.get("progress")
-        shown = f" ({progress}% loaded)" if progress is not None else ""
-        raise VectorStoreUnavailable(
-            f"collection '{name}' is still loading on the Milvus server{shown}; retry shortly", "loading", name
-        )
 
     def _start_mirror(self, name: str) -> None:
         if not self._mirror_budget or self.index_info(name).index_type != "FLAT":
@@ -387,7 +270,7 @@ class MilvusVectorStore:
 
     def drop_collection(self, name: str) -> None:
         with self._lock:
-            self._forget_loaded(name)
+            self._loads.forget(name)
             self._mirrors.pop(name, None)
             self._indexes.pop(name, None)
             self._scalars.pop(name, None)
@@ -427,7 +310,7 @@ class MilvusVectorStore:
     ) -> list[list[tuple[int, float]]]:
         """The top_k after ``offset`` (the next page), of the vectors whose fields match ``filter`` (a Milvus
         expression) when one is given: filtered inside the search, so it is the true top-k of that set."""
-        self._ensure_loaded(name)
+        self._loads.ensure(name)
         mirror = self._ready_mirror(name)
         if mirror is not None and not filter:
             return [hits[offset:] for hits in mirror.search(vectors, top_k + offset)]
@@ -448,7 +331,7 @@ class MilvusVectorStore:
         """Stored vectors by id (ids without a vector are absent)."""
         if not ids:
             return {}
-        self._ensure_loaded(name)
+        self._loads.ensure(name)
         mirror = self._ready_mirror(name)
         if mirror is not None:
             return mirror.get(ids)
@@ -463,7 +346,7 @@ class MilvusVectorStore:
     def existing_ids(self, name: str, ids: Sequence[int]) -> set[int]:
         if not ids:
             return set()
-        self._ensure_loaded(name)
+        self._loads.ensure(name)
         found: set[int] = set()
         for start in range(0, len(ids), 1000):
             chunk = [int(i) for i in ids[start : start + 1000]]
@@ -478,7 +361,7 @@ class MilvusVectorStore:
 
     def iter_ids(self, name: str, batch: int = 1000) -> Iterator[list[int]]:
         """Every id in the collection, a batch at a time."""
-        self._ensure_loaded(name)
+        self._loads.ensure(name)
         iterator = self._client.query_iterator(
             name, batch_size=batch, filter="", output_fields=[ID_FIELD], consistency_level=STRONG
         )
@@ -496,7 +379,7 @@ class MilvusVectorStore:
     def count(self, name: str) -> int:
         if not self._client.has_collection(name):
             return 0
-        self._ensure_loaded(name)
+        self._loads.ensure(name)
         rows = self._client.query(name, filter="", output_fields=["count(*)"], consistency_level=STRONG)
         return int(rows[0]["count(*)"])
 
