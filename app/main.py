@@ -21,7 +21,20 @@ from app.limits import BodySizeLimit
 from app.metrics import Metrics
 from app.observability import RequestContext
 from app.openapi import install_openapi
-from app.routes import collections, duplicates, embed, health, images, jobs, labels, models, search, tags, web
+from app.routes import (
+    collections,
+    duplicates,
+    embed,
+    health,
+    images,
+    jobs,
+    labels,
+    models,
+    search,
+    sources,
+    tags,
+    web,
+)
 from app.startup import StartupState, start_when_stores_answer
 from config import Settings
 from operations.jobs.job_kinds import job_function
@@ -98,7 +111,7 @@ def create_app(settings: Settings | None = None, encoder: EncoderBase | None = N
     else:
         logger.warning("no API keys configured (IMGSEARCH_API_KEYS): anyone who reaches the service can change data")
     # Routes that change data add WriteAccess themselves; health stays open for probes.
-    for module in (search, labels, tags, images, collections, duplicates, models, jobs, embed):
+    for module in (search, labels, tags, images, collections, sources, duplicates, models, jobs, embed):
         app.include_router(module.router, dependencies=[ReadAccess])
     app.include_router(health.router)
     app.include_router(web.router)

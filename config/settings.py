@@ -77,6 +77,9 @@ class Settings(BaseSettings):
     max_upload_files: int = Field(32, ge=1, le=1000)
     load_batch_size: int = Field(500, ge=1, le=5000)
     encode_batch_size: int = Field(16, ge=1, le=1024)
+    preview_size: int = Field(
+        1280, ge=256, le=4096, description="Longest side of the preview JPEG kept for images of source folders."
+    )
     decode_workers: int = Field(2, ge=1, le=64, description="Threads reading and decoding image files.")
     job_workers: int = Field(1, ge=1, le=16, description="Job threads per service process.")
     workers: int = Field(1, ge=1, le=64, description="Service processes of `imgsearch serve` (needs shared stores).")

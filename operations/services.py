@@ -11,6 +11,7 @@ from adapters.encoders.clip_tokenizer import ClipTokenizer
 from adapters.encoders.encoder_base import EncoderBase
 from adapters.stores.job_store import JobStore
 from adapters.stores.metadata_store import MetadataStore
+from adapters.stores.source_store import SourceStore
 from adapters.stores.vector_store import MilvusVectorStore, VectorStore
 from config import Settings
 from operations.labels.label_vectors import LabelVectors
@@ -38,6 +39,11 @@ class Services:
     def tokenizer(self) -> ClipTokenizer:
         """Chinese-CLIP's vocab (shared by all its models): tells when a query is over the 52-token context."""
         return ClipTokenizer()
+
+    @cached_property
+    def sources(self) -> SourceStore:
+        """Source folders and the files their images live in."""
+        return SourceStore(self.metadata.engine)
 
     @property
     def encoder(self) -> EncoderBase:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
+from PIL import Image
 
 from adapters import images
 from tests.imagefiles import BAD_FILES, encode, exif_rotated_jpeg, gif_two_frames, jpeg, picture, png_bomb
@@ -11,11 +13,35 @@ LIMITS = {"max_bytes": 10 * 1024 * 1024, "max_pixels": 50_000_000}
 
 
 @pytest.mark.parametrize(
-    ("fmt", "mime"), [("JPEG", "image/jpeg"), ("PNG", "image/png"), ("WEBP", "image/webp"), ("BMP", "image/bmp")]
+    ("fmt", "mime"),
+    [
+        ("JPEG", "image/jpeg"),
+        ("PNG", "image/png"),
+        ("WEBP", "image/webp"),
+        ("BMP", "image/bmp"),
+        ("HEIF", "image/heic"),  # iPhone photos
+        ("AVIF", "image/avif"),
+    ],
 )
 def test_type_is_read_from_content(fmt: str, mime: str) -> None:
     facts = images.probe(encode(picture(1), fmt), **LIMITS)
     assert facts.mime == mime and (facts.width, facts.height) == picture(1).size
+
+
+@pytest.mark.parametrize("fmt", ["HEIF", "AVIF"])
+def test_phone_formats_decode_to_the_same_picture(fmt: str) -> None:
+    original = picture(7)
+    decoded = images.decode_rgb(encode(original, fmt, quality=90), LIMITS["max_pixels"])
+    assert decoded.size == original.size and decoded.mode == "RGB"
+    difference = np.abs(np.asarray(decoded, dtype=np.int16) - np.asarray(original.convert("RGB"), dtype=np.int16))
+    assert difference.mean() < 6  # lossy, but the same picture
+    assert images.thumbnail_jpeg(encode(original, fmt), 64, LIMITS["max_pixels"])[:2] == b"\xff\xd8"
+
+
+def test_heic_pixel_limit_is_checked_before_decoding() -> None:
+    data = encode(Image.new("RGB", (2000, 1500), (10, 120, 200)), "HEIF")
+    with pytest.raises(images.InvalidImage, match="2000x1500 pixels, over the limit"):
+        images.probe(data, max_bytes=10**7, max_pixels=1_000_000)
 
 
 def test_gif_uses_its_first_frame() -> None:

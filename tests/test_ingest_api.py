@@ -15,18 +15,20 @@ from config import Settings
 from tests.conftest import wait_for_job
 from tests.imagefiles import BAD_FILES, encode, gif_two_frames, jpeg, noisy_png, picture
 
-GOOD = 14
+GOOD = 16
 
 
 def make_folder(root: Path) -> tuple[Path, dict[str, bytes]]:
     """GOOD distinct images in nested folders and several formats, one byte-identical copy, bad files, a
     hidden file; returns the folder and the good files by relative name."""
     folder = root / f"photos_{uuid.uuid4().hex[:8]}"
-    good: dict[str, bytes] = {f"trip/day{i}/img{i}.jpg": jpeg(100 + i) for i in range(GOOD - 4)}
+    good: dict[str, bytes] = {f"trip/day{i}/img{i}.jpg": jpeg(100 + i) for i in range(GOOD - 6)}
     good["misnamed_png.jpg"] = encode(picture(201), "PNG")
     good["x.webp"] = encode(picture(202), "WEBP")
     good["x.bmp"] = encode(picture(203), "BMP")
     good["anim.gif"] = gif_two_frames(204)
+    good["iphone/IMG_0001.HEIC"] = encode(picture(205), "HEIF")
+    good["phone.avif"] = encode(picture(206), "AVIF")
     files = dict(good)
     files["copies/same_as_img0.jpg"] = good["trip/day0/img0.jpg"]
     files.update({f"bad/{name}": data for name, (data, _) in BAD_FILES.items()})

@@ -37,6 +37,7 @@ class NewImage:
     sha256: str
     source: str | None = None
     origin: str | None = None  # what brought it in: "upload", "ingest:<folder or zip>", "load:<path>/<split>"
+    preview: bool = False  # ``data`` is a preview; the original stays in its source file
 
 
 @dataclass(frozen=True)
@@ -53,6 +54,7 @@ class ImageRecord:
     data: bytes | None = None
     origin: str | None = None
     created_at: dt.datetime | None = None
+    preview: bool = False
 
 
 @dataclass(frozen=True)
@@ -149,22 +151,7 @@ class MetadataStore:
         """
         if rows:
             now = utc_now()
-            values = [
-                {
-                    "collection": collection,
-                    "image_id": r.image_id,
-                    "data": r.data,
-                    "mime": r.mime,
-                    "width": r.width,
-                    "height": r.height,
-                    "sha256": r.sha256,
-                    "source": r.source,
-                    "origin": r.origin,
-                    "indexed": False,
-                    "created_at": now,
-                }
-                for r in rows
-            ]
+            values = [_pending_values(collection, r, now) for r in rows]
             try:
                 with self.engine.begin() as conn:
                     conn.execute(insert(images), values)
@@ -201,6 +188,15 @@ class MetadataStore:
                     if row.collection == collection and (include_pending or row.indexed):
                         result[int(row.id)] = _record(row._mapping)
         return result
+
+    def update_content(self, row_id: int, data: bytes, mime: str, width: int, height: int, sha256: str) -> None:
+        """An image edited in its file: same row (same id, vector id and tags), new content."""
+        with self.engine.begin() as conn:
+            conn.execute(
+                update(images)
+                .where(images.c.id == row_id)
+                .values(data=data, mime=mime, width=width, height=height, sha256=sha256)
+            )
 
     def get_image(self, collection: str, image_id: str, include_pending: bool = False) -> ImageRecord | None:
         query = select(images).where(images.c.collection == collection, images.c.image_id == image_id)
@@ -280,19 +276,7 @@ class MetadataStore:
         now = utc_now()
         chosen, fresh = [], []
         for row, wanted in rows:
-            values = {
-                "collection": collection,
-                "image_id": row.image_id,
-                "data": row.data,
-                "mime": row.mime,
-                "width": row.width,
-                "height": row.height,
-                "sha256": row.sha256,
-                "source": row.source,
-                "origin": row.origin,
-                "indexed": False,
-                "created_at": now,
-            }
+            values = _pending_values(collection, row, now)
             if wanted is None:
                 fresh.append(values)
             else:
@@ -308,7 +292,26 @@ class MetadataStore:
         return {k: v.id for k, v in self.lookup(collection, [row.image_id for row, _ in rows]).items()}
 
 
+def _pending_values(collection: str, row: NewImage, now: dt.datetime) -> dict:
+    return {
+        "collection": collection,
+        "image_id": row.image_id,
+        "data": row.data,
+        "mime": row.mime,
+        "width": row.width,
+        "height": row.height,
+        "sha256": row.sha256,
+        "source": row.source,
+        "origin": row.origin,
+        "preview": row.preview,
+        "indexed": False,
+        "created_at": now,
+    }
+
+
 def _record(mapping) -> ImageRecord:  # type: ignore[no-untyped-def]
     fields = {k: mapping[k] for k in ImageRecord.__dataclass_fields__ if k in mapping}
     fields["indexed"] = bool(fields["indexed"])
+    if "preview" in fields:
+        fields["preview"] = bool(fields["preview"])
     return ImageRecord(**fields)

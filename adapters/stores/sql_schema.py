@@ -73,6 +73,9 @@ images = Table(
     Column("origin", String(512), nullable=True),  # "upload", "ingest:<folder or zip>", "load:<path>/<split>"
     # False until the vector is written: a row is searchable and counted only once its vector exists.
     Column("indexed", Boolean, nullable=False, default=False),
+    # True for an image of a source folder: ``data`` is a preview JPEG, the original stays in its file
+    # (image_files says where); uploads and loads keep their bytes here (False).
+    Column("preview", Boolean, nullable=False, default=False),
     Column("created_at", DateTime, nullable=False),
     Index("uq_images_collection_image_id", "collection", "image_id", unique=True),
     Index("ix_images_collection_sha256", "collection", "sha256"),
@@ -120,6 +123,54 @@ image_tags = Table(
     Column("source", String(16), nullable=False),
     Column("probability", Float, nullable=True),
     Index("ix_image_tags_collection_tag", "collection", "tag"),
+    mysql_charset="utf8mb4",
+)
+
+# Folders a collection follows (sync and watch); paths are relative to the data root.
+sources = Table(
+    "sources",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("collection", String(64), ForeignKey("collections.name", ondelete="CASCADE"), nullable=False),
+    Column("path", String(512), nullable=False),
+    Column("excludes", Text, nullable=False),  # JSON list of glob patterns
+    Column("watched", Boolean, nullable=False, default=False),
+    Column("created_at", _Time, nullable=False),
+    Column("last_sync_at", _Time, nullable=True),
+    Column("last_sync_job", String(32), nullable=True),
+    Index("uq_sources_collection_path", "collection", "path", unique=True),
+    mysql_charset="utf8mb4",
+)
+
+# Where each image of a source lives: one row per file (the same content at two paths is one image, two rows).
+# Size and mtime tell a changed file without reading it; the hash tells a moved one.
+image_files = Table(
+    "image_files",
+    metadata,
+    Column("id", _Id, primary_key=True, autoincrement=True),
+    Column("image", _Id, ForeignKey("images.id", ondelete="CASCADE"), nullable=False),
+    Column("source_id", Integer, ForeignKey("sources.id", ondelete="CASCADE"), nullable=False),
+    Column("path", String(1024), nullable=False),  # relative to the source folder, '/'-separated
+    Column("path_key", String(40), nullable=False),  # sha1 of path: a unique index MySQL can hold
+    Column("size", BigInteger, nullable=False),
+    Column("mtime_ns", BigInteger, nullable=False),
+    Column("sha256", String(64), nullable=False),
+    Index("uq_image_files_source_path", "source_id", "path_key", unique=True),
+    Index("ix_image_files_image", "image"),
+    mysql_charset="utf8mb4",
+)
+
+# Files of a source that are not images the service takes (and why), remembered with their size and mtime so that
+# the next sync does not read them again while they stay as they are.
+rejected_files = Table(
+    "rejected_files",
+    metadata,
+    Column("source_id", Integer, ForeignKey("sources.id", ondelete="CASCADE"), primary_key=True),
+    Column("path_key", String(40), primary_key=True),
+    Column("path", String(1024), nullable=False),
+    Column("size", BigInteger, nullable=False),
+    Column("mtime_ns", BigInteger, nullable=False),
+    Column("reason", String(512), nullable=False),
     mysql_charset="utf8mb4",
 )
 
@@ -189,10 +240,16 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:  # type: ignore[no-untyp
 
 
 def _add_missing_columns(engine: Engine) -> None:
-    """A metadata DB from an earlier version keeps its data and gains the job-queue columns and images.origin."""
-    if "origin" not in {column["name"] for column in inspect(engine).get_columns("images")}:
+    """A metadata DB from an earlier version keeps its data and gains the job-queue columns, images.origin and
+    images.preview."""
+    image_columns = {column["name"] for column in inspect(engine).get_columns("images")}
+    if "origin" not in image_columns:
         with engine.begin() as conn:
             conn.execute(text(f"ALTER TABLE images ADD COLUMN origin {images.c.origin.type.compile(engine.dialect)}"))
+    if "preview" not in image_columns:
+        with engine.begin() as conn:
+            kind = images.c.preview.type.compile(engine.dialect)
+            conn.execute(text(f"ALTER TABLE images ADD COLUMN preview {kind} NOT NULL DEFAULT 0"))
     present = {column["name"] for column in inspect(engine).get_columns("jobs")}
     missing = [name for name in _LATER_JOB_COLUMNS if name not in present]
     with engine.begin() as conn:

@@ -29,7 +29,7 @@ from app.schemas import (
 from operations.collections import collections
 from operations.errors import InvalidInput, TooLarge
 from operations.evaluation import evaluation
-from operations.ingest import ingest_job, load, writes
+from operations.ingest import ingest_job, load, sources, writes
 from operations.ingest.ingest import Candidate, ingest
 
 router = APIRouter(prefix="/img", tags=["images"])
@@ -131,13 +131,27 @@ async def count_images(collection: Annotated[CollectionName, Query()], services:
     response_class=Response,
     responses={200: {"content": {"image/jpeg": {}}}, **ERRORS},
 )
-async def get_image(collection: CollectionPath, image_id: str, services: ServicesDep, request: Request) -> Response:
-    """The stored image bytes with their content type (``ETag``: a browser revalidates with a 304)."""
+async def get_image(
+    collection: CollectionPath,
+    image_id: str,
+    services: ServicesDep,
+    request: Request,
+    size: Annotated[
+        int | None, Query(ge=32, le=4096, description="A JPEG of at most this many pixels on its longest side.")
+    ] = None,
+) -> Response:
+    """The original image with its content type (``ETag``: a browser revalidates with a 304): for an image of a
+    source folder, read from its file (404 naming the path when it is gone). With ``size``, a JPEG from the
+    stored preview (images of a source) or the stored bytes."""
     record = await run_in_threadpool(collections.require_image, services, collection, image_id)
-    etag = f'"{record.sha256[:32]}"'
+    etag = f'"{record.sha256[:32]}{f"-{size}" if size else ""}"'
     if _not_modified(request, etag):
         return Response(status_code=304, headers=_cache_headers(etag))
-    return Response(content=record.data, media_type=record.mime, headers=_cache_headers(etag))
+    if size is not None:
+        data = await run_in_threadpool(images.thumbnail_jpeg, record.data, size, services.settings.max_image_pixels)
+        return Response(content=data, media_type="image/jpeg", headers=_cache_headers(etag))
+    data = await run_in_threadpool(sources.original_bytes, services, record)
+    return Response(content=data, media_type=record.mime, headers=_cache_headers(etag))
 
 
 @router.get(

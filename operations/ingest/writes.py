@@ -32,6 +32,7 @@ class ImageToWrite:
     vector: np.ndarray
     source: str | None = None
     origin: str | None = None
+    preview: bool = False  # ``data`` is a preview of an original that stays in its source file
 
 
 def write_batch(services: Services, collection: str, items: Sequence[ImageToWrite]) -> dict[str, int]:
@@ -48,7 +49,15 @@ def insert_rows(services: Services, collection: str, items: Sequence[ImageToWrit
         collection,
         [
             NewImage(
-                i.image_id, i.data, i.facts.mime, i.facts.width, i.facts.height, i.facts.sha256, i.source, i.origin
+                i.image_id,
+                i.data,
+                i.facts.mime,
+                i.facts.width,
+                i.facts.height,
+                i.facts.sha256,
+                i.source,
+                i.origin,
+                i.preview,
             )
             for i in items
         ],

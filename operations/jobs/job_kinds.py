@@ -11,7 +11,7 @@ from typing import Any
 from adapters.stores.job_store import JobRecord
 from operations.collections import reconcile
 from operations.evaluation import evaluation
-from operations.ingest import ingest_job, load
+from operations.ingest import ingest_job, load, sources, sync
 from operations.jobs.job_progress import JobProgress
 from operations.jobs.jobs import JobFn
 from operations.labels import duplicates, tags
@@ -58,6 +58,13 @@ def _tags(services: Services, p: dict[str, Any]) -> JobFn:
     return run
 
 
+def _sync(services: Services, p: dict[str, Any], job_id: str) -> JobFn:
+    source = sources.require(services, p["collection"], int(p["source"]))
+    sources.source_folder(services, source)  # gone since it was queued: fail with the reason
+    under = sources.validate_under(p.get("path"))
+    return lambda progress: sync.run(services, source, progress, under, job_id)
+
+
 _BUILDERS: dict[str, Callable[[Services, dict[str, Any]], JobFn]] = {
     "load": _load,
     "ingest": _ingest,
@@ -71,6 +78,8 @@ _BUILDERS: dict[str, Callable[[Services, dict[str, Any]], JobFn]] = {
 def job_function(services: Services, record: JobRecord) -> JobFn:
     """Checks the job's inputs again (files may have gone since it was queued): a problem fails the job with
     its reason, like any other failure."""
+    if record.kind == "sync":  # the source remembers which job last synced it
+        return _sync(services, record.params, record.id)
     builder = _BUILDERS.get(record.kind)
     if builder is None:
         raise ValueError(f"unknown job kind {record.kind!r}")

@@ -1,0 +1,299 @@
+"""Make a collection equal to a source folder: new files encoded and added, edited ones re-encoded under the same
+id (tags kept), moved or renamed ones (same content, old path gone) given their new path without re-encoding, the
+same content at two paths one image with two paths, deleted ones removed from both stores.
+
+Files whose size and mtime match what the last sync saw are not opened: an unchanged library costs a directory
+walk. Originals stay where they are; the metadata DB keeps a preview JPEG. Every step is idempotent, so a sync
+that was cancelled or killed is finished by running it again (a resumed job does exactly that).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from adapters import images
+from adapters.stores.source_store import KnownFile, NewFile, RejectedFile, SourceRecord
+from operations.collections import collections
+from operations.ingest.ingest import batched, bounded_map, content_image_id
+from operations.ingest.source_scan import FileStat, scan
+from operations.ingest.sources import remove_orphans, source_folder
+from operations.ingest.vector_fields import fields_for_ids
+from operations.ingest.writes import ImageToWrite, write_batch
+from operations.jobs.job_progress import JobOutcome, JobProgress
+from operations.services import Services
+
+logger = logging.getLogger(__name__)
+
+MAX_SKIPPED_LISTED = 100
+
+
+@dataclass(frozen=True)
+class _File:
+    path: str
+    stat: FileStat
+    data: bytes = b""
+    facts: images.ImageFacts | None = None
+    refusal: str | None = None
+
+
+@dataclass
+class _Encode:
+    file: _File
+    image: images.Image.Image | None = None
+    edit_of: KnownFile | None = None  # re-encode this file's image in place
+
+
+@dataclass
+class _Run:
+    services: Services
+    source: SourceRecord
+    folder: Path
+    model: str
+    progress: JobProgress
+    known: dict[str, KnownFile]
+    gone: dict[str, KnownFile]
+    counts: Counter = field(default_factory=Counter)
+
+    @property
+    def collection(self) -> str:
+        return self.source.collection
+
+
+def run(
+    services: Services, source: SourceRecord, progress: JobProgress, under: str | None = None, job_id: str | None = None
+) -> JobOutcome:
+    folder = source_folder(services, source)
+    model = collections.model_for_writes(services, source.collection)
+    scanned = scan(folder, source.excludes, under.strip("/") if under else None)
+    prefix = under.strip("/") if under else None
+    known = services.sources.files(source.id, prefix)
+    rejected = services.sources.rejected(source.id, prefix)
+    gone = {path: file for path, file in known.items() if path not in scanned.files}
+    state = _Run(services, source, folder, model, progress, known, gone)
+    progress.total = len(scanned.files) + len(gone)
+    changed = []
+    for path, stat in scanned.files.items():
+        seen = known.get(path) or rejected.get(path)
+        if seen is None or (seen.size, seen.mtime_ns) != (stat.size, stat.mtime_ns):
+            changed.append(path)
+        elif path in rejected:  # still the file refused last time: listed again, not read again
+            progress.error(f"{rejected[path].reason} (unchanged since the last sync)", file=path)
+            state.counts["rejected"] += 1
+        else:
+            state.counts["unchanged"] += 1
+    progress.done += state.counts["unchanged"]
+    progress.skipped = state.counts["unchanged"]
+    services.sources.clear_rejected(source.id, [p for p in rejected if p not in scanned.files or p in changed])
+    progress.flush()
+
+    settings = services.settings
+    size = settings.encode_batch_size
+    read = lambda path: _read(folder, path, scanned.files[path], settings.max_image_bytes, settings.max_image_pixels)  # noqa: E731
+    for batch in batched(bounded_map(services.decode_pool, read, changed, lookahead=2 * size + 2), size):
+        if progress.should_stop():
+            return JobOutcome(f"stopped: {_summary(state.counts)}", _result(state, scanned.skipped))
+        _sync_batch(state, batch)
+        progress.flush()
+    _remove_gone(state)
+    if services.vectors.has_collection(source.collection):
+        services.vectors.flush(source.collection)
+    services.sources.mark_synced(source.id, job_id)
+    progress.flush()
+    message = _summary(state.counts)
+    logger.info("sync of %s (source %d, %s): %s", source.collection, source.id, source.path, message)
+    return JobOutcome(message, _result(state, scanned.skipped))
+
+
+def _read(folder: Path, path: str, stat: FileStat, max_bytes: int, max_pixels: int) -> _File:
+    """Reads and checks one new or changed file (the only files a sync opens)."""
+    try:
+        with (folder / path).open("rb") as handle:
+            data = handle.read(max_bytes + 1)
+    except OSError as exc:
+        return _File(path, stat, refusal=f"cannot read file: {exc.strerror or exc}")
+    if len(data) > max_bytes:
+        return _File(path, stat, refusal=f"file is over the limit of {max_bytes} bytes")
+    try:
+        facts = images.probe(data, max_bytes, max_pixels)
+    except images.InvalidImage as exc:
+        return _File(path, stat, refusal=str(exc))
+    return _File(path, stat, data, facts)
+
+
+def _sync_batch(state: _Run, batch: list[_File]) -> None:
+    services = state.services
+    good = [f for f in batch if f.facts is not None]
+    by_sha = services.metadata.lookup_sha(state.collection, [f.facts.sha256 for f in good if f.facts])
+    encode: list[_Encode] = []
+    links: list[_File] = []  # same content as an image this batch stores: linked once it is written
+    queued: set[str] = set()
+    for file in batch:
+        old = state.known.get(file.path)
+        if file.facts is None:
+            _reject(state, file)
+            if old is not None:  # it was an image; what is there now is not: its path goes
+                state.gone[file.path] = old
+            continue
+        sha = file.facts.sha256
+        if old is not None and old.sha256 == sha:  # touched, not changed
+            services.sources.update_file(old.id, file.path, file.stat.size, file.stat.mtime_ns, sha)
+            _count(state, "unchanged")
+            continue
+        if old is not None:
+            if len(services.sources.paths_of([old.image]).get(old.image, [])) <= 1:
+                encode.append(_Encode(file, edit_of=old))
+                continue
+            services.sources.remove_files([old.id])  # the other paths keep the old content
+        existing = by_sha.get(sha)
+        if existing is not None and existing.indexed:
+            _place(state, file, existing.id)
+        elif sha in queued:
+            links.append(file)
+        else:
+            queued.add(sha)
+            encode.append(_Encode(file))
+    if encode:
+        _encode_and_write(state, encode)
+    if links:
+        written = services.metadata.lookup_sha(state.collection, [f.facts.sha256 for f in links if f.facts])
+        for file in links:
+            _place(state, file, written[file.facts.sha256].id)  # type: ignore[union-attr]
+
+
+def _reject(state: _Run, file: _File) -> None:
+    reason = file.refusal or "rejected"
+    state.progress.error(reason, file=file.path)
+    state.counts["rejected"] += 1
+    rejected = RejectedFile(file.path, file.stat.size, file.stat.mtime_ns, reason)
+    state.services.sources.set_rejected(state.source.id, [rejected])
+
+
+def _place(state: _Run, file: _File, image: int) -> None:
+    """A new path of a stored image: the same file moved or renamed (its old path is gone), or a second copy."""
+    sha = file.facts.sha256  # type: ignore[union-attr]
+    moved_from = next((g for g in state.gone.values() if g.image == image and g.sha256 == sha), None)
+    if moved_from is not None:
+        del state.gone[moved_from.path]
+        state.progress.total = (state.progress.total or 1) - 1  # its old path was counted as an entry too
+        state.services.sources.update_file(moved_from.id, file.path, file.stat.size, file.stat.mtime_ns, sha)
+        _count(state, "moved")
+    else:
+        state.services.sources.add_files(
+            state.source.id, [NewFile(image, file.path, file.stat.size, file.stat.mtime_ns, sha)]
+        )
+        _count(state, "linked")
+
+
+def _decode(item: _Encode, max_pixels: int, preview_size: int, resolution: int) -> _Encode:
+    try:
+        item.image = images.decode_rgb(item.file.data, max_pixels, min_longest=preview_size, min_shortest=resolution)
+    except images.InvalidImage as exc:
+        item.file = _File(item.file.path, item.file.stat, refusal=str(exc))
+    return item
+
+
+def _encode_and_write(state: _Run, batch: list[_Encode]) -> None:
+    services, settings = state.services, state.services.settings
+    encoder = services.models.get(state.model)
+    preview_size, resolution = settings.preview_size, encoder.info.input_resolution
+    decoded = list(
+        services.decode_pool.map(lambda item: _decode(item, settings.max_image_pixels, preview_size, resolution), batch)
+    )
+    for item in decoded:
+        if item.image is None:
+            _reject(state, item.file)
+    ready = [item for item in decoded if item.image is not None]
+    if not ready:
+        return
+    previews = list(services.decode_pool.map(lambda item: images.jpeg_of(item.image, preview_size), ready))
+    vectors = encoder.encode_pixels([encoder.preprocess(item.image) for item in ready])
+    new = [(item, preview, vector) for item, preview, vector in zip(ready, previews, vectors, strict=True)]
+    fresh = [(item, preview, vector) for item, preview, vector in new if item.edit_of is None]
+    origin = f"source:{state.source.path}"
+    if fresh:
+        ids = write_batch(
+            services,
+            state.collection,
+            [
+                ImageToWrite(
+                    content_image_id(item.file.facts.sha256),  # type: ignore[union-attr]
+                    preview,
+                    item.file.facts,  # type: ignore[arg-type]
+                    vector,
+                    item.file.path,
+                    origin,
+                    preview=True,
+                )
+                for item, preview, vector in fresh
+            ],
+        )
+        files = []
+        for item, _, _ in fresh:
+            facts = item.file.facts
+            files.append(
+                NewFile(
+                    ids[content_image_id(facts.sha256)],
+                    item.file.path,
+                    item.file.stat.size,  # type: ignore[union-attr]
+                    item.file.stat.mtime_ns,
+                    facts.sha256,
+                )  # type: ignore[union-attr]
+            )
+        services.sources.add_files(state.source.id, files)
+        for _ in fresh:
+            _count(state, "stored")
+    for item, preview, vector in new:
+        if item.edit_of is not None:
+            _rewrite(state, item, preview, vector)
+
+
+def _rewrite(state: _Run, item: _Encode, preview: bytes, vector: Any) -> None:
+    """An edited file: its image keeps its id, vector id and tags; the content, vector and preview are new. The
+    file's row is updated last, so an interrupted rewrite is done again by the next sync."""
+    services, old, facts = state.services, item.edit_of, item.file.facts
+    assert old is not None and facts is not None
+    services.metadata.update_content(old.image, preview, facts.mime, facts.width, facts.height, facts.sha256)
+    fields = fields_for_ids(services.metadata, state.collection, [old.image])
+    services.vectors.upsert(state.collection, [old.image], vector[None, :], [fields[old.image]])
+    services.sources.update_file(old.id, item.file.path, item.file.stat.size, item.file.stat.mtime_ns, facts.sha256)
+    _count(state, "changed")
+
+
+def _remove_gone(state: _Run) -> None:
+    """Paths that are gone lose their rows, and images left with no file go (see sources.remove_orphans)."""
+    if not state.gone:
+        return
+    state.services.sources.remove_files([f.id for f in state.gone.values()])
+    remove_orphans(state.services, state.collection, sorted({f.image for f in state.gone.values()}))
+    for _ in state.gone:
+        _count(state, "removed")
+
+
+def _count(state: _Run, what: str) -> None:
+    state.counts[what] += 1
+    state.progress.done += 1
+    if what in ("stored", "changed"):
+        state.progress.loaded += 1
+    else:
+        state.progress.skipped += 1
+
+
+def _summary(counts: Counter) -> str:
+    order = ("stored", "changed", "moved", "linked", "removed", "unchanged", "rejected")
+    return ", ".join(f"{counts[name]} {name}" for name in order)
+
+
+def _result(state: _Run, skipped: list[tuple[str, str]]) -> dict[str, Any]:
+    return {
+        "source": state.source.id,
+        "counts": {
+            name: int(state.counts[name])
+            for name in ("stored", "changed", "moved", "linked", "removed", "unchanged", "rejected")
+        },
+        "skipped": len(skipped),
+        "skipped_sample": [{"path": p, "reason": r} for p, r in skipped[:MAX_SKIPPED_LISTED]],
+    }
