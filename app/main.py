@@ -37,6 +37,7 @@ from app.routes import (
 )
 from app.startup import StartupState, start_when_stores_answer
 from config import Settings
+from operations.ingest.watch import SourceWatcher, sync_submitter
 from operations.jobs.job_kinds import job_function
 from operations.jobs.jobs import JobRunner
 from operations.services import build_services
@@ -77,12 +78,14 @@ def create_app(settings: Settings | None = None, encoder: EncoderBase | None = N
         except Exception:
             services.close()
             raise
-        app.state.services, app.state.jobs = services, runner
+        watcher = SourceWatcher(services, runner.owner, sync_submitter(runner))
+        watcher.start()
+        app.state.services, app.state.jobs, app.state.watcher = services, runner, watcher
         logger.info("service ready: model %s (%s weights, %s)", info.model, info.weights, info.device)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        app.state.services = app.state.jobs = None
+        app.state.services = app.state.jobs = app.state.watcher = None
         retrying = await start_when_stores_answer(app.state.startup, partial(start, app))
         try:
             yield
@@ -91,6 +94,8 @@ def create_app(settings: Settings | None = None, encoder: EncoderBase | None = N
                 retrying.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await retrying
+            if app.state.watcher is not None:
+                await run_in_threadpool(app.state.watcher.close)
             if app.state.jobs is not None:
                 await run_in_threadpool(app.state.jobs.shutdown)
             if app.state.services is not None:

@@ -77,6 +77,15 @@ class Settings(BaseSettings):
     max_upload_files: int = Field(32, ge=1, le=1000)
     load_batch_size: int = Field(500, ge=1, le=5000)
     encode_batch_size: int = Field(16, ge=1, le=1024)
+    sync_interval: float = Field(
+        3600.0, gt=0, description="Seconds between full syncs of each watched source (the safety net under events)."
+    )
+    watch_debounce_seconds: float = Field(
+        2.0, ge=0.1, le=600, description="A watched source is synced once no event came for this long."
+    )
+    watch_polling: bool = Field(
+        False, description="Watch by polling the folders (network shares, where inotify sees no remote changes)."
+    )
     preview_size: int = Field(
         1280, ge=256, le=4096, description="Longest side of the preview JPEG kept for images of source folders."
     )

@@ -126,6 +126,29 @@ class SourceStore:
                 update(sources).where(sources.c.id == source_id).values(last_sync_at=utc_now(), last_sync_job=job_id)
             )
 
+    def hold_watch(self, source_id: int, owner: str, lease_s: float) -> bool:
+        """Takes or renews the lease on watching a source; False while another live process holds it."""
+        now = utc_now()
+        with self.engine.begin() as conn:
+            result = conn.execute(
+                update(sources)
+                .where(
+                    sources.c.id == source_id,
+                    sources.c.watched.is_(True),
+                    (sources.c.watcher.is_(None)) | (sources.c.watcher == owner) | (sources.c.watch_lease_until < now),
+                )
+                .values(watcher=owner, watch_lease_until=now + dt.timedelta(seconds=lease_s))
+            )
+            return result.rowcount == 1
+
+    def release_watch(self, source_id: int, owner: str) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(
+                update(sources)
+                .where(sources.c.id == source_id, sources.c.watcher == owner)
+                .values(watcher=None, watch_lease_until=None)
+            )
+
     def file_counts(self, source_ids: Sequence[int]) -> dict[int, int]:
         if not source_ids:
             return {}

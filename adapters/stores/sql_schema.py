@@ -138,6 +138,9 @@ sources = Table(
     Column("created_at", _Time, nullable=False),
     Column("last_sync_at", _Time, nullable=True),
     Column("last_sync_job", String(32), nullable=True),
+    # One process watches a watched source at a time: the one holding this lease (renewed while it runs).
+    Column("watcher", String(80), nullable=True),
+    Column("watch_lease_until", _Time, nullable=True),
     Index("uq_sources_collection_path", "collection", "path", unique=True),
     mysql_charset="utf8mb4",
 )

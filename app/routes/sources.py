@@ -80,10 +80,13 @@ def _out(summary: sources.SourceSummary) -> SourceOut:
     responses=ERRORS,
     dependencies=[WriteAccess],
 )
-async def add_source(name: CollectionPath, body: SourceRequest, services: ServicesDep) -> SourceOut:
+async def add_source(name: CollectionPath, body: SourceRequest, services: ServicesDep, request: Request) -> SourceOut:
     """Register a folder under the data root as a source of the collection (created if new). Its images are
-    referenced in place: the originals stay in the folder, the database keeps a preview. Then sync it."""
+    referenced in place: the originals stay in the folder, the database keeps a preview. Then sync it; a watched
+    source is synced by the service itself, at once and whenever the folder changes."""
     record = await run_in_threadpool(sources.add, services, name, body.path, body.excludes, body.watched, body.model)
+    if record.watched and request.app.state.watcher is not None:
+        request.app.state.watcher.refresh()
     return _out(sources.SourceSummary(record, 0))
 
 
