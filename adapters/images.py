@@ -99,11 +99,13 @@ def _draft_scale(width: int, height: int, min_longest: int, min_shortest: int) -
 
 
 def jpeg_of(image: Image.Image, size: int, quality: int = 82) -> bytes:
-    """A JPEG of ``image`` whose longer side is at most ``size``."""
-    image = image.copy() if max(image.size) > size else image
-    image.thumbnail((size, size), Image.Resampling.LANCZOS)
+    """A JPEG of ``image`` whose longer side is at most ``size`` (a new image: ``image`` is left as it is)."""
+    if max(image.size) > size:
+        scale = size / max(image.size)
+        target = (max(1, round(image.size[0] * scale)), max(1, round(image.size[1] * scale)))
+        image = image.resize(target, Image.Resampling.LANCZOS, reducing_gap=2.0)
     out = io.BytesIO()
-    image.save(out, format="JPEG", quality=quality, optimize=True)
+    image.save(out, format="JPEG", quality=quality)
     return out.getvalue()
 
 

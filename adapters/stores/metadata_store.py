@@ -130,6 +130,12 @@ class MetadataStore:
                     found[image_id] = ExistingImage(int(row_id), bool(indexed), image_id, sha)
         return found
 
+    def shas(self, collection: str) -> set[str]:
+        """The content hashes of a collection's searchable images (a sync tells moved files from new ones by them)."""
+        query = select(images.c.sha256).where(images.c.collection == collection, images.c.indexed.is_(True))
+        with self.engine.connect() as conn:
+            return set(conn.execute(query).scalars())
+
     def lookup_sha(self, collection: str, shas: Sequence[str]) -> dict[str, ExistingImage]:
         """Images already stored with this content (any one of them per hash)."""
         found: dict[str, ExistingImage] = {}

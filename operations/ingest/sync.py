@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -38,12 +39,18 @@ class _File:
     data: bytes = b""
     facts: images.ImageFacts | None = None
     refusal: str | None = None
+    prepared: _Prepared | None = None  # new content, decoded by the reading thread
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    preview: bytes
+    pixels: Any
 
 
 @dataclass
 class _Encode:
     file: _File
-    image: images.Image.Image | None = None
     edit_of: KnownFile | None = None  # re-encode this file's image in place
 
 
@@ -90,9 +97,11 @@ def run(
     services.sources.clear_rejected(source.id, [p for p in rejected if p not in scanned.files or p in changed])
     progress.flush()
 
-    settings = services.settings
-    size = settings.encode_batch_size
-    read = lambda path: _read(folder, path, scanned.files[path], settings.max_image_bytes, settings.max_image_pixels)  # noqa: E731
+    size = services.settings.encode_batch_size
+    # Reading threads decode new content at once (a file whose content the collection has, a move, is not
+    # decoded), so decoding the next batch overlaps encoding this one.
+    prepare = _preparer(services, model, services.metadata.shas(source.collection))
+    read = lambda path: _read(folder, path, scanned.files[path], services.settings, prepare)  # noqa: E731
     for batch in batched(bounded_map(services.decode_pool, read, changed, lookahead=2 * size + 2), size):
         if progress.should_stop():
             return JobOutcome(f"stopped: {_summary(state.counts)}", _result(state, scanned.skipped))
@@ -108,8 +117,32 @@ def run(
     return JobOutcome(message, _result(state, scanned.skipped))
 
 
-def _read(folder: Path, path: str, stat: FileStat, max_bytes: int, max_pixels: int) -> _File:
+def _preparer(services: Services, model: str, known_shas: set[str]) -> Callable[[_File], _File]:
+    settings = services.settings
+    encoder = services.models.get(model)
+    resolution = encoder.info.input_resolution
+
+    def prepare(file: _File) -> _File:
+        if file.facts is None or file.facts.sha256 in known_shas:
+            return file
+        try:
+            prepared = _prepare(file.data, encoder, settings.max_image_pixels, settings.preview_size, resolution)
+        except images.InvalidImage as exc:
+            return _File(file.path, file.stat, refusal=str(exc))
+        return replace(file, prepared=prepared)
+
+    return prepare
+
+
+def _prepare(data: bytes, encoder: Any, max_pixels: int, preview_size: int, resolution: int) -> _Prepared:
+    """One decode, at the smallest JPEG scale that still gives the preview its size and the model its input."""
+    image = images.decode_rgb(data, max_pixels, min_longest=preview_size, min_shortest=resolution)
+    return _Prepared(images.jpeg_of(image, preview_size), encoder.preprocess(image))
+
+
+def _read(folder: Path, path: str, stat: FileStat, settings: Any, prepare: Callable[[_File], _File]) -> _File:
     """Reads and checks one new or changed file (the only files a sync opens)."""
+    max_bytes, max_pixels = settings.max_image_bytes, settings.max_image_pixels
     try:
         with (folder / path).open("rb") as handle:
             data = handle.read(max_bytes + 1)
@@ -121,7 +154,7 @@ def _read(folder: Path, path: str, stat: FileStat, max_bytes: int, max_pixels: i
         facts = images.probe(data, max_bytes, max_pixels)
     except images.InvalidImage as exc:
         return _File(path, stat, refusal=str(exc))
-    return _File(path, stat, data, facts)
+    return prepare(_File(path, stat, data, facts))
 
 
 def _sync_batch(state: _Run, batch: list[_File]) -> None:
@@ -188,30 +221,31 @@ def _place(state: _Run, file: _File, image: int) -> None:
         _count(state, "linked")
 
 
-def _decode(item: _Encode, max_pixels: int, preview_size: int, resolution: int) -> _Encode:
-    try:
-        item.image = images.decode_rgb(item.file.data, max_pixels, min_longest=preview_size, min_shortest=resolution)
-    except images.InvalidImage as exc:
-        item.file = _File(item.file.path, item.file.stat, refusal=str(exc))
+def _decoded(item: _Encode, encoder: Any, settings: Any) -> _Encode:
+    """Content the reading thread did not decode (its hash was in the collection then: a pending row left by an
+    interrupted run)."""
+    if item.file.prepared is None:
+        resolution = encoder.info.input_resolution
+        try:
+            prepared = _prepare(item.file.data, encoder, settings.max_image_pixels, settings.preview_size, resolution)
+            item.file = replace(item.file, prepared=prepared)
+        except images.InvalidImage as exc:
+            item.file = _File(item.file.path, item.file.stat, refusal=str(exc))
     return item
 
 
 def _encode_and_write(state: _Run, batch: list[_Encode]) -> None:
     services, settings = state.services, state.services.settings
     encoder = services.models.get(state.model)
-    preview_size, resolution = settings.preview_size, encoder.info.input_resolution
-    decoded = list(
-        services.decode_pool.map(lambda item: _decode(item, settings.max_image_pixels, preview_size, resolution), batch)
-    )
+    decoded = [_decoded(item, encoder, settings) for item in batch]
     for item in decoded:
-        if item.image is None:
+        if item.file.prepared is None:
             _reject(state, item.file)
-    ready = [item for item in decoded if item.image is not None]
+    ready = [item for item in decoded if item.file.prepared is not None]
     if not ready:
         return
-    previews = list(services.decode_pool.map(lambda item: images.jpeg_of(item.image, preview_size), ready))
-    vectors = encoder.encode_pixels([encoder.preprocess(item.image) for item in ready])
-    new = [(item, preview, vector) for item, preview, vector in zip(ready, previews, vectors, strict=True)]
+    vectors = encoder.encode_pixels([item.file.prepared.pixels for item in ready])  # type: ignore[union-attr]
+    new = [(item, item.file.prepared.preview, vector) for item, vector in zip(ready, vectors, strict=True)]  # type: ignore[union-attr]
     fresh = [(item, preview, vector) for item, preview, vector in new if item.edit_of is None]
     origin = f"source:{state.source.path}"
     if fresh:
