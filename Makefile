@@ -47,6 +47,7 @@ bench: install
 	$(BIN)/python bench/cold_start.py
 	$(BIN)/python bench/filters.py
 	$(BIN)/python bench/scale.py
+	$(BIN)/python bench/sync.py
 
 # 8 clients, mixed requests, 60 s, on loopback: zero errors and exact counts afterwards.
 soak: install
