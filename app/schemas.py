@@ -172,6 +172,10 @@ class HitOut(BaseModel):
     score: float = Field(description="Inner product of unit vectors (cosine); higher is closer.")
     url: str
     tags: list[str] = Field(default_factory=list, description="The image's tags, set by hand first.")
+    paths: list[str] = Field(
+        default_factory=list,
+        description="Where the original of an image of a source folder lives (data root-relative).",
+    )
     mime: str
     width: int
     height: int

@@ -173,6 +173,7 @@ def test_a_source_stays_equal_to_its_folder(
         "/img/search/image", data={"collection": C, "top_k": "1"}, files=[("files", ("q.jpg", edited, "image/jpeg"))]
     ).json()["results"][0]["hits"]
     assert hits[0]["image_id"] == edited_id and hits[0]["score"] > 0.999
+    assert hits[0]["paths"] == [f"{relative}/2024/04/IMG_0004.jpg"]  # each hit says where its original is
     assert client.get(f"/img/{C}/{gone_id}").status_code == 404
     assert services.vectors.count(C) == services.metadata.count(C, include_pending=True) == 10
 

@@ -51,6 +51,7 @@ def hits_out(result: SearchResult, request: Request, include_image: bool) -> lis
             width=hit.image.width,
             height=hit.image.height,
             tags=list(hit.tags),
+            paths=list(hit.paths),
             image=base64.b64encode(hit.image.data).decode("ascii") if include_image and hit.image.data else None,
         )
         for hit in result.hits

@@ -216,7 +216,8 @@ function openViewer(hit) {
   // Most browsers cannot show HEIC (iPhone) originals: the viewer takes the server's largest JPEG of it instead.
   const url = `/img/${encodeURIComponent(collection())}/${encodeURIComponent(hit.image_id)}`;
   setImage(img, hit.mime === "image/heic" ? `${url}/thumb?size=1024` : hit.url);
-  $("viewer-caption").textContent = `${hit.image_id} · 相似度 ${hit.score.toFixed(3)} · ${hit.width}×${hit.height}`;
+  const where = hit.paths && hit.paths.length ? ` · ${hit.paths[0]}` : "";
+  $("viewer-caption").textContent = `${hit.image_id} · 相似度 ${hit.score.toFixed(3)} · ${hit.width}×${hit.height}${where}`;
   $("label-results").replaceChildren();
   $("viewer").showModal();
 }

@@ -24,6 +24,7 @@ import numpy as np
 from adapters.encoders.encoder_base import EncoderBase
 from adapters.encoders.micro_batch import MicroBatcher
 from adapters.stores.metadata_store import ImageRecord, MetadataStore
+from adapters.stores.source_store import SourceStore
 from adapters.stores.tag_store import TagStore
 from adapters.stores.vector_store import VectorStore
 
@@ -37,6 +38,7 @@ class Hit:
     score: float
     image: ImageRecord
     tags: tuple[str, ...] = ()
+    paths: tuple[str, ...] = ()  # where an image of a source folder lives: "<source folder>/<path>"
 
 
 @dataclass
@@ -71,13 +73,18 @@ def search_vectors(
     ids = sorted({vector_id for hits in found for vector_id, _ in hits})
     rows = metadata.fetch(collection, ids, with_data=with_data)
     tags = {i: tuple(t.tag for t in found_tags) for i, found_tags in TagStore(metadata.engine).tags_of(ids).items()}
+    placed = [i for i in ids if i in rows and rows[i].preview]  # no query at all for uploads and loads
+    paths = {
+        i: tuple(f"{source.path}/{path}" for source, path in found)
+        for i, found in (SourceStore(metadata.engine).paths_of(placed).items() if placed else ())
+    }
     timings["metadata_fetch"] = (time.perf_counter() - started) * 1000
     # A vector whose row is pending or gone (a load in flight, a half-dropped collection) is not shown.
     return [
         SearchResult(
             collection,
             model,
-            [Hit(i, score, rows[i], tags.get(i, ())) for i, score in hits if i in rows],
+            [Hit(i, score, rows[i], tags.get(i, ()), paths.get(i, ())) for i, score in hits if i in rows],
             dict(timings),
             filter=filter,
         )
