@@ -20,6 +20,7 @@ from app.cli import main as cli_main
 from config import Settings
 from operations.ingest.sample_data import generate_split
 from tests.conftest import wait_for_job
+from tests.imagefiles import jpeg
 from tests.milvus_server import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -131,3 +132,44 @@ def test_several_workers_on_embedded_stores_are_refused_with_what_to_change(
     assert "Milvus Lite" in message and "one process only" in message and "IMGSEARCH_MILVUS_URI=http" in message
     assert "SQLite" in message and "IMGSEARCH_METADATA_URL=mysql+pymysql" in message
     assert not (tmp_path / "milvus.db").exists()  # refused before opening anything
+
+
+def test_a_sync_whose_process_is_killed_is_finished_by_another_with_the_exact_end_state(
+    shared_env: dict[str, str],
+    mysql_url: str,
+    milvus_server_db: dict[str, str],
+    data_root: Path,
+    make_settings: Callable[..., Settings],
+    make_client: Callable[[Settings], TestClient],
+) -> None:
+    count = 40
+    folder = data_root / f"killed_sync_{free_port()}"
+    for i in range(count):
+        (folder / f"{i % 4}").mkdir(parents=True, exist_ok=True)
+        (folder / f"{i % 4}" / f"IMG_{i:04d}.jpg").write_bytes(jpeg(900 + i))
+    slow = {**shared_env, "IMGSEARCH_ENCODE_BATCH_SIZE": "2", "IMGSEARCH_DECODE_WORKERS": "1"}
+    with serving(slow) as (first, url):
+        body = {"path": folder.relative_to(data_root).as_posix()}
+        source = httpx.post(f"{url}/collections/lib/sources", json=body, timeout=60).json()
+        job_id = httpx.post(f"{url}/collections/lib/sources/{source['id']}/sync", timeout=30).json()["job_id"]
+        deadline = time.monotonic() + 120
+        while True:
+            job = httpx.get(f"{url}/jobs/{job_id}", timeout=30).json()
+            if job["loaded"] > 0 and job["state"] == "running":
+                break
+            assert time.monotonic() < deadline and job["state"] in ("queued", "running"), job
+            time.sleep(0.05)
+        os.killpg(first.pid, signal.SIGKILL)
+        first.wait(timeout=30)
+
+    settings = make_settings(mysql_url, milvus_server_db, job_lease_seconds=2)
+    with make_client(settings) as second:
+        finished = wait_for_job(second, job_id)
+        assert finished["state"] == "succeeded" and finished["attempts"] == 2, finished
+        services = second.app.state.services  # type: ignore[attr-defined]
+        assert services.metadata.count("lib", include_pending=True) == services.vectors.count("lib") == count
+        assert len(services.sources.files(source["id"])) == count  # every file placed once, no orphan row
+        again = second.post(f"/collections/lib/sources/{source['id']}/sync").json()["job_id"]
+        assert wait_for_job(second, again)["result"]["counts"]["unchanged"] == count
+        reconcile = second.post("/collections/lib/reconcile").json()["job_id"]
+        assert wait_for_job(second, reconcile)["message"].startswith("nothing to repair")
