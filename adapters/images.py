@@ -6,10 +6,14 @@ before any pixel is decoded, so a decompression bomb costs nothing.
 
 from __future__ import annotations
 
+import contextlib
+import datetime as dt
 import hashlib
 import io
+import re
 import warnings
 from dataclasses import dataclass
+from typing import Any
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 from pillow_heif import register_heif_opener
@@ -39,6 +43,66 @@ class ImageFacts:
     height: int
     sha256: str
     size: int
+    # From EXIF, when the camera wrote them (never a reason to refuse an image):
+    taken_at: dt.datetime | None = None  # naive; UTC when the photo says its offset, else the camera's clock
+    taken_offset: str | None = None  # "+08:00"
+    camera: str | None = None  # "Apple iPhone 15 Pro"
+    latitude: float | None = None
+    longitude: float | None = None
+
+
+_EXIF_IFD, _GPS_IFD = 0x8769, 0x8825
+_DATE_ORIGINAL, _DATE_DIGITIZED, _DATE = 0x9003, 0x9004, 0x0132
+_OFFSET_ORIGINAL, _OFFSET_DIGITIZED, _OFFSET = 0x9011, 0x9012, 0x9010
+_MAKE, _MODEL = 0x010F, 0x0110
+_OFFSET_FORMAT = re.compile(r"^([+-])(\d\d):(\d\d)$")
+
+
+def _text(value: Any) -> str | None:
+    if isinstance(value, bytes):
+        value = value.decode("utf-8", "replace")
+    text = str(value).replace("\x00", "").strip() if value is not None else ""
+    return text or None
+
+
+def _degrees(value: Any, ref: Any) -> float | None:
+    try:
+        d, m, s = (float(part) for part in value)
+    except (TypeError, ValueError, ZeroDivisionError):
+        return None
+    degrees = d + m / 60 + s / 3600
+    return -degrees if _text(ref) in ("S", "W") else degrees
+
+
+def photo_facts(image: Image.Image) -> dict[str, Any]:
+    """Capture time (with its offset), camera and position from EXIF: read from the header, no pixel decoded."""
+    try:
+        exif = image.getexif()
+        details = exif.get_ifd(_EXIF_IFD)
+        gps = exif.get_ifd(_GPS_IFD)
+    except Exception:  # broken EXIF: the image is still an image
+        return {}
+    facts: dict[str, Any] = {}
+    raw = _text(details.get(_DATE_ORIGINAL) or details.get(_DATE_DIGITIZED) or exif.get(_DATE))
+    with contextlib.suppress(TypeError, ValueError):
+        taken = dt.datetime.strptime(raw or "", "%Y:%m:%d %H:%M:%S")
+        offset = _text(details.get(_OFFSET_ORIGINAL) or details.get(_OFFSET_DIGITIZED) or details.get(_OFFSET))
+        match = _OFFSET_FORMAT.match(offset or "")
+        if match:
+            sign = 1 if match.group(1) == "+" else -1
+            taken -= sign * dt.timedelta(hours=int(match.group(2)), minutes=int(match.group(3)))
+            facts["taken_offset"] = offset
+        facts["taken_at"] = taken
+    make, model = _text(exif.get(_MAKE)), _text(exif.get(_MODEL))
+    camera = (
+        model if model and make and model.lower().startswith(make.lower()) else " ".join(filter(None, (make, model)))
+    )
+    if camera:
+        facts["camera"] = camera[:128]
+    latitude, longitude = _degrees(gps.get(2), gps.get(1)), _degrees(gps.get(4), gps.get(3))
+    if latitude is not None and longitude is not None and abs(latitude) <= 90 and abs(longitude) <= 180:
+        facts["latitude"], facts["longitude"] = round(latitude, 6), round(longitude, 6)
+    return facts
 
 
 def _open(data: bytes) -> Image.Image:
@@ -66,7 +130,8 @@ def probe(data: bytes, max_bytes: int, max_pixels: int) -> ImageFacts:
         raise InvalidImage("image has no pixels")
     if width * height > max_pixels:
         raise InvalidImage(f"image is {width}x{height} pixels, over the limit of {max_pixels}")
-    return ImageFacts(FORMATS[image.format or ""], width, height, hashlib.sha256(data).hexdigest(), len(data))
+    sha256 = hashlib.sha256(data).hexdigest()
+    return ImageFacts(FORMATS[image.format or ""], width, height, sha256, len(data), **photo_facts(image))
 
 
 def decode_rgb(data: bytes, max_pixels: int, min_longest: int = 0, min_shortest: int = 0) -> Image.Image:

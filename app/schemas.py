@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import Path
 from pydantic import BaseModel, Field, StringConstraints
@@ -122,6 +122,14 @@ class DeleteImageResponse(BaseModel):
     id: int
 
 
+class NearIn(BaseModel):
+    lat: float = Field(ge=-90, le=90)
+    lon: float = Field(ge=-180, le=180)
+    km: float = Field(
+        gt=0, le=20_000, description="Half the side of the box around the point (north-south, east-west)."
+    )
+
+
 class FiltersIn(BaseModel):
     """Applied inside the vector search: the top-k of the images that match, not a filtered short list."""
 
@@ -135,6 +143,12 @@ class FiltersIn(BaseModel):
     mime: list[str] = Field(default_factory=list, examples=[["image/jpeg"]])
     min_width: int | None = None
     min_height: int | None = None
+    taken_after: dt.datetime | None = Field(
+        None, description="Photographed at or after (EXIF; ISO 8601, UTC if no zone)."
+    )
+    taken_before: dt.datetime | None = None
+    camera: list[str] = Field(default_factory=list, description="Any of these cameras (EXIF make and model).")
+    near: NearIn | None = Field(None, description="Photographed within km of a point (EXIF GPS).")
 
 
 class SearchRequest(BaseModel):
@@ -151,6 +165,10 @@ class SearchRequest(BaseModel):
     negative_weight: float = Field(1.0, description="0 to 100; the negative text's vector is subtracted with it.")
     filters: FiltersIn | None = None
     offset: int = Field(0, description="Skip this many of the best: the next page (0 to IMGSEARCH_MAX_OFFSET).")
+    sort: Literal["score", "taken"] = Field(
+        "score", description="score: best first; taken: the best top_k, shown by capture time (oldest first)."
+    )
+    min_score: float | None = Field(None, ge=-1, le=1, description="Hits below this cosine are dropped (and counted).")
 
 
 class QueryPartOut(BaseModel):
@@ -179,6 +197,11 @@ class HitOut(BaseModel):
     mime: str
     width: int
     height: int
+    taken_at: dt.datetime | None = Field(None, description="Capture time (EXIF): UTC when taken_offset is known.")
+    taken_offset: str | None = None
+    camera: str | None = None
+    latitude: float | None = None
+    longitude: float | None = None
     image: str | None = Field(None, description="base64 bytes, with include_image")
 
 
@@ -192,6 +215,7 @@ class SearchResponse(BaseModel):
     query: QueryOut | None = Field(None, description="How the query vector was built.")
     offset: int = 0
     filter: str | None = Field(None, description="The Milvus expression the filters became.")
+    cut_by_min_score: int = Field(0, description="Hits of the top_k dropped for being under min_score.")
 
 
 class ImageQueryResult(BaseModel):

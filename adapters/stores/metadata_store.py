@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from sqlalchemy import Engine, delete, func, insert, select, text, update
 from sqlalchemy.exc import IntegrityError
 
+from adapters.images import ImageFacts
 from adapters.stores.sql_health import watch_engine
 from adapters.stores.sql_schema import collections, create_metadata_engine, images, utc_now
 
@@ -38,6 +39,11 @@ class NewImage:
     source: str | None = None
     origin: str | None = None  # what brought it in: "upload", "ingest:<folder or zip>", "load:<path>/<split>"
     preview: bool = False  # ``data`` is a preview; the original stays in its source file
+    taken_at: dt.datetime | None = None  # EXIF (adapters/images.py)
+    taken_offset: str | None = None
+    camera: str | None = None
+    latitude: float | None = None
+    longitude: float | None = None
 
 
 @dataclass(frozen=True)
@@ -55,6 +61,11 @@ class ImageRecord:
     origin: str | None = None
     created_at: dt.datetime | None = None
     preview: bool = False
+    taken_at: dt.datetime | None = None
+    taken_offset: str | None = None
+    camera: str | None = None
+    latitude: float | None = None
+    longitude: float | None = None
 
 
 @dataclass(frozen=True)
@@ -195,13 +206,25 @@ class MetadataStore:
                         result[int(row.id)] = _record(row._mapping)
         return result
 
-    def update_content(self, row_id: int, data: bytes, mime: str, width: int, height: int, sha256: str) -> None:
+    def update_content(self, row_id: int, data: bytes, facts: ImageFacts) -> None:
         """An image edited in its file: same row (same id, vector id and tags), new content."""
         with self.engine.begin() as conn:
             conn.execute(
                 update(images)
                 .where(images.c.id == row_id)
-                .values(data=data, mime=mime, width=width, height=height, sha256=sha256)
+                .values(
+                    data=data,
+                    preview=True,
+                    mime=facts.mime,
+                    width=facts.width,
+                    height=facts.height,
+                    sha256=facts.sha256,
+                    taken_at=facts.taken_at,
+                    taken_offset=facts.taken_offset,
+                    camera=facts.camera,
+                    latitude=facts.latitude,
+                    longitude=facts.longitude,
+                )
             )
 
     def get_image(self, collection: str, image_id: str, include_pending: bool = False) -> ImageRecord | None:
@@ -310,6 +333,11 @@ def _pending_values(collection: str, row: NewImage, now: dt.datetime) -> dict:
         "source": row.source,
         "origin": row.origin,
         "preview": row.preview,
+        "taken_at": row.taken_at,
+        "taken_offset": row.taken_offset,
+        "camera": row.camera,
+        "latitude": row.latitude,
+        "longitude": row.longitude,
         "indexed": False,
         "created_at": now,
     }

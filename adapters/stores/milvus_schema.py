@@ -10,8 +10,11 @@ from pymilvus import CollectionSchema, DataType, MilvusClient
 
 ID_FIELD, VECTOR_FIELD = "id", "vector"
 ADDED, SOURCE, MIME, WIDTH, HEIGHT, TAGS = "added", "source", "mime", "width", "height", "tags"
+TAKEN, CAMERA, LATITUDE, LONGITUDE = "taken", "camera", "lat", "lon"  # from EXIF
 MAX_TAGS, MAX_TAG_LENGTH, MAX_SOURCE_LENGTH = 64, 256, 512  # tag length in bytes: 64 characters of UTF-8 fit
-SCALAR_FIELDS = (ADDED, SOURCE, MIME, WIDTH, HEIGHT, TAGS)
+MAX_CAMERA_LENGTH = 512  # bytes: 128 characters
+UNKNOWN_TAKEN, UNKNOWN_POSITION = -(2**62), 999.0  # no capture time / no position: outside every filter's range
+SCALAR_FIELDS = (ADDED, SOURCE, MIME, WIDTH, HEIGHT, TAGS, TAKEN, CAMERA, LATITUDE, LONGITUDE)
 
 
 def collection_schema(dim: int) -> CollectionSchema:
@@ -26,6 +29,10 @@ def collection_schema(dim: int) -> CollectionSchema:
     schema.add_field(
         TAGS, DataType.ARRAY, element_type=DataType.VARCHAR, max_capacity=MAX_TAGS, max_length=MAX_TAG_LENGTH
     )
+    schema.add_field(TAKEN, DataType.INT64)  # unix seconds of the capture time (see UNKNOWN_TAKEN)
+    schema.add_field(CAMERA, DataType.VARCHAR, max_length=MAX_CAMERA_LENGTH)
+    schema.add_field(LATITUDE, DataType.DOUBLE)
+    schema.add_field(LONGITUDE, DataType.DOUBLE)
     return schema
 
 
@@ -37,4 +44,15 @@ def has_scalar_fields(description: dict[str, Any]) -> bool:
 
 def default_fields() -> dict[str, Any]:
     """For a write that names no fields (the adapter's own tests): an image with nothing known about it."""
-    return {ADDED: 0, SOURCE: "", MIME: "", WIDTH: 0, HEIGHT: 0, TAGS: []}
+    return {
+        ADDED: 0,
+        SOURCE: "",
+        MIME: "",
+        WIDTH: 0,
+        HEIGHT: 0,
+        TAGS: [],
+        TAKEN: UNKNOWN_TAKEN,
+        CAMERA: "",
+        LATITUDE: UNKNOWN_POSITION,
+        LONGITUDE: UNKNOWN_POSITION,
+    }

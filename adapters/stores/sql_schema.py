@@ -76,6 +76,12 @@ images = Table(
     # True for an image of a source folder: ``data`` is a preview JPEG, the original stays in its file
     # (image_files says where); uploads and loads keep their bytes here (False).
     Column("preview", Boolean, nullable=False, default=False),
+    # From the photo's EXIF, when its camera wrote them.
+    Column("taken_at", DateTime, nullable=True),  # UTC when taken_offset is known, else the camera's clock
+    Column("taken_offset", String(8), nullable=True),
+    Column("camera", String(128), nullable=True),
+    Column("latitude", Float, nullable=True),
+    Column("longitude", Float, nullable=True),
     Column("created_at", DateTime, nullable=False),
     Index("uq_images_collection_image_id", "collection", "image_id", unique=True),
     Index("ix_images_collection_sha256", "collection", "sha256"),
@@ -203,6 +209,17 @@ _LATER_JOB_COLUMNS = {
 }
 
 
+_LATER_IMAGE_COLUMNS = {
+    "origin": "",
+    "preview": "0",
+    "taken_at": "",
+    "taken_offset": "",
+    "camera": "",
+    "latitude": "",
+    "longitude": "",
+}
+
+
 def _create_mysql_database_if_missing(url: str) -> None:
     parsed = make_url(url)
     name = parsed.database
@@ -243,16 +260,15 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:  # type: ignore[no-untyp
 
 
 def _add_missing_columns(engine: Engine) -> None:
-    """A metadata DB from an earlier version keeps its data and gains the job-queue columns, images.origin and
-    images.preview."""
+    """A metadata DB from an earlier version keeps its data and gains the columns added since (jobs' queue
+    columns; images' origin, preview and EXIF facts)."""
     image_columns = {column["name"] for column in inspect(engine).get_columns("images")}
-    if "origin" not in image_columns:
-        with engine.begin() as conn:
-            conn.execute(text(f"ALTER TABLE images ADD COLUMN origin {images.c.origin.type.compile(engine.dialect)}"))
-    if "preview" not in image_columns:
-        with engine.begin() as conn:
-            kind = images.c.preview.type.compile(engine.dialect)
-            conn.execute(text(f"ALTER TABLE images ADD COLUMN preview {kind} NOT NULL DEFAULT 0"))
+    with engine.begin() as conn:
+        for name, default in _LATER_IMAGE_COLUMNS.items():
+            if name not in image_columns:
+                kind = images.c[name].type.compile(dialect=engine.dialect)
+                required = f" NOT NULL DEFAULT {default}" if default else ""
+                conn.execute(text(f"ALTER TABLE images ADD COLUMN {name} {kind}{required}"))
     present = {column["name"] for column in inspect(engine).get_columns("jobs")}
     missing = [name for name in _LATER_JOB_COLUMNS if name not in present]
     with engine.begin() as conn:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import datetime as dt
 from typing import Annotated
 
 from fastapi import APIRouter, File, Form, Query, Request, Response, UploadFile
@@ -52,6 +53,11 @@ def hits_out(result: SearchResult, request: Request, include_image: bool) -> lis
             height=hit.image.height,
             tags=list(hit.tags),
             paths=list(hit.paths),
+            taken_at=hit.image.taken_at,
+            taken_offset=hit.image.taken_offset,
+            camera=hit.image.camera,
+            latitude=hit.image.latitude,
+            longitude=hit.image.longitude,
             image=base64.b64encode(hit.image.data).decode("ascii") if include_image and hit.image.data else None,
         )
         for hit in result.hits
@@ -85,6 +91,10 @@ def filters_of(body: FiltersIn | None) -> SearchFilters | None:
         tuple(body.mime),
         body.min_width,
         body.min_height,
+        body.taken_after,
+        body.taken_before,
+        tuple(body.camera),
+        (body.near.lat, body.near.lon, body.near.km) if body.near else None,
     )
 
 
@@ -103,12 +113,23 @@ OffsetForm = Annotated[int, Form(description="Skip this many of the best: the ne
 
 
 def search_response(
-    result: SearchResult, parts: list[QueryPart] | None, request: Request, include: bool, offset: int = 0
+    result: SearchResult,
+    parts: list[QueryPart] | None,
+    request: Request,
+    include: bool,
+    offset: int = 0,
+    sort: str = "score",
+    min_score: float | None = None,
 ) -> SearchResponse:
+    hits = hits_out(result, request, include)
+    kept = hits if min_score is None else [hit for hit in hits if hit.score >= min_score]
+    if sort == "taken":  # the same best top_k, in capture-time order; photos without one last
+        kept = sorted(kept, key=lambda hit: (hit.taken_at is None, hit.taken_at or dt.datetime.min))
     return SearchResponse(
         collection=result.collection,
         model=result.model,
-        hits=hits_out(result, request, include),
+        hits=kept,
+        cut_by_min_score=len(hits) - len(kept),
         timings_ms=observed(request, result.timings_ms),
         truncated=result.notice is not None,
         notice=result.notice,
@@ -139,7 +160,7 @@ async def search_by_text(body: SearchRequest, services: ServicesDep, request: Re
             offset=body.offset,
         )
     )
-    return search_response(result, parts, request, body.include_image, body.offset)
+    return search_response(result, parts, request, body.include_image, body.offset, body.sort, body.min_score)
 
 
 @router.post("/search/combined", response_model=SearchResponse, responses=ERRORS)

@@ -111,6 +111,9 @@ function filters() {
   if ($("filter-mime").value) wanted.mime = [$("filter-mime").value];
   const width = parseInt($("filter-width").value, 10);
   if (width > 0) wanted.min_width = width;
+  // Capture dates (EXIF), whole days in the browser's time zone.
+  if ($("filter-taken-from").value) wanted.taken_after = new Date(`${$("filter-taken-from").value}T00:00:00`).toISOString();
+  if ($("filter-taken-to").value) wanted.taken_before = new Date(`${$("filter-taken-to").value}T23:59:59`).toISOString();
   return Object.keys(wanted).length ? wanted : null;
 }
 
@@ -208,6 +211,14 @@ function clearImage() {
   if ($("query").value.trim()) searchText($("query").value);
 }
 
+// A capture time as the camera's clock showed it: UTC plus the photo's offset, or its local time as stored.
+function takenText(hit) {
+  const match = /^([+-])(\d\d):(\d\d)$/.exec(hit.taken_offset || "");
+  const utc = new Date(`${hit.taken_at.replace(/Z$/, "")}Z`);
+  const shift = match ? (match[1] === "-" ? -1 : 1) * (Number(match[2]) * 60 + Number(match[3])) : 0;
+  return new Date(utc.getTime() + shift * 60000).toISOString().slice(0, 16).replace("T", " ");
+}
+
 function openViewer(hit) {
   current = hit;
   const img = $("viewer-img");
@@ -217,7 +228,9 @@ function openViewer(hit) {
   const url = `/img/${encodeURIComponent(collection())}/${encodeURIComponent(hit.image_id)}`;
   setImage(img, hit.mime === "image/heic" ? `${url}/thumb?size=1024` : hit.url);
   const where = hit.paths && hit.paths.length ? ` · ${hit.paths[0]}` : "";
-  $("viewer-caption").textContent = `${hit.image_id} · 相似度 ${hit.score.toFixed(3)} · ${hit.width}×${hit.height}${where}`;
+  const taken = hit.taken_at ? ` · 拍摄于 ${takenText(hit)}` : "";
+  const camera = hit.camera ? ` · ${hit.camera}` : "";
+  $("viewer-caption").textContent = `${hit.image_id} · 相似度 ${hit.score.toFixed(3)} · ${hit.width}×${hit.height}${taken}${camera}${where}`;
   $("label-results").replaceChildren();
   $("viewer").showModal();
 }
@@ -431,6 +444,8 @@ function wire() {
   $("clear-image").addEventListener("click", clearImage);
   $("filter-mime").addEventListener("change", rerun);
   $("filter-width").addEventListener("change", rerun);
+  $("filter-taken-from").addEventListener("change", rerun);
+  $("filter-taken-to").addEventListener("change", rerun);
   $("find-duplicates").addEventListener("click", findDuplicates);
   $("run-tags").addEventListener("click", runTags);
   $("delete-duplicates").addEventListener("click", deleteDuplicates);

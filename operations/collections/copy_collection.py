@@ -271,7 +271,22 @@ def _copy_page(
 
 def _new_image(row: ImageRecord) -> NewImage:
     assert row.data is not None
-    return NewImage(row.image_id, row.data, row.mime, row.width, row.height, row.sha256, row.source, row.origin)
+    return NewImage(
+        row.image_id,
+        row.data,
+        row.mime,
+        row.width,
+        row.height,
+        row.sha256,
+        row.source,
+        row.origin,
+        row.preview,
+        row.taken_at,
+        row.taken_offset,
+        row.camera,
+        row.latitude,
+        row.longitude,
+    )
 
 
 def _copy_tags(source: Stores, destination: Stores, name: str, written: list[tuple[int, ImageRecord]]) -> None:

@@ -290,7 +290,7 @@ def _rewrite(state: _Run, item: _Encode, preview: bytes, vector: Any) -> None:
     file's row is updated last, so an interrupted rewrite is done again by the next sync."""
     services, old, facts = state.services, item.edit_of, item.file.facts
     assert old is not None and facts is not None
-    services.metadata.update_content(old.image, preview, facts.mime, facts.width, facts.height, facts.sha256)
+    services.metadata.update_content(old.image, preview, facts)
     fields = fields_for_ids(services.metadata, state.collection, [old.image])
     services.vectors.upsert(state.collection, [old.image], vector[None, :], [fields[old.image]])
     services.sources.update_file(old.id, item.file.path, item.file.stat.size, item.file.stat.mtime_ns, facts.sha256)

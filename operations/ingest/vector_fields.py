@@ -9,8 +9,23 @@ from typing import Any
 
 import numpy as np
 
+from adapters.images import ImageFacts
 from adapters.stores.metadata_store import ImageRecord, MetadataStore
-from adapters.stores.milvus_schema import ADDED, HEIGHT, MAX_SOURCE_LENGTH, MIME, SOURCE, TAGS, WIDTH
+from adapters.stores.milvus_schema import (
+    ADDED,
+    CAMERA,
+    HEIGHT,
+    LATITUDE,
+    LONGITUDE,
+    MAX_SOURCE_LENGTH,
+    MIME,
+    SOURCE,
+    TAGS,
+    TAKEN,
+    UNKNOWN_POSITION,
+    UNKNOWN_TAKEN,
+    WIDTH,
+)
 from adapters.stores.tag_store import TagStore
 from operations.services import Services
 
@@ -23,9 +38,19 @@ def unix_seconds(moment: dt.datetime | None) -> int:
 
 
 def new_image_fields(
-    mime: str, width: int, height: int, origin: str | None, added: dt.datetime | None = None, tags: Sequence[str] = ()
+    mime: str,
+    width: int,
+    height: int,
+    origin: str | None,
+    added: dt.datetime | None = None,
+    tags: Sequence[str] = (),
+    photo: ImageFacts | ImageRecord | None = None,
 ) -> dict[str, Any]:
+    """``photo``: where the EXIF facts come from (a new image's facts, or its metadata row)."""
     moment = added or dt.datetime.now(dt.UTC).replace(tzinfo=None)
+    taken = getattr(photo, "taken_at", None)
+    latitude, longitude = getattr(photo, "latitude", None), getattr(photo, "longitude", None)
+    placed = latitude is not None and longitude is not None
     return {
         ADDED: unix_seconds(moment),
         SOURCE: (origin or "")[:MAX_SOURCE_LENGTH],
@@ -33,12 +58,20 @@ def new_image_fields(
         WIDTH: int(width),
         HEIGHT: int(height),
         TAGS: list(tags),
+        TAKEN: unix_seconds(taken) if taken is not None else UNKNOWN_TAKEN,
+        CAMERA: (getattr(photo, "camera", None) or "")[:128],
+        LATITUDE: float(latitude) if placed else UNKNOWN_POSITION,
+        LONGITUDE: float(longitude) if placed else UNKNOWN_POSITION,
     }
+
+
+def photo_fields(facts: ImageFacts, origin: str | None) -> dict[str, Any]:
+    return new_image_fields(facts.mime, facts.width, facts.height, origin, photo=facts)
 
 
 def fields_of(records: Mapping[int, ImageRecord], tags: Mapping[int, Sequence[str]]) -> dict[int, dict[str, Any]]:
     return {
-        i: new_image_fields(r.mime, r.width, r.height, r.origin, r.created_at, tags.get(i, ()))
+        i: new_image_fields(r.mime, r.width, r.height, r.origin, r.created_at, tags.get(i, ()), photo=r)
         for i, r in records.items()
     }
 

@@ -18,7 +18,7 @@ import numpy as np
 from adapters.images import ImageFacts
 from adapters.stores.metadata_store import NewImage
 from operations.errors import NotFound
-from operations.ingest.vector_fields import new_image_fields
+from operations.ingest.vector_fields import photo_fields
 from operations.services import Services
 
 logger = logging.getLogger(__name__)
@@ -58,6 +58,11 @@ def insert_rows(services: Services, collection: str, items: Sequence[ImageToWrit
                 i.source,
                 i.origin,
                 i.preview,
+                i.facts.taken_at,
+                i.facts.taken_offset,
+                i.facts.camera,
+                i.facts.latitude,
+                i.facts.longitude,
             )
             for i in items
         ],
@@ -70,7 +75,7 @@ def store_vectors(services: Services, collection: str, rows: Sequence[tuple[Imag
     if not rows:
         return {}
     vector_ids = [row_id for _, row_id in rows]
-    fields = [new_image_fields(item.facts.mime, item.facts.width, item.facts.height, item.origin) for item, _ in rows]
+    fields = [photo_fields(item.facts, item.origin) for item, _ in rows]
     services.vectors.upsert(collection, vector_ids, np.stack([item.vector for item, _ in rows]), fields)
     services.metadata.mark_indexed(vector_ids)
     return {item.image_id: row_id for item, row_id in rows}

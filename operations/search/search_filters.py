@@ -5,16 +5,30 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from adapters.stores.milvus_schema import ADDED, HEIGHT, MIME, SOURCE, TAGS, WIDTH
+from adapters.stores.milvus_schema import (
+    ADDED,
+    CAMERA,
+    HEIGHT,
+    LATITUDE,
+    LONGITUDE,
+    MIME,
+    SOURCE,
+    TAGS,
+    TAKEN,
+    UNKNOWN_TAKEN,
+    WIDTH,
+)
 from adapters.stores.tag_store import TagStore
 from operations.errors import Conflict, InvalidInput
 from operations.ingest.vector_fields import unix_seconds
 from operations.services import Services
 
 MAX_VALUES = 64
+KM_PER_DEGREE = 111.195  # of latitude, on a sphere of the Earth's mean radius (6,371 km)
 
 
 @dataclass(frozen=True)
@@ -27,6 +41,10 @@ class SearchFilters:
     mimes: Sequence[str] = field(default_factory=tuple)
     min_width: int | None = None
     min_height: int | None = None
+    taken_after: dt.datetime | None = None  # EXIF capture time
+    taken_before: dt.datetime | None = None
+    cameras: Sequence[str] = field(default_factory=tuple)
+    near: tuple[float, float, float] | None = None  # (latitude, longitude, km)
 
     @property
     def empty(self) -> bool:
@@ -47,7 +65,7 @@ def expression(services: Services, collection: str, filters: SearchFilters | Non
     tags, and collections made before the filter fields until they are upgraded."""
     if filters is None or filters.empty:
         return None
-    for name in ("tags_any", "tags_all", "sources", "mimes"):
+    for name in ("tags_any", "tags_all", "sources", "mimes", "cameras"):
         values = getattr(filters, name)
         if len(values) > MAX_VALUES or any(not isinstance(v, str) or not v.strip() for v in values):
             raise InvalidInput(f"{name}: at most {MAX_VALUES} non-empty strings")
@@ -60,6 +78,10 @@ def expression(services: Services, collection: str, filters: SearchFilters | Non
     before = _naive_utc(filters.added_before) if filters.added_before else None
     if after and before and after > before:
         raise InvalidInput("added_after is later than added_before: no image can match")
+    taken_after = _naive_utc(filters.taken_after) if filters.taken_after else None
+    taken_before = _naive_utc(filters.taken_before) if filters.taken_before else None
+    if taken_after and taken_before and taken_after > taken_before:
+        raise InvalidInput("taken_after is later than taken_before: no image can match")
     for name in ("min_width", "min_height"):
         value = getattr(filters, name)
         if value is not None and not 0 <= value <= 1_000_000:
@@ -83,7 +105,39 @@ def expression(services: Services, collection: str, filters: SearchFilters | Non
         parts.append(f"{WIDTH} >= {int(filters.min_width)}")
     if filters.min_height:
         parts.append(f"{HEIGHT} >= {int(filters.min_height)}")
+    if taken_after:
+        parts.append(f"{TAKEN} >= {unix_seconds(taken_after)}")
+    if taken_before:  # photos without a capture time are left out: theirs is UNKNOWN_TAKEN
+        parts.append(f"{TAKEN} <= {unix_seconds(taken_before)} and {TAKEN} > {UNKNOWN_TAKEN}")
+    if filters.cameras:
+        parts.append(f"{CAMERA} in [{', '.join(map(_literal, filters.cameras))}]")
+    if filters.near is not None:
+        parts.append(_near(*filters.near))
     return " and ".join(parts) or None
+
+
+def _near(latitude: float, longitude: float, km: float) -> str:
+    """A box of ``km`` north, south, east and west of the point (on a sphere of the Earth's mean radius), in the
+    vector search: photos without a position (UNKNOWN_POSITION) are never in it."""
+    if not (-90 <= latitude <= 90 and -180 <= longitude <= 180 and 0 < km <= 20_000):
+        raise InvalidInput("near: lat -90..90, lon -180..180, km above 0 and at most 20000")
+    dlat = km / KM_PER_DEGREE
+    south, north = max(-90.0, latitude - dlat), min(90.0, latitude + dlat)
+    parts = [f"{LATITUDE} >= {south:.6f}", f"{LATITUDE} <= {north:.6f}"]
+    widest = min(89.9, max(abs(south), abs(north)))  # the box is as wide as it must be at its poleward edge
+    cosine = math.cos(math.radians(widest))
+    dlon = km / (KM_PER_DEGREE * max(cosine, 1e-6))
+    if dlon < 180:
+        west, east = longitude - dlon, longitude + dlon
+        if west < -180:  # the box crosses the antimeridian: two ranges
+            parts.append(f"({LONGITUDE} >= {west + 360:.6f} or {LONGITUDE} <= {east:.6f})")
+        elif east > 180:
+            parts.append(f"({LONGITUDE} >= {west:.6f} or {LONGITUDE} <= {east - 360:.6f})")
+        else:
+            parts.append(f"{LONGITUDE} >= {west:.6f} and {LONGITUDE} <= {east:.6f}")
+    else:
+        parts.append(f"{LONGITUDE} <= 180")
+    return "(" + " and ".join(parts) + ")"
 
 
 def validate_offset(services: Services, collection: str, offset: int, top_k: int) -> int:
