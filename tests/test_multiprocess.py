@@ -55,6 +55,17 @@ def serving(env: dict[str, str], *args: str) -> Iterator[tuple[subprocess.Popen,
                 process.wait(timeout=30)
 
 
+def _running_with(url: str, job_id: str, counter: str) -> dict:
+    """Waits until the job runs and has ``counter`` above 0 (some work done, more to come): the moment to kill."""
+    deadline = time.monotonic() + 120
+    while True:
+        job = httpx.get(f"{url}/jobs/{job_id}", timeout=30).json()
+        if job[counter] > 0 and job["state"] == "running":
+            return job
+        assert time.monotonic() < deadline and job["state"] in ("queued", "running"), job
+        time.sleep(0.05)
+
+
 @pytest.fixture
 def shared_env(mysql_url: str, milvus_server_db: dict[str, str], data_root: Path, tmp_path: Path) -> dict[str, str]:
     return {
@@ -84,13 +95,7 @@ def test_a_load_whose_process_is_killed_is_finished_by_another_with_exact_counts
     with serving(slow) as (first, url):
         body = {"collection": "killed", "path": "killed", "split": "train"}
         job_id = httpx.post(f"{url}/img/load", json=body, timeout=30).json()["job_id"]
-        deadline = time.monotonic() + 120
-        while True:
-            job = httpx.get(f"{url}/jobs/{job_id}", timeout=30).json()
-            if job["done"] > 0 and job["state"] == "running":
-                break
-            assert time.monotonic() < deadline and job["state"] in ("queued", "running"), job
-            time.sleep(0.1)
+        job = _running_with(url, job_id, "done")
         assert job["owner"].split(":")[1] == str(first.pid)
         os.killpg(first.pid, signal.SIGKILL)  # no shutdown, no goodbye: its lease simply stops being renewed
         first.wait(timeout=30)
@@ -152,13 +157,7 @@ def test_a_sync_whose_process_is_killed_is_finished_by_another_with_the_exact_en
         body = {"path": folder.relative_to(data_root).as_posix()}
         source = httpx.post(f"{url}/collections/lib/sources", json=body, timeout=60).json()
         job_id = httpx.post(f"{url}/collections/lib/sources/{source['id']}/sync", timeout=30).json()["job_id"]
-        deadline = time.monotonic() + 120
-        while True:
-            job = httpx.get(f"{url}/jobs/{job_id}", timeout=30).json()
-            if job["loaded"] > 0 and job["state"] == "running":
-                break
-            assert time.monotonic() < deadline and job["state"] in ("queued", "running"), job
-            time.sleep(0.05)
+        _running_with(url, job_id, "loaded")
         os.killpg(first.pid, signal.SIGKILL)
         first.wait(timeout=30)
 
