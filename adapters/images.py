@@ -163,15 +163,24 @@ def _draft_scale(width: int, height: int, min_longest: int, min_shortest: int) -
     return 1
 
 
-def jpeg_of(image: Image.Image, size: int, quality: int = 82) -> bytes:
-    """A JPEG of ``image`` whose longer side is at most ``size`` (a new image: ``image`` is left as it is)."""
-    if max(image.size) > size:
-        scale = size / max(image.size)
-        target = (max(1, round(image.size[0] * scale)), max(1, round(image.size[1] * scale)))
-        image = image.resize(target, Image.Resampling.LANCZOS, reducing_gap=2.0)
+def fit(image: Image.Image, size: int, resample: Image.Resampling = Image.Resampling.LANCZOS) -> Image.Image:
+    """``image`` scaled down so that its longer side is at most ``size`` (a new image; ``image`` is unchanged)."""
+    if max(image.size) <= size:
+        return image
+    scale = size / max(image.size)
+    target = (max(1, round(image.size[0] * scale)), max(1, round(image.size[1] * scale)))
+    return image.resize(target, resample, reducing_gap=2.0)
+
+
+def jpeg_bytes(image: Image.Image, quality: int = 82) -> bytes:
     out = io.BytesIO()
     image.save(out, format="JPEG", quality=quality)
     return out.getvalue()
+
+
+def jpeg_of(image: Image.Image, size: int, quality: int = 82) -> bytes:
+    """A JPEG of ``image`` whose longer side is at most ``size``."""
+    return jpeg_bytes(fit(image, size), quality)
 
 
 def thumbnail_jpeg(data: bytes, size: int, max_pixels: int) -> bytes:

@@ -106,14 +106,13 @@ def timed_sync(services, collection: str, relative: str) -> tuple[float, dict]: 
 
 
 def fidelity(encoder, paths: list[Path], max_side: int) -> float:  # type: ignore[no-untyped-def]
-    """Lowest cosine between vectors of the scaled decode (as sync does it) and of a full decode."""
+    """Lowest cosine between vectors of what sync feeds the model (scaled decode, preview) and of a full decode."""
     lowest = 1.0
     for path in paths:
         data = path.read_bytes()
-        resolution = encoder.info.input_resolution
-        scaled = images.decode_rgb(data, 10**9, min_longest=max_side, min_shortest=resolution)
+        synced = sync._prepare(data, encoder, 10**9, max_side, encoder.info.input_resolution).pixels
         full = images.decode_rgb(data, 10**9)
-        a, b = encoder.encode_pixels([encoder.preprocess(scaled), encoder.preprocess(full)])
+        a, b = encoder.encode_pixels([synced, encoder.preprocess(full)])
         lowest = min(lowest, float(np.dot(a, b) / (np.linalg.norm(a) * np.linalg.norm(b))))
     return lowest
 
