@@ -72,6 +72,11 @@ def _source(row) -> SourceRecord:  # type: ignore[no-untyped-def]
     )
 
 
+def _under(path: str, prefix: str | None) -> bool:
+    """Whether a source-relative path is ``prefix`` or inside it (everything is, without a prefix)."""
+    return not prefix or path == prefix or path.startswith(prefix + "/")
+
+
 def _chunks(items: Sequence, size: int = _CHUNK) -> Iterable[Sequence]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
@@ -167,7 +172,7 @@ class SourceStore:
         found: dict[str, KnownFile] = {}
         with self.engine.connect() as conn:
             for row in conn.execute(query):
-                if prefix and not (row.path == prefix or row.path.startswith(prefix + "/")):
+                if not _under(row.path, prefix):
                     continue
                 found[row.path] = KnownFile(
                     int(row.id), int(row.image), row.path, int(row.size), int(row.mtime_ns), row.sha256
@@ -242,7 +247,7 @@ class SourceStore:
         return {
             row.path: RejectedFile(row.path, int(row.size), int(row.mtime_ns), row.reason)
             for row in rows
-            if not prefix or row.path == prefix or row.path.startswith(prefix + "/")
+            if _under(row.path, prefix)
         }
 
     def set_rejected(self, source_id: int, files: Sequence[RejectedFile]) -> None:

@@ -10,9 +10,6 @@ from pydantic import BaseModel
 from sqlalchemy.engine import make_url
 from starlette.concurrency import run_in_threadpool
 
-from adapters.stores.milvus_guard import MILVUS_ERRORS
-from adapters.stores.milvus_guard import one_line as milvus_one_line
-from adapters.stores.sql_health import one_line as sql_one_line
 from app.errors import RETRY_AFTER_S
 from app.schemas import (
     HealthResponse,
@@ -23,6 +20,7 @@ from app.schemas import (
     StoreHealth,
     VectorIndexHealth,
 )
+from app.startup import describe
 from operations.collections import collections
 from operations.services import Services
 
@@ -35,8 +33,7 @@ def _check(ping, backend: str) -> StoreHealth:  # type: ignore[no-untyped-def]
         ping()
         return StoreHealth(ok=True, backend=backend)
     except Exception as exc:
-        error = milvus_one_line(exc) if isinstance(exc, MILVUS_ERRORS) else sql_one_line(exc)
-        return StoreHealth(ok=False, backend=backend, error=error[:300])
+        return StoreHealth(ok=False, backend=backend, error=describe(exc)[:300])
 
 
 def _health(services: Services) -> HealthResponse:
@@ -91,12 +88,12 @@ def _readiness(services: Services) -> ReadyResponse:
         services.metadata.ping()
         stores["metadata"] = StoreHealth(ok=True, backend=services.metadata.dialect)
     except Exception as exc:
-        stores["metadata"] = StoreHealth(ok=False, backend=services.metadata.dialect, error=sql_one_line(exc))
+        stores["metadata"] = StoreHealth(ok=False, backend=services.metadata.dialect, error=describe(exc))
     try:
         waiting = services.vectors.readiness()
         stores["vectors"] = StoreHealth(ok=waiting is None, backend=services.vectors.backend, error=waiting)
     except Exception as exc:
-        stores["vectors"] = StoreHealth(ok=False, backend=services.vectors.backend, error=milvus_one_line(exc))
+        stores["vectors"] = StoreHealth(ok=False, backend=services.vectors.backend, error=describe(exc))
     return ReadyResponse(status="ready" if all(s.ok for s in stores.values()) else "not_ready", stores=stores)
 
 

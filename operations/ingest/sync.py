@@ -30,6 +30,7 @@ from operations.services import Services
 logger = logging.getLogger(__name__)
 
 MAX_SKIPPED_LISTED = 100
+COUNTS = ("stored", "changed", "moved", "linked", "removed", "unchanged", "rejected")
 
 
 @dataclass(frozen=True)
@@ -62,12 +63,28 @@ class _Run:
     model: str
     progress: JobProgress
     known: dict[str, KnownFile]
-    gone: dict[str, KnownFile]
+    gone: dict[str, KnownFile] = field(default_factory=dict)
+    # The gone paths by (image, content): a new path with the same pair is that file moved (found without a scan
+    # of every gone path per new file).
+    gone_by_content: dict[tuple[int, str], list[str]] = field(default_factory=dict)
     counts: Counter = field(default_factory=Counter)
 
     @property
     def collection(self) -> str:
         return self.source.collection
+
+    def mark_gone(self, file: KnownFile) -> None:
+        self.gone[file.path] = file
+        self.gone_by_content.setdefault((file.image, file.sha256), []).append(file.path)
+
+    def take_gone(self, image: int, sha256: str) -> KnownFile | None:
+        """A gone path of this image and content (then no longer gone), or None."""
+        paths = self.gone_by_content.get((image, sha256))
+        while paths:
+            file = self.gone.pop(paths.pop(), None)
+            if file is not None:
+                return file
+        return None
 
 
 def run(
@@ -75,13 +92,15 @@ def run(
 ) -> JobOutcome:
     folder = source_folder(services, source)
     model = collections.model_for_writes(services, source.collection)
-    scanned = scan(folder, source.excludes, under.strip("/") if under else None)
     prefix = under.strip("/") if under else None
+    scanned = scan(folder, source.excludes, prefix)
     known = services.sources.files(source.id, prefix)
     rejected = services.sources.rejected(source.id, prefix)
-    gone = {path: file for path, file in known.items() if path not in scanned.files}
-    state = _Run(services, source, folder, model, progress, known, gone)
-    progress.total = len(scanned.files) + len(gone)
+    state = _Run(services, source, folder, model, progress, known)
+    for path, file in known.items():
+        if path not in scanned.files:
+            state.mark_gone(file)
+    progress.total = len(scanned.files) + len(state.gone)
     changed = []
     for path, stat in scanned.files.items():
         seen = known.get(path) or rejected.get(path)
@@ -120,18 +139,24 @@ def run(
 def _preparer(services: Services, model: str, known_shas: set[str]) -> Callable[[_File], _File]:
     settings = services.settings
     encoder = services.models.get(model)
-    resolution = encoder.info.input_resolution
 
     def prepare(file: _File) -> _File:
         if file.facts is None or file.facts.sha256 in known_shas:
             return file
-        try:
-            prepared = _prepare(file.data, encoder, settings.max_image_pixels, settings.preview_size, resolution)
-        except images.InvalidImage as exc:
-            return _File(file.path, file.stat, refusal=str(exc))
-        return replace(file, prepared=prepared)
+        return _with_prepared(file, encoder, settings)
 
     return prepare
+
+
+def _with_prepared(file: _File, encoder: Any, settings: Any) -> _File:
+    """The file with its preview and model input, or refused when its pixels cannot be decoded."""
+    try:
+        prepared = _prepare(
+            file.data, encoder, settings.max_image_pixels, settings.preview_size, encoder.info.input_resolution
+        )
+    except images.InvalidImage as exc:
+        return _File(file.path, file.stat, refusal=str(exc))
+    return replace(file, prepared=prepared)
 
 
 def _prepare(data: bytes, encoder: Any, max_pixels: int, preview_size: int, resolution: int) -> _Prepared:
@@ -173,7 +198,7 @@ def _sync_batch(state: _Run, batch: list[_File]) -> None:
         if file.facts is None:
             _reject(state, file)
             if old is not None:  # it was an image; what is there now is not: its path goes
-                state.gone[file.path] = old
+                state.mark_gone(old)
             continue
         sha = file.facts.sha256
         if old is not None and old.sha256 == sha:  # touched, not changed
@@ -212,9 +237,8 @@ def _reject(state: _Run, file: _File) -> None:
 def _place(state: _Run, file: _File, image: int) -> None:
     """A new path of a stored image: the same file moved or renamed (its old path is gone), or a second copy."""
     sha = file.facts.sha256  # type: ignore[union-attr]
-    moved_from = next((g for g in state.gone.values() if g.image == image and g.sha256 == sha), None)
+    moved_from = state.take_gone(image, sha)
     if moved_from is not None:
-        del state.gone[moved_from.path]
         state.progress.total = (state.progress.total or 1) - 1  # its old path was counted as an entry too
         state.services.sources.update_file(moved_from.id, file.path, file.stat.size, file.stat.mtime_ns, sha)
         _count(state, "moved")
@@ -225,23 +249,15 @@ def _place(state: _Run, file: _File, image: int) -> None:
         _count(state, "linked")
 
 
-def _decoded(item: _Encode, encoder: Any, settings: Any) -> _Encode:
-    """Content the reading thread did not decode (its hash was in the collection then: a pending row left by an
-    interrupted run)."""
-    if item.file.prepared is None:
-        resolution = encoder.info.input_resolution
-        try:
-            prepared = _prepare(item.file.data, encoder, settings.max_image_pixels, settings.preview_size, resolution)
-            item.file = replace(item.file, prepared=prepared)
-        except images.InvalidImage as exc:
-            item.file = _File(item.file.path, item.file.stat, refusal=str(exc))
-    return item
-
-
 def _encode_and_write(state: _Run, batch: list[_Encode]) -> None:
     services, settings = state.services, state.services.settings
     encoder = services.models.get(state.model)
-    decoded = [_decoded(item, encoder, settings) for item in batch]
+    # Content the reading thread did not decode: its hash was in the collection then (a pending row left by an
+    # interrupted run).
+    decoded = [
+        item if item.file.prepared is not None else _Encode(_with_prepared(item.file, encoder, settings), item.edit_of)
+        for item in batch
+    ]
     for item in decoded:
         if item.file.prepared is None:
             _reject(state, item.file)
@@ -269,18 +285,11 @@ def _encode_and_write(state: _Run, batch: list[_Encode]) -> None:
                 for item, preview, vector in fresh
             ],
         )
-        files = []
-        for item, _, _ in fresh:
-            facts = item.file.facts
-            files.append(
-                NewFile(
-                    ids[content_image_id(facts.sha256)],
-                    item.file.path,
-                    item.file.stat.size,  # type: ignore[union-attr]
-                    item.file.stat.mtime_ns,
-                    facts.sha256,
-                )  # type: ignore[union-attr]
-            )
+        shas = [item.file.facts.sha256 for item, _, _ in fresh]  # type: ignore[union-attr]
+        files = [
+            NewFile(ids[content_image_id(sha)], item.file.path, item.file.stat.size, item.file.stat.mtime_ns, sha)
+            for (item, _, _), sha in zip(fresh, shas, strict=True)
+        ]
         services.sources.add_files(state.source.id, files)
         for _ in fresh:
             _count(state, "stored")
@@ -321,17 +330,13 @@ def _count(state: _Run, what: str) -> None:
 
 
 def _summary(counts: Counter) -> str:
-    order = ("stored", "changed", "moved", "linked", "removed", "unchanged", "rejected")
-    return ", ".join(f"{counts[name]} {name}" for name in order)
+    return ", ".join(f"{counts[name]} {name}" for name in COUNTS)
 
 
 def _result(state: _Run, skipped: list[tuple[str, str]]) -> dict[str, Any]:
     return {
         "source": state.source.id,
-        "counts": {
-            name: int(state.counts[name])
-            for name in ("stored", "changed", "moved", "linked", "removed", "unchanged", "rejected")
-        },
+        "counts": {name: int(state.counts[name]) for name in COUNTS},
         "skipped": len(skipped),
         "skipped_sample": [{"path": p, "reason": r} for p, r in skipped[:MAX_SKIPPED_LISTED]],
     }
