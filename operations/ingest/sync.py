@@ -160,12 +160,12 @@ def _with_prepared(file: _File, encoder: Any, settings: Any) -> _File:
 
 
 def _prepare(data: bytes, encoder: Any, max_pixels: int, preview_size: int, resolution: int) -> _Prepared:
-    """One decode, at the smallest JPEG scale that still gives the preview its size and the model its input; the
-    model reads the preview when it is large enough (its vector matches a full decode's: bench/sync.py). Bilinear
-    scaling: a third of Lanczos's cost on a 12 MP photo, and a preview needs no more."""
+    """One decode, at the smallest JPEG scale that still gives the preview its size and the model its input. The
+    model reads that decode box-reduced (its vector matches a full decode's: bench/sync.py); the preview is scaled
+    with a box filter, an area average that costs 30% less than bilinear in Pillow on a 12 MP photo."""
     image = images.decode_rgb(data, max_pixels, min_longest=preview_size, min_shortest=resolution)
-    preview = images.fit(image, preview_size, images.Image.Resampling.BILINEAR)
-    pixels = encoder.preprocess(preview if min(preview.size) >= resolution else image)
+    pixels = encoder.preprocess(images.shrink_for_model(image, resolution))
+    preview = images.fit(image, preview_size, images.Image.Resampling.BOX)
     return _Prepared(images.jpeg_bytes(preview), pixels)
 
 
