@@ -33,6 +33,7 @@ from app.routes import (
     search,
     sources,
     tags,
+    texts,
     web,
 )
 from app.startup import StartupState, start_when_stores_answer
@@ -116,7 +117,7 @@ def create_app(settings: Settings | None = None, encoder: EncoderBase | None = N
     else:
         logger.warning("no API keys configured (IMGSEARCH_API_KEYS): anyone who reaches the service can change data")
     # Routes that change data add WriteAccess themselves; health stays open for probes.
-    for module in (search, labels, tags, images, collections, sources, duplicates, models, jobs, embed):
+    for module in (search, labels, tags, texts, images, collections, sources, duplicates, models, jobs, embed):
         app.include_router(module.router, dependencies=[ReadAccess])
     app.include_router(health.router)
     app.include_router(web.router)

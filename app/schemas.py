@@ -168,7 +168,21 @@ class SearchRequest(BaseModel):
     sort: Literal["score", "taken"] = Field(
         "score", description="score: best first; taken: the best top_k, shown by capture time (oldest first)."
     )
-    min_score: float | None = Field(None, ge=-1, le=1, description="Hits below this cosine are dropped (and counted).")
+    min_score: float | None = Field(
+        None, ge=-1, le=1, description="Semantic and hybrid: hits whose cosine is below this are dropped (and counted)."
+    )
+    relative_cutoff: float | None = Field(
+        None,
+        gt=0,
+        le=1,
+        description="Semantic and hybrid: hits whose cosine is below this fraction of the best hit's are dropped.",
+    )
+    mode: Literal["semantic", "keyword", "hybrid"] | None = Field(
+        None,
+        description="semantic: Chinese-CLIP; keyword: the words in and about images (captions, descriptions, file "
+        "names, OCR, tags); hybrid: both fused by reciprocal-rank fusion. Default: hybrid when the collection has "
+        "any words, else semantic.",
+    )
 
 
 class QueryPartOut(BaseModel):
@@ -184,10 +198,27 @@ class QueryOut(BaseModel):
     combined: bool = Field(description="True: normalise(Σ weight × part), negative texts subtracted.")
 
 
+class SnippetOut(BaseModel):
+    field: str = Field(description="name, caption, description, ocr or tags")
+    text: str = Field(description="A window of the field (NFKC form) around the match.")
+    highlights: list[tuple[int, int]] = Field(description="[start, end) of each matched word in text.")
+
+
+class MatchOut(BaseModel):
+    semantic_rank: int | None = Field(None, description="Rank in the semantic list (1 = best); null: not in it.")
+    semantic_score: float | None = None
+    keyword_rank: int | None = Field(None, description="Rank in the keyword list; null: its words do not match.")
+    keyword_score: float | None = None
+    fused_score: float | None = Field(None, description="Hybrid: Σ 1/(k + rank) over the lists.")
+    snippets: list[SnippetOut] = Field(default_factory=list)
+
+
 class HitOut(BaseModel):
     id: int = Field(description="Vector id, equal to the metadata row id.")
     image_id: str
-    score: float = Field(description="Inner product of unit vectors (cosine); higher is closer.")
+    score: float | None = Field(
+        description="Inner product of unit vectors (cosine); higher is closer. Keyword mode: the keyword score."
+    )
     url: str
     tags: list[str] = Field(default_factory=list, description="The image's tags, set by hand first.")
     paths: list[str] = Field(
@@ -203,6 +234,7 @@ class HitOut(BaseModel):
     latitude: float | None = None
     longitude: float | None = None
     image: str | None = Field(None, description="base64 bytes, with include_image")
+    match: MatchOut | None = Field(None, description="Keyword and hybrid searches: why the image matched.")
 
 
 class SearchResponse(BaseModel):
@@ -216,6 +248,8 @@ class SearchResponse(BaseModel):
     offset: int = 0
     filter: str | None = Field(None, description="The Milvus expression the filters became.")
     cut_by_min_score: int = Field(0, description="Hits of the top_k dropped for being under min_score.")
+    cut_by_relative_cutoff: int = Field(0, description="Hits of the top_k dropped by relative_cutoff.")
+    mode: str = Field("semantic", description="The mode the search ran in.")
 
 
 class ImageQueryResult(BaseModel):

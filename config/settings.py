@@ -89,6 +89,12 @@ class Settings(BaseSettings):
     preview_size: int = Field(
         1280, ge=256, le=4096, description="Longest side of the preview JPEG kept for images of source folders."
     )
+    hybrid_rrf_k: float = Field(
+        60.0, gt=0, le=10000, description="k of reciprocal-rank fusion in hybrid search: Σ 1/(k + rank) per list."
+    )
+    hybrid_depth: int = Field(
+        100, ge=1, le=10000, description="How many of each list (semantic, keyword) a hybrid search fuses."
+    )
     decode_workers: int = Field(2, ge=1, le=64, description="Threads reading and decoding image files.")
     job_workers: int = Field(1, ge=1, le=16, description="Job threads per service process.")
     workers: int = Field(1, ge=1, le=64, description="Service processes of `imgsearch serve` (needs shared stores).")

@@ -12,6 +12,7 @@ from adapters.encoders.encoder_base import EncoderBase
 from adapters.stores.job_store import JobStore
 from adapters.stores.metadata_store import MetadataStore
 from adapters.stores.source_store import SourceStore
+from adapters.stores.text_store import TextStore
 from adapters.stores.vector_store import MilvusVectorStore, VectorStore
 from config import Settings
 from operations.labels.label_vectors import LabelVectors
@@ -44,6 +45,11 @@ class Services:
     def sources(self) -> SourceStore:
         """Source folders and the files their images live in."""
         return SourceStore(self.metadata.engine)
+
+    @cached_property
+    def texts(self) -> TextStore:
+        """Words in and about images (captions, descriptions, OCR) and the keyword index over them."""
+        return TextStore(self.metadata.engine)
 
     @property
     def encoder(self) -> EncoderBase:

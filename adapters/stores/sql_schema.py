@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 from sqlalchemy import (
     BigInteger,
@@ -198,6 +198,43 @@ duplicate_groups = Table(
     Column("created_at", _Time, nullable=False),
     Index("ix_duplicate_groups_collection", "collection", "group_no"),
 )
+# Words about each image (the Flickr30k-CN captions of a load, a description set by hand, the text OCR read), and
+# its normalised document: these fields with its file names and tags (adapters/text_grams.py says how it matches).
+image_texts = Table(
+    "image_texts",
+    metadata,
+    Column("image", _Id, ForeignKey("images.id", ondelete="CASCADE"), primary_key=True),
+    Column("collection", String(64), nullable=False),
+    Column("caption", Text, nullable=True),
+    Column("description", Text, nullable=True),
+    Column("ocr", Text, nullable=True),  # the recognised lines, one per line
+    Column("ocr_lines", Text, nullable=True),  # JSON: [{"text", "box": [[x, y] * 4], "confidence"}]
+    Column("document", Text, nullable=False),
+    Column("updated_at", _Time, nullable=False),
+    mysql_charset="utf8mb4",
+)
+
+# The keyword index: each image's character bigrams (and the last character of each piece of text). Compared
+# byte for byte on MySQL too: its default collation would call different grams equal.
+_Gram = String(2).with_variant(mysql.VARCHAR(2, collation="utf8mb4_bin"), "mysql", "mariadb")
+text_grams = Table(
+    "text_grams",
+    metadata,
+    Column("collection", String(64), primary_key=True),
+    Column("gram", _Gram, primary_key=True),
+    Column("image", _Id, ForeignKey("images.id", ondelete="CASCADE"), primary_key=True),
+    Index("ix_text_grams_image", "image"),
+    sqlite_with_rowid=False,
+    mysql_charset="utf8mb4",
+)
+
+
+def chunks(items: Sequence, size: int = 500) -> Iterator[Sequence]:
+    """``items`` in slices small enough for one ``IN (...)`` on both backends."""
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
 # Added after the first release: databases made before then get them on start-up (see _add_missing_columns).
 _LATER_JOB_COLUMNS = {
     "owner": "",

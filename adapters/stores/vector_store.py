@@ -69,7 +69,7 @@ class VectorStore(Protocol):
         self, name: str, vectors: np.ndarray, top_k: int, filter: str | None = None, offset: int = 0
     ) -> list[list[tuple[int, float]]]: ...
     def get(self, name: str, ids: Sequence[int]) -> dict[int, np.ndarray]: ...
-    def existing_ids(self, name: str, ids: Sequence[int]) -> set[int]: ...
+    def existing_ids(self, name: str, ids: Sequence[int], filter: str | None = None) -> set[int]: ...
     def iter_ids(self, name: str, batch: int = 1000) -> Iterator[list[int]]: ...
     def count(self, name: str) -> int: ...
     def mirror_stats(self) -> dict[str, dict[str, Any]]: ...
@@ -343,7 +343,8 @@ class MilvusVectorStore:
             found.update({int(row[ID_FIELD]): np.asarray(row[VECTOR_FIELD], dtype=np.float32) for row in rows})
         return found
 
-    def existing_ids(self, name: str, ids: Sequence[int]) -> set[int]:
+    def existing_ids(self, name: str, ids: Sequence[int], filter: str | None = None) -> set[int]:
+        """The ids among ``ids`` that have a vector (whose fields match ``filter``, a Milvus expression, if given)."""
         if not ids:
             return set()
         self._loads.ensure(name)
@@ -352,7 +353,7 @@ class MilvusVectorStore:
             chunk = [int(i) for i in ids[start : start + 1000]]
             rows = self._client.query(
                 name,
-                filter=f"{ID_FIELD} in {chunk}",
+                filter=f"{ID_FIELD} in {chunk}" + (f" and ({filter})" if filter else ""),
                 output_fields=[ID_FIELD],
                 consistency_level=STRONG,
             )

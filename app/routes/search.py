@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import math
 from typing import Annotated
 
 from fastapi import APIRouter, File, Form, Query, Request, Response, UploadFile
@@ -21,17 +22,20 @@ from app.schemas import (
     HitOut,
     ImageQueryResult,
     ImageSearchResponse,
+    MatchOut,
     OverlapOut,
     QueryOut,
     QueryPartOut,
     SearchRequest,
     SearchResponse,
+    SnippetOut,
 )
 from operations.errors import InvalidInput, TooLarge
-from operations.search import combined_query, search
+from operations.search import combined_query, hybrid, search
 from operations.search.combined_query import QueryImage, QueryPart
 from operations.search.results_picture import RANDOM_NOTE, PictureHit, render
 from operations.search.search import SearchResult
+from operations.search.search_batch import Match
 from operations.search.search_filters import SearchFilters
 
 router = APIRouter(prefix="/img", tags=["search"])
@@ -46,7 +50,7 @@ def hits_out(result: SearchResult, request: Request, include_image: bool) -> lis
         HitOut(
             id=hit.id,
             image_id=hit.image.image_id,
-            score=hit.score,
+            score=None if math.isnan(hit.score) else hit.score,
             url=url_prefix + hit.image.image_id,
             mime=hit.image.mime,
             width=hit.image.width,
@@ -59,9 +63,23 @@ def hits_out(result: SearchResult, request: Request, include_image: bool) -> lis
             latitude=hit.image.latitude,
             longitude=hit.image.longitude,
             image=base64.b64encode(hit.image.data).decode("ascii") if include_image and hit.image.data else None,
+            match=match_out(hit.match),
         )
         for hit in result.hits
     ]
+
+
+def match_out(match: Match | None) -> MatchOut | None:
+    if match is None:
+        return None
+    return MatchOut(
+        semantic_rank=match.semantic_rank,
+        semantic_score=match.semantic_score,
+        keyword_rank=match.keyword_rank,
+        keyword_score=match.keyword_score,
+        fused_score=match.fused_score,
+        snippets=[SnippetOut(field=s.field, text=s.text, highlights=s.highlights) for s in match.snippets],
+    )
 
 
 def observed(request: Request, timings_ms: dict[str, float]) -> dict[str, float]:
@@ -119,17 +137,18 @@ def search_response(
     include: bool,
     offset: int = 0,
     sort: str = "score",
-    min_score: float | None = None,
+    outcome: hybrid.Outcome | None = None,
 ) -> SearchResponse:
     hits = hits_out(result, request, include)
-    kept = hits if min_score is None else [hit for hit in hits if hit.score >= min_score]
     if sort == "taken":  # the same best top_k, in capture-time order; photos without one last
-        kept = sorted(kept, key=lambda hit: (hit.taken_at is None, hit.taken_at or dt.datetime.min))
+        hits = sorted(hits, key=lambda hit: (hit.taken_at is None, hit.taken_at or dt.datetime.min))
     return SearchResponse(
         collection=result.collection,
         model=result.model,
-        hits=kept,
-        cut_by_min_score=len(hits) - len(kept),
+        hits=hits,
+        cut_by_min_score=outcome.cut_by_min_score if outcome else 0,
+        cut_by_relative_cutoff=outcome.cut_by_relative_cutoff if outcome else 0,
+        mode=outcome.mode if outcome else "semantic",
         timings_ms=observed(request, result.timings_ms),
         truncated=result.notice is not None,
         notice=result.notice,
@@ -141,26 +160,28 @@ def search_response(
 
 @router.post("/search", response_model=SearchResponse, responses=ERRORS)
 async def search_by_text(body: SearchRequest, services: ServicesDep, request: Request) -> SearchResponse:
-    """以文搜图: the top_k images closest to a Chinese sentence, best first. Add ``image_id`` (a stored image)
-    and/or ``negative_text`` with weights for a combined query."""
+    """以文搜图 and keyword search in one box: the top_k images for a Chinese sentence or words, best first.
+    ``mode`` picks semantic (Chinese-CLIP), keyword (captions, descriptions, file names, OCR, tags) or hybrid
+    (both, fused; the default when the collection has words). Add ``image_id`` (a stored image) and/or
+    ``negative_text`` with weights for a combined query; ``min_score`` / ``relative_cutoff`` drop weak hits."""
     image = QueryImage(image_id=body.image_id) if body.image_id is not None else None
-    result, parts = await run_in_threadpool(
-        lambda: combined_query.search(
+    outcome = await run_in_threadpool(
+        lambda: hybrid.search(
             services,
             body.collection,
             body.top_k,
+            body.mode,
             text=body.text,
             image=image,
             negative_text=body.negative_text,
-            text_weight=body.text_weight,
-            image_weight=body.image_weight,
-            negative_weight=body.negative_weight,
+            weights=(body.text_weight, body.image_weight, body.negative_weight),
             with_data=body.include_image,
             filters=filters_of(body.filters),
             offset=body.offset,
+            cutoffs=hybrid.Cutoffs(body.min_score, body.relative_cutoff),
         )
     )
-    return search_response(result, parts, request, body.include_image, body.offset, body.sort, body.min_score)
+    return search_response(outcome.result, outcome.parts, request, body.include_image, body.offset, body.sort, outcome)
 
 
 @router.post("/search/combined", response_model=SearchResponse, responses=ERRORS)

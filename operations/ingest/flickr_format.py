@@ -138,3 +138,23 @@ def iter_jsonl(path: Path) -> Iterator[dict]:
         for line in handle:
             if line.strip():
                 yield json.loads(line)
+
+
+def read_captions(path: Path) -> dict[str, str]:
+    """Each image's captions from a ``{split}_texts.jsonl`` (one per line, in file order), by image_id as the TSV
+    spells it; a line that is not a caption record is passed over (the evaluation reports such lines)."""
+    captions: dict[str, list[str]] = {}
+    if not path.is_file():
+        return {}
+    with path.open("r", encoding="utf-8", errors="replace") as handle:
+        for line in handle:
+            try:
+                record = json.loads(line)
+                text, image_ids = str(record["text"]).strip(), record["image_ids"]
+            except (ValueError, KeyError, TypeError):
+                continue
+            if not text or not isinstance(image_ids, list):
+                continue
+            for image_id in image_ids:
+                captions.setdefault(str(image_id), []).append(text)
+    return {image_id: "\n".join(texts) for image_id, texts in captions.items()}

@@ -31,6 +31,8 @@ from operations.ingest.flickr_format import (
     image_features_jsonl,
     images_tsv,
     iter_tsv,
+    read_captions,
+    texts_jsonl,
 )
 from operations.ingest.write_pipeline import OrderedStages
 from operations.ingest.writes import ImageToWrite, insert_rows, store_vectors
@@ -75,6 +77,7 @@ def run(services: Services, load: LoadPlan, progress: JobProgress) -> str:
     progress.total = count_lines(load.tsv)
     progress.flush()
     feature_file = FeatureFile(load.features, record.dim) if load.features else None
+    captions = read_captions(texts_jsonl(load.tsv.parent, load.split))  # kept with each image, searchable
     started = time.monotonic()
 
     def stored(_ids: frozenset[str], written: dict[str, int]) -> None:
@@ -98,11 +101,11 @@ def run(services: Services, load: LoadPlan, progress: JobProgress) -> str:
                     continue
                 batch.append(item)
                 if len(batch) >= settings.load_batch_size:
-                    _submit(services, encoder, load.collection, batch, feature_file, progress, pipeline)
+                    _submit(services, encoder, load.collection, batch, feature_file, captions, progress, pipeline)
                     batch = []
                     progress.flush()
             if batch and not progress.should_stop():
-                _submit(services, encoder, load.collection, batch, feature_file, progress, pipeline)
+                _submit(services, encoder, load.collection, batch, feature_file, captions, progress, pipeline)
         if progress.should_stop():
             return "stopped"
         services.vectors.flush(load.collection)  # a server indexes sealed data: once per load, not per batch
@@ -121,6 +124,7 @@ def _submit(
     collection: str,
     batch: list[TsvRow],
     features: FeatureFile | None,
+    captions: dict[str, str],
     progress: JobProgress,
     pipeline: OrderedStages,
 ) -> None:
@@ -157,7 +161,11 @@ def _submit(
         else:
             need_encoding.append((row, facts))
     vectors.update(_encode(services, encoder, need_encoding, progress))
-    items = [ImageToWrite(r.image_id, r.data, f, vectors[r.image_id]) for r, f in todo if r.image_id in vectors]
+    items = [
+        ImageToWrite(r.image_id, r.data, f, vectors[r.image_id], caption=captions.get(r.image_id))
+        for r, f in todo
+        if r.image_id in vectors
+    ]
     if items:
         pipeline.submit(frozenset(item.image_id for item in items), items)
 

@@ -68,6 +68,7 @@ class _Run:
     # of every gone path per new file).
     gone_by_content: dict[tuple[int, str], list[str]] = field(default_factory=dict)
     counts: Counter = field(default_factory=Counter)
+    renamed: set[int] = field(default_factory=set)  # images whose paths changed: their names are indexed again
 
     @property
     def collection(self) -> str:
@@ -210,6 +211,7 @@ def _sync_batch(state: _Run, batch: list[_File]) -> None:
                 encode.append(_Encode(file, edit_of=old))
                 continue
             services.sources.remove_files([old.id])  # the other paths keep the old content
+            state.renamed.add(old.image)
         existing = by_sha.get(sha)
         if existing is not None and existing.indexed:
             _place(state, file, existing.id)
@@ -224,6 +226,13 @@ def _sync_batch(state: _Run, batch: list[_File]) -> None:
         written = services.metadata.lookup_sha(state.collection, [f.facts.sha256 for f in links if f.facts])
         for file in links:
             _place(state, file, written[file.facts.sha256].id)  # type: ignore[union-attr]
+    _index_names(state)
+
+
+def _index_names(state: _Run) -> None:
+    if state.renamed:
+        state.services.texts.refresh(sorted(state.renamed))
+        state.renamed.clear()
 
 
 def _reject(state: _Run, file: _File) -> None:
@@ -238,6 +247,7 @@ def _place(state: _Run, file: _File, image: int) -> None:
     """A new path of a stored image: the same file moved or renamed (its old path is gone), or a second copy."""
     sha = file.facts.sha256  # type: ignore[union-attr]
     moved_from = state.take_gone(image, sha)
+    state.renamed.add(image)
     if moved_from is not None:
         state.progress.total = (state.progress.total or 1) - 1  # its old path was counted as an entry too
         state.services.sources.update_file(moved_from.id, file.path, file.stat.size, file.stat.mtime_ns, sha)
@@ -291,6 +301,7 @@ def _encode_and_write(state: _Run, batch: list[_Encode]) -> None:
             for (item, _, _), sha in zip(fresh, shas, strict=True)
         ]
         services.sources.add_files(state.source.id, files)
+        state.renamed.update(file.image for file in files)
         for _ in fresh:
             _count(state, "stored")
     for item, preview, vector in new:
@@ -315,7 +326,9 @@ def _remove_gone(state: _Run) -> None:
     if not state.gone:
         return
     state.services.sources.remove_files([f.id for f in state.gone.values()])
+    state.renamed.update(f.image for f in state.gone.values())
     remove_orphans(state.services, state.collection, sorted({f.image for f in state.gone.values()}))
+    _index_names(state)
     for _ in state.gone:
         _count(state, "removed")
 

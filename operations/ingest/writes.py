@@ -33,6 +33,7 @@ class ImageToWrite:
     source: str | None = None
     origin: str | None = None
     preview: bool = False  # ``data`` is a preview of an original that stays in its source file
+    caption: str | None = None  # words about the image that came with it (a load's captions)
 
 
 def write_batch(services: Services, collection: str, items: Sequence[ImageToWrite]) -> dict[str, int]:
@@ -67,7 +68,13 @@ def insert_rows(services: Services, collection: str, items: Sequence[ImageToWrit
             for i in items
         ],
     )
-    return [(i, ids[i.image_id]) for i in items if i.image_id in ids]
+    written = [(i, ids[i.image_id]) for i in items if i.image_id in ids]
+    # Their words (file name, captions) are indexed while the rows are pending: keyword search sees them with
+    # the vectors, when the rows become searchable.
+    captions = {row_id: {"caption": i.caption} for i, row_id in written if i.caption}
+    services.texts.set_fields(collection, captions)
+    services.texts.refresh([row_id for i, row_id in written if i.source and not i.caption])
+    return written
 
 
 def store_vectors(services: Services, collection: str, rows: Sequence[tuple[ImageToWrite, int]]) -> dict[str, int]:

@@ -87,6 +87,7 @@ def tag_collection(
             _, probabilities = label_probabilities(np.stack([vectors[i] for i in present]), label_vectors, scale)
             store.replace(collection, "auto", dict(zip(present, choose(probabilities, labels, rule), strict=True)))
             vector_fields.refresh(services, collection, present)  # tag filters run inside the vector search
+            services.texts.refresh(present)  # and keyword search finds images by their tags
             tagged += len(present)
         progress.done += len(chunk)
         progress.loaded = tagged
@@ -106,6 +107,7 @@ def set_manual(services: Services, collection: str, image_id: str, tags: Sequenc
     store = TagStore(services.metadata.engine)
     store.replace(collection, "manual", {image.id: [Tag(t, "manual") for t in cleaned]})
     vector_fields.refresh(services, collection, [image.id])
+    services.texts.refresh([image.id])
     return store.tags_of([image.id]).get(image.id, [])
 
 

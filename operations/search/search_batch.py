@@ -33,12 +33,34 @@ _STOP = object()
 
 
 @dataclass(frozen=True)
+class Snippet:
+    """Where a keyword query matched: a window of one field, the matched words at [start, end) of ``text``."""
+
+    field: str
+    text: str
+    highlights: list[tuple[int, int]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Match:
+    """Why a hit of a keyword or hybrid search is there (ranks start at 1; None: not in that list)."""
+
+    semantic_rank: int | None = None
+    semantic_score: float | None = None
+    keyword_rank: int | None = None
+    keyword_score: float | None = None
+    fused_score: float | None = None
+    snippets: list[Snippet] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
 class Hit:
     id: int
     score: float
     image: ImageRecord
     tags: tuple[str, ...] = ()
     paths: tuple[str, ...] = ()  # where an image of a source folder lives: "<source folder>/<path>"
+    match: Match | None = None
 
 
 @dataclass
@@ -49,6 +71,32 @@ class SearchResult:
     timings_ms: dict[str, float] = field(default_factory=dict)
     notice: str | None = None  # e.g. the query was longer than the model reads
     filter: str | None = None  # the Milvus expression the search's filters became
+    vector: np.ndarray | None = None  # the query vector, when the search had one
+
+
+def hits_for(
+    metadata: MetadataStore, collection: str, scored: Sequence[tuple[int, float]], with_data: bool
+) -> list[Hit]:
+    return hits_for_lists(metadata, collection, [scored], with_data)[0]
+
+
+def hits_for_lists(
+    metadata: MetadataStore, collection: str, lists: Sequence[Sequence[tuple[int, float]]], with_data: bool
+) -> list[list[Hit]]:
+    """Hits for each list of (id, score) pairs, in their order, with their rows, tags and paths (one query each for
+    all the lists); an id whose row is pending or gone (a load in flight, a half-dropped collection) is left out."""
+    ids = sorted({i for scored in lists for i, _ in scored})
+    rows = metadata.fetch(collection, ids, with_data=with_data)
+    tags = {i: tuple(t.tag for t in found_tags) for i, found_tags in TagStore(metadata.engine).tags_of(ids).items()}
+    placed = [i for i in ids if i in rows and rows[i].preview]  # no query at all for uploads and loads
+    paths = {
+        i: tuple(f"{source.path}/{path}" for source, path in found)
+        for i, found in (SourceStore(metadata.engine).paths_of(placed).items() if placed else ())
+    }
+    return [
+        [Hit(i, score, rows[i], tags.get(i, ()), paths.get(i, ())) for i, score in scored if i in rows]
+        for scored in lists
+    ]
 
 
 def search_vectors(
@@ -70,25 +118,11 @@ def search_vectors(
     found = vectors.search(collection, queries, top_k, filter, offset)
     timings["vector_search"] = (time.perf_counter() - started) * 1000
     started = time.perf_counter()
-    ids = sorted({vector_id for hits in found for vector_id, _ in hits})
-    rows = metadata.fetch(collection, ids, with_data=with_data)
-    tags = {i: tuple(t.tag for t in found_tags) for i, found_tags in TagStore(metadata.engine).tags_of(ids).items()}
-    placed = [i for i in ids if i in rows and rows[i].preview]  # no query at all for uploads and loads
-    paths = {
-        i: tuple(f"{source.path}/{path}" for source, path in found)
-        for i, found in (SourceStore(metadata.engine).paths_of(placed).items() if placed else ())
-    }
+    pages = hits_for_lists(metadata, collection, found, with_data)
     timings["metadata_fetch"] = (time.perf_counter() - started) * 1000
-    # A vector whose row is pending or gone (a load in flight, a half-dropped collection) is not shown.
     return [
-        SearchResult(
-            collection,
-            model,
-            [Hit(i, score, rows[i], tags.get(i, ()), paths.get(i, ())) for i, score in hits if i in rows],
-            dict(timings),
-            filter=filter,
-        )
-        for hits in found
+        SearchResult(collection, model, hits, dict(timings), filter=filter, vector=np.asarray(query))
+        for hits, query in zip(pages, queries, strict=True)
     ]
 
 

@@ -1,0 +1,206 @@
+"""Words in and about images, and the keyword index over them, in the metadata DB (SQLite or MySQL alike).
+
+Neither backend's full-text search matches a two-character Chinese word out of the box (SQLite FTS5's tokenizers,
+MariaDB's FULLTEXT), so the index is a table of character bigrams this store keeps itself; adapters/text_grams.py
+holds the matching rules. ``refresh`` rebuilds an image's document and grams from everything they come from, so
+every writer (load, ingest, sync, tags, descriptions, OCR) calls that one method after its change.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import Engine, and_, delete, func, insert, select, update
+
+from adapters import text_grams
+from adapters.stores.sql_schema import (
+    chunks,
+    image_files,
+    image_tags,
+    image_texts,
+    images,
+    sources,
+    utc_now,
+)
+from adapters.stores.sql_schema import (
+    text_grams as grams_table,
+)
+
+FIELDS = ("name", "caption", "description", "ocr", "tags")  # the order of the fields in a document
+WRITABLE = ("caption", "description", "ocr", "ocr_lines")
+_LAST_CHAR = "\U0010ffff"
+
+
+@dataclass(frozen=True)
+class ImageTexts:
+    """An image's fields as people wrote or OCR read them (names: its file name and source paths)."""
+
+    caption: str | None = None
+    description: str | None = None
+    ocr: str | None = None
+    ocr_lines: list[dict[str, Any]] = field(default_factory=list)
+    names: tuple[str, ...] = ()
+    tags: tuple[str, ...] = ()
+
+    def field_text(self, name: str) -> str:
+        if name == "name":
+            return "\n".join(self.names)
+        if name == "tags":
+            return " ".join(self.tags)
+        return getattr(self, name) or ""
+
+
+class TextStore:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def set_fields(self, collection: str, values: Mapping[int, Mapping[str, Any]]) -> None:
+        """Sets some of WRITABLE per image (None clears one), then refreshes those images' documents."""
+        if not values:
+            return
+        with self.engine.begin() as conn:
+            present = set()
+            for chunk in chunks(list(values)):
+                present.update(
+                    int(r.image)
+                    for r in conn.execute(select(image_texts.c.image).where(image_texts.c.image.in_(chunk)))
+                )
+            for image, fields in values.items():
+                row = {name: _stored(name, value) for name, value in fields.items() if name in WRITABLE}
+                if image in present:
+                    conn.execute(update(image_texts).where(image_texts.c.image == image).values(**row))
+                else:
+                    base = {"image": image, "collection": collection, "document": "", "updated_at": utc_now()}
+                    conn.execute(insert(image_texts), [{**base, **row}])
+        self.refresh(list(values))
+
+    def refresh(self, ids: Sequence[int]) -> None:
+        """Rebuilds the documents and grams of these images from their fields, names and tags (an id whose image
+        is gone is dropped)."""
+        for chunk in chunks(sorted(set(ids))):
+            with self.engine.begin() as conn:
+                texts = self._texts(conn, chunk)
+                rows, grams = [], []
+                for image, collection, fields in texts:
+                    document = text_grams.FIELD_SEPARATOR.join(
+                        text_grams.normalise(fields.field_text(n)) for n in FIELDS
+                    )
+                    rows.append({**_raw(fields), "image": image, "collection": collection, "document": document})
+                    grams.extend(
+                        {"collection": collection, "gram": g, "image": image} for g in text_grams.grams_of(document)
+                    )
+                conn.execute(delete(grams_table).where(grams_table.c.image.in_(chunk)))
+                conn.execute(delete(image_texts).where(image_texts.c.image.in_(chunk)))
+                now = utc_now()
+                kept = [
+                    {**row, "updated_at": now}
+                    for row in rows
+                    if row["document"].strip(text_grams.FIELD_SEPARATOR + " ") or _has_raw(row)
+                ]
+                if kept:
+                    conn.execute(insert(image_texts), kept)
+                for part in chunks(grams, 5000):
+                    conn.execute(insert(grams_table), list(part))
+
+    def texts(self, ids: Sequence[int]) -> dict[int, ImageTexts]:
+        with self.engine.connect() as conn:
+            found: dict[int, ImageTexts] = {}
+            for chunk in chunks(sorted(set(ids))):
+                found.update({image: fields for image, _, fields in self._texts(conn, chunk)})
+            return found
+
+    def candidates(self, collection: str, term: str) -> set[int]:
+        """Images whose grams could hold ``term`` (a superset of those that do)."""
+        wanted = text_grams.term_grams(term)
+        where = [grams_table.c.collection == collection]
+        if len(term) == 1:
+            query = select(grams_table.c.image).where(
+                *where, grams_table.c.gram >= term, grams_table.c.gram <= term + _LAST_CHAR
+            )
+        else:
+            query = (
+                select(grams_table.c.image)
+                .where(*where, grams_table.c.gram.in_(sorted(wanted)))
+                .group_by(grams_table.c.image)
+                .having(func.count() == len(wanted))
+            )
+        with self.engine.connect() as conn:
+            return {int(row.image) for row in conn.execute(query)}
+
+    def documents(self, collection: str, ids: Sequence[int]) -> dict[int, str]:
+        """Normalised documents of the searchable images among ``ids``."""
+        found: dict[int, str] = {}
+        with self.engine.connect() as conn:
+            for chunk in chunks(sorted(set(ids))):
+                query = (
+                    select(image_texts.c.image, image_texts.c.document)
+                    .join(images, and_(images.c.id == image_texts.c.image, images.c.indexed.is_(True)))
+                    .where(image_texts.c.image.in_(chunk), image_texts.c.collection == collection)
+                )
+                found.update((int(r.image), r.document) for r in conn.execute(query))
+        return found
+
+    def has_texts(self, collection: str) -> bool:
+        with self.engine.connect() as conn:
+            query = select(image_texts.c.image).where(image_texts.c.collection == collection).limit(1)
+            return conn.execute(query).first() is not None
+
+    @staticmethod
+    def _texts(conn: Any, ids: Sequence[int]) -> list[tuple[int, str, ImageTexts]]:
+        """(image, collection, fields) for the images among ``ids`` that exist."""
+        owners = {
+            int(r.id): (r.collection, r.source)
+            for r in conn.execute(select(images.c.id, images.c.collection, images.c.source).where(images.c.id.in_(ids)))
+        }
+        stored = {int(r.image): r for r in conn.execute(select(image_texts).where(image_texts.c.image.in_(ids)))}
+        names: dict[int, list[str]] = {}
+        paths = select(image_files.c.image, sources.c.path, image_files.c.path.label("file")).join(
+            sources, sources.c.id == image_files.c.source_id
+        )
+        for r in conn.execute(paths.where(image_files.c.image.in_(ids))):
+            names.setdefault(int(r.image), []).append(f"{r.path}/{r.file}")
+        tags: dict[int, list[str]] = {}
+        for r in conn.execute(select(image_tags.c.image, image_tags.c.tag).where(image_tags.c.image.in_(ids))):
+            tags.setdefault(int(r.image), []).append(r.tag)
+        result = []
+        for image, (collection, source) in owners.items():
+            row = stored.get(image)
+            listed = names.get(image, [])
+            own = [source] if source and not any(p.endswith("/" + source) for p in listed) else []
+            result.append(
+                (
+                    image,
+                    collection,
+                    ImageTexts(
+                        row.caption if row else None,
+                        row.description if row else None,
+                        row.ocr if row else None,
+                        json.loads(row.ocr_lines) if row is not None and row.ocr_lines else [],
+                        tuple(own + sorted(listed)),
+                        tuple(sorted(tags.get(image, []))),
+                    ),
+                )
+            )
+        return result
+
+
+def _stored(name: str, value: Any) -> Any:
+    if name == "ocr_lines":
+        return json.dumps(value, ensure_ascii=False) if value else None
+    return value or None
+
+
+def _raw(fields: ImageTexts) -> dict[str, Any]:
+    return {
+        "caption": fields.caption,
+        "description": fields.description,
+        "ocr": fields.ocr,
+        "ocr_lines": _stored("ocr_lines", fields.ocr_lines),
+    }
+
+
+def _has_raw(row: Mapping[str, Any]) -> bool:
+    return any(row.get(name) for name in WRITABLE)

@@ -1,0 +1,195 @@
+"""One search box for words and pictures: ``semantic`` (Chinese-CLIP alone), ``keyword`` (the words in and about
+images) or ``hybrid`` (both lists fused by reciprocal-rank fusion), with relevance cutoffs.
+
+Hybrid takes the best ``depth`` of each list (IMGSEARCH_HYBRID_DEPTH, or deeper for a deep page), scores each
+image 1/(k + rank) per list it is in (k = IMGSEARCH_HYBRID_RRF_K), and orders by that sum; ties go to the image
+with the better single rank, then the lower id. Every hybrid hit carries its true semantic score (computed from
+its stored vector when the semantic list did not reach it), so cutoffs mean the same in both modes.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from operations.collections import collections
+from operations.errors import InvalidInput
+from operations.search import combined_query, keyword
+from operations.search.combined_query import QueryImage, QueryPart
+from operations.search.search import page_for, run_query, validate_text, validate_top_k
+from operations.search.search_batch import Hit, Match, Query, SearchResult, hits_for
+from operations.search.search_filters import SearchFilters
+from operations.services import Services
+
+MODES = ("semantic", "keyword", "hybrid")
+
+
+@dataclass(frozen=True)
+class Cutoffs:
+    min_score: float | None = None
+    relative: float | None = None  # a fraction of the best semantic score
+
+    @property
+    def any(self) -> bool:
+        return self.min_score is not None or self.relative is not None
+
+
+@dataclass
+class Outcome:
+    result: SearchResult
+    parts: list[QueryPart]
+    mode: str
+    cut_by_min_score: int = 0
+    cut_by_relative_cutoff: int = 0
+
+
+def rrf(lists: Sequence[Sequence[int]], k: float) -> list[tuple[int, float]]:
+    """Reciprocal-rank fusion of ranked id lists (rank 1 first): (id, Σ 1/(k + rank)), best first."""
+    fused: dict[int, float] = defaultdict(float)
+    best: dict[int, int] = {}
+    for ranked in lists:
+        for rank, item in enumerate(ranked, start=1):
+            fused[item] += 1.0 / (k + rank)
+            best[item] = min(best.get(item, rank), rank)
+    return sorted(fused.items(), key=lambda pair: (-pair[1], best[pair[0]], pair[0]))
+
+
+def choose_mode(services: Services, collection: str, mode: str | None, text: str | None) -> str:
+    if mode is not None and mode not in MODES:
+        raise InvalidInput(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
+    if mode is None:
+        return "hybrid" if text is not None and services.texts.has_texts(collection) else "semantic"
+    if mode != "semantic" and text is None:
+        raise InvalidInput(f"mode {mode!r} searches words: give a text")
+    return mode
+
+
+def search(
+    services: Services,
+    collection: str,
+    top_k: int,
+    mode: str | None = None,
+    *,
+    text: str | None = None,
+    image: QueryImage | None = None,
+    negative_text: str | None = None,
+    weights: tuple[float, float, float] = (1.0, 1.0, 1.0),
+    with_data: bool = False,
+    filters: SearchFilters | None = None,
+    offset: int = 0,
+    cutoffs: Cutoffs = Cutoffs(),
+) -> Outcome:
+    settings = services.settings
+    validate_top_k(top_k, settings.max_top_k)
+    if cutoffs.relative is not None and not 0 < cutoffs.relative <= 1:
+        raise InvalidInput(f"relative_cutoff must be above 0 and at most 1, got {cutoffs.relative}")
+    record = collections.require(services, collection)
+    chosen = choose_mode(services, record.name, mode, text)
+    query = {"text": text, "image": image, "negative_text": negative_text, "with_data": with_data, "filters": filters}
+    text_w, image_w, negative_w = weights
+    weighted = {"text_weight": text_w, "image_weight": image_w, "negative_weight": negative_w}
+    if chosen == "keyword":
+        if image is not None or negative_text is not None:
+            raise InvalidInput("mode 'keyword' searches words only: leave out image_id and negative_text")
+        if cutoffs.any:
+            raise InvalidInput("min_score and relative_cutoff apply to semantic and hybrid searches")
+        words = validate_text(text or "", settings.max_text_chars)
+        page = page_for(services, record.name, filters, offset, top_k)
+        found = keyword.ranked(services, record.name, words, page.filter, offset + top_k)[offset:]
+        hits = hits_for(services.metadata, record.name, [(k.id, k.score) for k in found], with_data)
+        by_id = {k.id: k for k in found}
+        result = SearchResult(record.name, record.model, hits, filter=page.filter)
+        result.hits = _with_matches(services, result.hits, words, {}, by_id, {})
+        return Outcome(result, [QueryPart("text", 1.0, text=words)], chosen)
+    if chosen == "semantic":
+        result, parts = combined_query.search(services, collection, top_k, **query, **weighted, offset=offset)
+        best = _best_score(services, result, offset) if cutoffs.relative is not None else None
+        return _cut(Outcome(result, parts, chosen), cutoffs, best)
+    page_for(services, record.name, filters, offset, top_k)  # checks the filters and the offset as semantic does
+    depth = max(settings.hybrid_depth, offset + top_k)
+    first, parts = combined_query.search(
+        services, collection, min(depth, settings.max_top_k), **{**query, "with_data": False}, **weighted
+    )
+    semantic = _deeper(services, first, depth)
+    words = next(p.text for p in parts if p.kind == "text")
+    lexical = keyword.ranked(services, record.name, words or "", first.filter, depth)
+    fused = rrf([[i for i, _ in semantic], [k.id for k in lexical]], settings.hybrid_rrf_k)
+    page = fused[offset : offset + top_k]
+    scores = dict(semantic)
+    missing = [i for i, _ in page if i not in scores]
+    if missing and first.vector is not None:
+        stored = services.vectors.get(record.name, missing)
+        scores.update({i: float(np.dot(v, first.vector)) for i, v in stored.items()})
+    hits = hits_for(services.metadata, record.name, [(i, scores.get(i, math.nan)) for i, _ in page], with_data)
+    ranks = {i: rank for rank, (i, _) in enumerate(semantic, start=1)}
+    result = replace(
+        first, hits=_with_matches(services, hits, words or "", ranks, {k.id: k for k in lexical}, dict(page))
+    )
+    best = semantic[0][1] if semantic else None
+    return _cut(Outcome(result, parts, chosen), cutoffs, best)
+
+
+def _deeper(services: Services, first: SearchResult, depth: int) -> list[tuple[int, float]]:
+    """The semantic list to ``depth``: the first search's hits, then further pages with its query vector."""
+    found = [(hit.id, hit.score) for hit in first.hits]
+    step = services.settings.max_top_k
+    offset = len(first.hits)
+    while offset < depth and len(found) == offset and first.vector is not None:
+        size = min(step, depth - offset)
+        query = Query(
+            first.collection, first.model, size, False, vector=first.vector, filter=first.filter, offset=offset
+        )
+        more = run_query(services, query)
+        found.extend((hit.id, hit.score) for hit in more.hits)
+        offset += size
+    return found
+
+
+def _best_score(services: Services, result: SearchResult, offset: int) -> float | None:
+    """The best semantic score of the whole list (a later page's first hit is not it)."""
+    if offset == 0 or result.vector is None:
+        return result.hits[0].score if result.hits else None
+    top = run_query(
+        services, Query(result.collection, result.model, 1, False, vector=result.vector, filter=result.filter)
+    )
+    return top.hits[0].score if top.hits else None
+
+
+def _cut(outcome: Outcome, cutoffs: Cutoffs, best: float | None) -> Outcome:
+    hits = outcome.result.hits
+    if cutoffs.min_score is not None:
+        kept = [h for h in hits if not math.isnan(h.score) and h.score >= cutoffs.min_score]
+        outcome.cut_by_min_score, hits = len(hits) - len(kept), kept
+    if cutoffs.relative is not None and best is not None:
+        kept = [h for h in hits if not math.isnan(h.score) and h.score >= cutoffs.relative * best]
+        outcome.cut_by_relative_cutoff, hits = len(hits) - len(kept), kept
+    outcome.result.hits = hits
+    return outcome
+
+
+def _with_matches(
+    services: Services,
+    hits: list[Hit],
+    words: str,
+    semantic_ranks: dict[int, int],
+    lexical: dict[int, keyword.KeywordHit],
+    fused: dict[int, float],
+) -> list[Hit]:
+    texts = services.texts.texts([hit.id for hit in hits if hit.id in lexical])
+    out = []
+    for hit in hits:
+        found = lexical.get(hit.id)
+        match = Match(
+            semantic_rank=semantic_ranks.get(hit.id),
+            semantic_score=None if math.isnan(hit.score) or not fused else hit.score,
+            keyword_rank=found.rank if found else None,
+            keyword_score=found.score if found else None,
+            fused_score=round(fused[hit.id], 6) if hit.id in fused else None,
+            snippets=keyword.snippets(texts[hit.id], words) if hit.id in texts else [],
+        )
+        out.append(replace(hit, match=match))
+    return out
