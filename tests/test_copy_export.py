@@ -51,6 +51,8 @@ def source(
         files = [("files", (f"{i}.jpg", jpeg(4000 + i), "image/jpeg")) for i in range(len(ODD_IDS))]
         response = client.post("/img/upload", data={"collection": COLLECTION, "image_ids": ODD_IDS}, files=files)
         assert response.json()["stored"] == len(ODD_IDS), response.text
+        described = client.put(f"/img/{COLLECTION}/{ODD_IDS[0]}/description", json={"description": "备份里的说明"})
+        assert described.status_code == 200, described.text
     return settings
 
 
@@ -82,16 +84,19 @@ def _observe(client: TestClient, collection: str, image_ids: list[str]) -> dict[
         response = client.post("/img/search", json={"collection": collection, "text": text, "top_k": 10})
         assert response.status_code == 200, response.text
         tops.append([(h["id"], h["image_id"], h["score"]) for h in response.json()["hits"]])
-    images = {}
+    images, words = {}, {}
     for image_id in image_ids:
         response = client.get(f"/img/{collection}/{image_id}")
         assert response.status_code == 200, (image_id, response.text)
         images[image_id] = response.content
+        text = client.get(f"/img/{collection}/{image_id}/text").json()
+        words[image_id] = (text["caption"], text["description"], text["names"])
     return {
         "model": (info["model"], info["dim"]),
         "count": client.get("/img/count", params={"collection": collection}).json()["count"],
         "tops": tops,
         "images": images,
+        "words": words,
     }
 
 
@@ -147,6 +152,8 @@ def test_copy_to_a_milvus_server_and_mysql_keeps_bytes_ids_vectors_and_results(
     assert after["model"] == before["model"] == ("RN50", 1024)
     assert after["count"] == before["count"] == 62
     assert after["images"] == before["images"]
+    assert after["words"] == before["words"]  # captions, the description, file names
+    assert sum(1 for caption, _, _ in before["words"].values() if caption) == 59
     _same_results(after["tops"], before["tops"])
     store = MilvusVectorStore(milvus_server_db["milvus_uri"], db_name=milvus_server_db["milvus_db"])
     try:
@@ -265,7 +272,8 @@ def test_export_is_a_backup_that_load_restores(
     assert "cannot key" not in out.out and "image id(s)" not in out.out  # every id restores from the features
     assert "--model RN50" in out.out and "img/s" in out.err
     files = sorted(p.name for p in (data_root / folder).iterdir())
-    assert files == ["bak_export.json", "bak_imgs.img_feat.jsonl", "bak_imgs.tsv"]  # no temporary files left
+    # No temporary files left; the captions in the Flickr30k-CN texts file, the description beside it.
+    assert files == ["bak_export.json", "bak_imgs.img_feat.jsonl", "bak_imgs.tsv", "bak_texts.jsonl", "bak_words.jsonl"]
     manifest = json.loads((data_root / folder / "bak_export.json").read_text())
     assert {k: manifest[k] for k in ("collection", "model", "dim", "count")} == {
         "collection": COLLECTION,
@@ -285,6 +293,7 @@ def test_export_is_a_backup_that_load_restores(
         after = _observe(client, "back", sorted(source_rows))
     assert after["model"] == before["model"] and after["count"] == before["count"] == 62
     assert after["images"] == before["images"]  # the bytes exactly as stored
+    assert {k: v[:2] for k, v in after["words"].items()} == {k: v[:2] for k, v in before["words"].items()}
     _same_results(after["tops"], before["tops"], same_ids=False)  # a load numbers the rows afresh
 
     restored_rows = _rows(str(restored.metadata_url), "back")

@@ -45,6 +45,11 @@ class ImageTexts:
     names: tuple[str, ...] = ()
     tags: tuple[str, ...] = ()
 
+    @property
+    def writable(self) -> dict[str, Any]:
+        """The fields a writer sets (names and tags come from their own tables), for copies and exports."""
+        return {"caption": self.caption, "description": self.description, "ocr": self.ocr, "ocr_lines": self.ocr_lines}
+
     def field_text(self, name: str) -> str:
         if name == "name":
             return "\n".join(self.names)
@@ -57,9 +62,11 @@ class TextStore:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
 
-    def set_fields(self, collection: str, values: Mapping[int, Mapping[str, Any]]) -> None:
-        """Sets some of WRITABLE per image (None clears one), then refreshes those images' documents."""
+    def set_fields(self, collection: str, values: Mapping[int, Mapping[str, Any]], also: Sequence[int] = ()) -> None:
+        """Sets some of WRITABLE per image (None clears one), then refreshes those images' documents (and those of
+        ``also``: images whose names or tags are new)."""
         if not values:
+            self.refresh(also)
             return
         with self.engine.begin() as conn:
             present = set()
@@ -75,7 +82,7 @@ class TextStore:
                 else:
                     base = {"image": image, "collection": collection, "document": "", "updated_at": utc_now()}
                     conn.execute(insert(image_texts), [{**base, **row}])
-        self.refresh(list(values))
+        self.refresh([*values, *also])
 
     def refresh(self, ids: Sequence[int]) -> None:
         """Rebuilds the documents and grams of these images from their fields, names and tags (an id whose image
@@ -194,12 +201,7 @@ def _stored(name: str, value: Any) -> Any:
 
 
 def _raw(fields: ImageTexts) -> dict[str, Any]:
-    return {
-        "caption": fields.caption,
-        "description": fields.description,
-        "ocr": fields.ocr,
-        "ocr_lines": _stored("ocr_lines", fields.ocr_lines),
-    }
+    return {name: _stored(name, value) for name, value in fields.writable.items()}
 
 
 def _has_raw(row: Mapping[str, Any]) -> bool:

@@ -21,6 +21,7 @@ from sqlalchemy.engine import make_url
 
 from adapters.stores.metadata_store import CollectionRecord, ImageRecord, MetadataStore, NewImage
 from adapters.stores.tag_store import TagStore
+from adapters.stores.text_store import TextStore
 from adapters.stores.vector_store import MilvusVectorStore, VectorStore
 from config import Settings
 from config.index_choice import index_choice
@@ -258,6 +259,7 @@ def _copy_page(
     if written:
         vector_ids = [vector_id for vector_id, _ in written]
         _copy_tags(source, destination, name, written)
+        _copy_words(source, destination, name, written)
         fields = fields_for_ids(destination.metadata, name, vector_ids)
         destination.vectors.upsert(
             name, vector_ids, np.stack([vectors[row.id] for _, row in written]), [fields[i] for i in vector_ids]
@@ -297,3 +299,10 @@ def _copy_tags(source: Stores, destination: Stores, name: str, written: list[tup
         target.replace(
             name, kind, {new: [t for t in found.get(row.id, []) if t.source == kind] for new, row in written}
         )
+
+
+def _copy_words(source: Stores, destination: Stores, name: str, written: list[tuple[int, ImageRecord]]) -> None:
+    """Captions, descriptions and OCR text under each image's id in the destination (its index rebuilt there)."""
+    found = TextStore(source.metadata.engine).texts([row.id for _, row in written])
+    values = {new: found[row.id].writable for new, row in written if row.id in found}
+    TextStore(destination.metadata.engine).set_fields(name, values, also=[new for new, _ in written])

@@ -14,20 +14,29 @@ from __future__ import annotations
 import base64
 import contextlib
 import datetime as dt
+import itertools
 import json
 import logging
 import os
 import re
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
+from adapters.stores.text_store import ImageTexts, TextStore
 from operations.collections.copy_collection import BATCH_SIZE, Stores, source_collection
 from operations.errors import InvalidInput
-from operations.ingest.flickr_format import FeatureFile, feature_line, image_features_jsonl, images_tsv
+from operations.ingest.flickr_format import (
+    FeatureFile,
+    feature_line,
+    image_features_jsonl,
+    images_tsv,
+    texts_jsonl,
+    words_jsonl,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -93,18 +102,28 @@ def export_collection(
     report = ExportReport(name, record.model, record.dim, split, directory)
     total = stores.metadata.count(name)
     started = time.monotonic()
-    targets = [images_tsv(directory, split), image_features_jsonl(directory, split), manifest_json(directory, split)]
+    targets = [
+        images_tsv(directory, split),
+        image_features_jsonl(directory, split),
+        manifest_json(directory, split),
+        texts_jsonl(directory, split),
+        words_jsonl(directory, split),
+    ]
     temps = [path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp") for path in targets]
     try:
         with (
             temps[0].open("w", encoding="utf-8", newline="\n") as tsv,
             temps[1].open("w", encoding="utf-8", newline="\n") as features,
+            temps[3].open("w", encoding="utf-8", newline="\n") as captions,
+            temps[4].open("w", encoding="utf-8", newline="\n") as words,
         ):
+            text_ids = itertools.count(1)
             done = 0
             if progress is not None:
                 progress(0, total)
             for page in stores.metadata.iter_image_pages(name, page=batch_size):
                 vectors = stores.vectors.get(name, [row.id for row in page])
+                texts = TextStore(stores.metadata.engine).texts([row.id for row in page])
                 for row in page:
                     vector = vectors.get(row.id)
                     if vector is None:
@@ -114,14 +133,16 @@ def export_collection(
                     assert row.data is not None
                     tsv.write(f"{row.image_id}\t{base64.b64encode(row.data).decode('ascii')}\n")
                     features.write(feature_line("image_id", row.image_id, vector))
+                    if row.id in texts:
+                        _write_words(captions, words, row.image_id, texts[row.id], text_ids)
                     report.count += 1
                     if row.image_id != row.image_id.strip():
                         report.renamed_on_load.append(row.image_id)
                 done += len(page)
                 if progress is not None:
                     progress(done, max(total, done))
-            _sync(tsv)
-            _sync(features)
+            for handle in (tsv, features, captions, words):
+                _sync(handle)
         index = FeatureFile(temps[1], record.dim)  # the loader's own index: which ids will it find?
         try:
             with temps[0].open("rb") as tsv_in:
@@ -139,7 +160,7 @@ def export_collection(
             "metric": record.metric,
             "count": report.count,
             "split": split,
-            "files": [targets[0].name, targets[1].name],
+            "files": [t.name for i, t in enumerate(targets) if i != 2 and (i < 3 or temps[i].stat().st_size)],
             "exported_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         }
         with temps[2].open("w", encoding="utf-8") as handle:
@@ -147,6 +168,9 @@ def export_collection(
             handle.write("\n")
             _sync(handle)
         for temp, target in zip(temps, targets, strict=True):
+            if target in targets[3:] and temp.stat().st_size == 0:  # no words: no file (nor an older one)
+                target.unlink(missing_ok=True)
+                continue
             os.replace(temp, target)
     finally:
         for temp in temps:
@@ -155,6 +179,18 @@ def export_collection(
     report.seconds = time.monotonic() - started
     logger.info("%s", report.summary())
     return report
+
+
+def _write_words(captions: IO[str], words: IO[str], image_id: str, texts: ImageTexts, text_ids: Iterator[int]) -> None:
+    """Captions in the Flickr30k-CN texts file (a load keeps them, evaluation reads them); descriptions and OCR
+    text beside it, in a file only this service reads."""
+    for caption in (texts.caption or "").split("\n"):
+        if caption.strip():
+            record = {"text_id": next(text_ids), "text": caption, "image_ids": [image_id]}
+            captions.write(json.dumps(record, ensure_ascii=False) + "\n")
+    extra = {k: v for k, v in texts.writable.items() if k != "caption" and v}
+    if extra:
+        words.write(json.dumps({"image_id": image_id, **extra}, ensure_ascii=False) + "\n")
 
 
 def _sync(handle: IO[str]) -> None:

@@ -14,6 +14,7 @@ import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import orjson
@@ -32,6 +33,11 @@ def image_features_jsonl(directory: Path, split: str) -> Path:
 
 def texts_jsonl(directory: Path, split: str) -> Path:
     return directory / f"{split}_texts.jsonl"
+
+
+def words_jsonl(directory: Path, split: str) -> Path:
+    """This service's own addition (an export writes it): ``{"image_id", "description", "ocr", "ocr_lines"}``."""
+    return directory / f"{split}_words.jsonl"
 
 
 def text_features_jsonl(directory: Path, split: str) -> Path:
@@ -158,3 +164,25 @@ def read_captions(path: Path) -> dict[str, str]:
             for image_id in image_ids:
                 captions.setdefault(str(image_id), []).append(text)
     return {image_id: "\n".join(texts) for image_id, texts in captions.items()}
+
+
+def read_words(directory: Path, split: str) -> dict[str, dict[str, Any]]:
+    """Words about each image of a split: its captions, and what an export of this service kept beside them."""
+    words: dict[str, dict[str, Any]] = {
+        image_id: {"caption": caption} for image_id, caption in read_captions(texts_jsonl(directory, split)).items()
+    }
+    path = words_jsonl(directory, split)
+    if path.is_file():
+        with path.open("r", encoding="utf-8", errors="replace") as handle:
+            for line in handle:
+                try:
+                    record = json.loads(line)
+                    image_id = str(record["image_id"])
+                except (ValueError, KeyError, TypeError):
+                    continue
+                kept = {k: record[k] for k in ("description", "ocr") if isinstance(record.get(k), str) and record[k]}
+                lines = record.get("ocr_lines")
+                if isinstance(lines, list) and lines and all(isinstance(line, dict) for line in lines):
+                    kept["ocr_lines"] = lines
+                words.setdefault(image_id, {}).update(kept)
+    return words

@@ -15,6 +15,7 @@ import logging
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -31,8 +32,7 @@ from operations.ingest.flickr_format import (
     image_features_jsonl,
     images_tsv,
     iter_tsv,
-    read_captions,
-    texts_jsonl,
+    read_words,
 )
 from operations.ingest.write_pipeline import OrderedStages
 from operations.ingest.writes import ImageToWrite, insert_rows, store_vectors
@@ -77,7 +77,7 @@ def run(services: Services, load: LoadPlan, progress: JobProgress) -> str:
     progress.total = count_lines(load.tsv)
     progress.flush()
     feature_file = FeatureFile(load.features, record.dim) if load.features else None
-    captions = read_captions(texts_jsonl(load.tsv.parent, load.split))  # kept with each image, searchable
+    words = read_words(load.tsv.parent, load.split)  # captions (and an export's descriptions, OCR): searchable
     started = time.monotonic()
 
     def stored(_ids: frozenset[str], written: dict[str, int]) -> None:
@@ -101,11 +101,11 @@ def run(services: Services, load: LoadPlan, progress: JobProgress) -> str:
                     continue
                 batch.append(item)
                 if len(batch) >= settings.load_batch_size:
-                    _submit(services, encoder, load.collection, batch, feature_file, captions, progress, pipeline)
+                    _submit(services, encoder, load.collection, batch, feature_file, words, progress, pipeline)
                     batch = []
                     progress.flush()
             if batch and not progress.should_stop():
-                _submit(services, encoder, load.collection, batch, feature_file, captions, progress, pipeline)
+                _submit(services, encoder, load.collection, batch, feature_file, words, progress, pipeline)
         if progress.should_stop():
             return "stopped"
         services.vectors.flush(load.collection)  # a server indexes sealed data: once per load, not per batch
@@ -124,7 +124,7 @@ def _submit(
     collection: str,
     batch: list[TsvRow],
     features: FeatureFile | None,
-    captions: dict[str, str],
+    words: dict[str, dict[str, Any]],
     progress: JobProgress,
     pipeline: OrderedStages,
 ) -> None:
@@ -162,7 +162,7 @@ def _submit(
             need_encoding.append((row, facts))
     vectors.update(_encode(services, encoder, need_encoding, progress))
     items = [
-        ImageToWrite(r.image_id, r.data, f, vectors[r.image_id], caption=captions.get(r.image_id))
+        ImageToWrite(r.image_id, r.data, f, vectors[r.image_id], words=words.get(r.image_id))
         for r, f in todo
         if r.image_id in vectors
     ]

@@ -10,8 +10,9 @@ operation or repaired by ``reconcile``.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -33,7 +34,7 @@ class ImageToWrite:
     source: str | None = None
     origin: str | None = None
     preview: bool = False  # ``data`` is a preview of an original that stays in its source file
-    caption: str | None = None  # words about the image that came with it (a load's captions)
+    words: Mapping[str, Any] | None = None  # words about it that came with it: caption, description, ocr(_lines)
 
 
 def write_batch(services: Services, collection: str, items: Sequence[ImageToWrite]) -> dict[str, int]:
@@ -71,9 +72,8 @@ def insert_rows(services: Services, collection: str, items: Sequence[ImageToWrit
     written = [(i, ids[i.image_id]) for i in items if i.image_id in ids]
     # Their words (file name, captions) are indexed while the rows are pending: keyword search sees them with
     # the vectors, when the rows become searchable.
-    captions = {row_id: {"caption": i.caption} for i, row_id in written if i.caption}
-    services.texts.set_fields(collection, captions)
-    services.texts.refresh([row_id for i, row_id in written if i.source and not i.caption])
+    words = {row_id: i.words for i, row_id in written if i.words}
+    services.texts.set_fields(collection, words, also=[row_id for i, row_id in written if i.source and not i.words])
     return written
 
 
