@@ -254,3 +254,33 @@ def test_page_tags_a_collection_and_filters_by_the_new_tag(live_server: str, pag
     )
     assert page.locator(".chip.on").get_attribute("data-tag") == tag
     page.screenshot(path=str(ARTIFACTS / "web-tag-job.png"), full_page=True)
+
+
+def test_page_finds_words_shows_snippets_and_saves_a_description(live_server: str, page) -> None:  # type: ignore[no-untyped-def]
+    expected = httpx.post(
+        f"{live_server}/img/search", json={"collection": "good", "text": "三角形", "top_k": 30, "mode": "keyword"}
+    ).json()
+    assert expected["hits"]
+    page.goto(live_server + "/")
+    page.wait_for_function("document.querySelector('#collection').options.length > 0")
+    assert page.locator("#mode").input_value() == "hybrid"
+    page.locator("#mode").select_option("keyword")
+    page.locator("#query").fill("三角形")
+    page.wait_for_function("document.querySelector('#status').textContent.includes('三角形')")
+    assert page.locator(".card").count() == len(expected["hits"])
+    assert first_card(page)[0] == expected["hits"][0]["image_id"]
+    assert page.locator(".card .snippet mark").first.inner_text() == "三角形"
+    page.screenshot(path=str(ARTIFACTS / "web-keyword.png"), full_page=True)
+
+    page.locator('.card[data-rank="1"]').click()
+    page.wait_for_function("document.querySelector('#viewer').open")
+    page.wait_for_function("document.querySelector('#viewer-words').textContent.includes('三角形')")
+    page.locator("#description").fill("奶奶的生日蛋糕")
+    page.locator("#save-description").click()
+    page.wait_for_function("document.querySelector('#description-status').textContent === '已保存'")
+    page.locator("#close-viewer").click()
+    page.locator("#mode").select_option("hybrid")
+    page.locator("#query").fill("生日蛋糕")
+    page.wait_for_function("document.querySelector('#status').textContent.includes('生日蛋糕')")
+    assert first_card(page)[0] == expected["hits"][0]["image_id"]
+    assert page.locator('.card[data-rank="1"] .snippet mark').inner_text() == "生日蛋糕"

@@ -87,17 +87,39 @@ function appendHits(hits, start) {
     setImage(img, thumbUrl(hit));
     const score = document.createElement("span");
     score.className = "score";
-    score.textContent = hit.score.toFixed(3);
+    score.textContent = scoreText(hit.score);
     const name = document.createElement("span");
     name.className = "name";
     name.textContent = hit.image_id;
     const tags = document.createElement("span");
     tags.className = "tags";
     tags.textContent = (hit.tags || []).join(" · ");
-    card.append(img, score, name, tags);
+    card.append(img, score, name, tags, ...snippetNodes(hit));
     card.addEventListener("click", () => openViewer(hit));
     return card;
   }));
+}
+
+function scoreText(score) {
+  return typeof score === "number" ? score.toFixed(3) : "—";
+}
+
+// Why a keyword or hybrid hit matched: the first snippet, its matched words in <mark> (built as nodes: the text
+// is the user's, never HTML).
+function snippetNodes(hit) {
+  const snippet = hit.match && hit.match.snippets && hit.match.snippets[0];
+  if (!snippet) return [];
+  const line = document.createElement("span");
+  line.className = "snippet";
+  line.dataset.field = snippet.field;
+  let at = 0;
+  for (const [start, end] of snippet.highlights) {
+    line.append(snippet.text.slice(at, start));
+    line.append(Object.assign(document.createElement("mark"), { textContent: snippet.text.slice(start, end) }));
+    at = end;
+  }
+  line.append(snippet.text.slice(at));
+  return [line];
 }
 
 function ms(timings) {
@@ -156,7 +178,7 @@ function searchText(text) {
   const run = (offset) => api("/img/search", {
     method: "POST",
     headers: { "Content-Type": "application/json" },
-    body: JSON.stringify({ collection: collection(), text, top_k: TOP_K, offset, filters: filters() }),
+    body: JSON.stringify({ collection: collection(), text, top_k: TOP_K, offset, filters: filters(), mode: $("mode").value }),
   });
   return runSearch(run, (n) => `“${text}” 的前 ${n} 张结果`);
 }
@@ -230,9 +252,39 @@ function openViewer(hit) {
   const where = hit.paths && hit.paths.length ? ` · ${hit.paths[0]}` : "";
   const taken = hit.taken_at ? ` · 拍摄于 ${takenText(hit)}` : "";
   const camera = hit.camera ? ` · ${hit.camera}` : "";
-  $("viewer-caption").textContent = `${hit.image_id} · 相似度 ${hit.score.toFixed(3)} · ${hit.width}×${hit.height}${taken}${camera}${where}`;
+  $("viewer-caption").textContent = `${hit.image_id} · 相似度 ${scoreText(hit.score)} · ${hit.width}×${hit.height}${taken}${camera}${where}`;
   $("label-results").replaceChildren();
+  $("viewer-words").textContent = "";
+  $("description").value = "";
+  $("description-status").textContent = "";
   $("viewer").showModal();
+  loadWords(hit);
+}
+
+async function loadWords(hit) {
+  try {
+    const words = await api(`/img/${encodeURIComponent(collection())}/${encodeURIComponent(hit.image_id)}/text`);
+    if (current !== hit) return;
+    const parts = [];
+    if (words.caption) parts.push(`标题：${words.caption.replace(/\n/g, " / ")}`);
+    if (words.ocr) parts.push(`图中文字：${words.ocr.replace(/\n/g, " / ")}`);
+    $("viewer-words").textContent = parts.join("　");
+    $("description").value = words.description || "";
+  } catch (error) { $("viewer-words").textContent = `读取文字失败：${error.message}`; }
+}
+
+async function saveDescription() {
+  if (!current) return;
+  const hit = current;
+  $("description-status").textContent = "保存中…";
+  try {
+    await api(`/img/${encodeURIComponent(collection())}/${encodeURIComponent(hit.image_id)}/description`, {
+      method: "PUT",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ description: $("description").value }),
+    });
+    if (current === hit) $("description-status").textContent = "已保存";
+  } catch (error) { $("description-status").textContent = `保存失败：${error.message}`; }
 }
 
 async function classify() {
@@ -451,6 +503,8 @@ function wire() {
   $("delete-duplicates").addEventListener("click", deleteDuplicates);
   $("add-files").addEventListener("change", (e) => addFiles([...e.target.files]));
   $("close-viewer").addEventListener("click", () => $("viewer").close());
+  $("save-description").addEventListener("click", saveDescription);
+  $("mode").addEventListener("change", rerun);
 }
 
 wire();
