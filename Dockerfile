@@ -1,5 +1,5 @@
 # Two images from one file, same pins as a local install (requirements.lock):
-#   serve  (the default, last stage): the service on ONNX Runtime, no torch (~0.6 GB of Python packages, not ~5.6 GB)
+#   serve  (the default, last stage): the service and its OCR on ONNX Runtime, no torch (~0.7 GB of Python packages)
 #   export (--target export): the same plus PyTorch and cn_clip, to make the ONNX exports the service serves:
 #          docker run -v ./data/models:/data/models <image> imgsearch warmup   (docker-compose.yml does this)
 FROM python:3.11-slim AS base
@@ -9,14 +9,16 @@ ENV PYTHONUNBUFFERED=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     IMGSEARCH_DATA_DIR=/data
 
-# A CJK font for the Chinese captions of result pictures (GET /img/search.png).
-RUN apt-get update && apt-get install -y --no-install-recommends fonts-wqy-microhei && rm -rf /var/lib/apt/lists/*
+# A CJK font for the Chinese captions of result pictures (GET /img/search.png); libGL and GLib for OpenCV, which
+# the OCR extra (rapidocr-onnxruntime) imports.
+RUN apt-get update && apt-get install -y --no-install-recommends fonts-wqy-microhei libgl1 libglib2.0-0 \
+    && rm -rf /var/lib/apt/lists/*
 
 WORKDIR /srv
 # Dependencies first (from the project's own list, pinned by the lock), so code changes do not reinstall them.
 COPY pyproject.toml requirements.lock README.md ./
 RUN mkdir -p app operations adapters config \
-    && pip install -c requirements.lock . \
+    && pip install -c requirements.lock ".[ocr]" \
     && pip uninstall -y cn-image-search
 
 COPY app ./app

@@ -123,6 +123,22 @@ def _tag(args: argparse.Namespace, settings: Settings) -> int:
         )
 
 
+def _ocr(args: argparse.Namespace, settings: Settings) -> int:
+    from operations.collections import collections
+    from operations.words import ocr
+
+    ocr.require_available()
+    with _services(settings) as services:
+        collections.require(services, args.collection)
+        return _run_job(
+            services,
+            "ocr",
+            args.collection,
+            {"collection": args.collection, "redo": args.redo, "via": "cli"},
+            lambda progress: ocr.run_job(services, args.collection, progress, args.redo),
+        )
+
+
 def _reconcile(args: argparse.Namespace, settings: Settings) -> int:
     from operations.collections import collections, reconcile
 
@@ -401,6 +417,11 @@ def build_parser() -> argparse.ArgumentParser:
     tag.add_argument("--min-probability", type=float, help="keep labels at or above this probability")
     tag.add_argument("--prompts", default="photo", help="photo (default), imagenet or none")
     tag.set_defaults(handler=_tag)
+
+    read = commands.add_parser("ocr", help="read the text in every image of a collection (Chinese OCR)")
+    read.add_argument("--collection", required=True)
+    read.add_argument("--redo", action="store_true", help="read images that were read before again")
+    read.set_defaults(handler=_ocr)
 
     reconcile = commands.add_parser("reconcile", help="find and repair mismatches between Milvus and the DB")
     reconcile.add_argument("--collection", required=True)

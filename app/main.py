@@ -14,6 +14,7 @@ from fastapi_offline import FastAPIOffline
 from starlette.concurrency import run_in_threadpool
 from starlette.staticfiles import StaticFiles
 
+from adapters import ocr
 from adapters.encoders.encoder_base import EncoderBase
 from app.access import ReadAccess
 from app.errors import install_error_handlers
@@ -116,6 +117,10 @@ def create_app(settings: Settings | None = None, encoder: EncoderBase | None = N
         logger.info("API keys: %d configured; reads are %s", len(app.state.api_keys), resolved.read_access)
     else:
         logger.warning("no API keys configured (IMGSEARCH_API_KEYS): anyone who reaches the service can change data")
+    if resolved.ocr == "on" and not ocr.available():
+        logger.warning("IMGSEARCH_OCR=on but %s: images are stored without OCR", ocr.MISSING)
+    elif resolved.ocr == "on":
+        logger.info("OCR on: new and changed images are read at ingest and sync")
     # Routes that change data add WriteAccess themselves; health stays open for probes.
     for module in (search, labels, tags, texts, images, collections, sources, duplicates, models, jobs, embed):
         app.include_router(module.router, dependencies=[ReadAccess])

@@ -366,5 +366,6 @@ class VectorIndexHealth(BaseModel):
 class HealthResponse(BaseModel):
     status: str
     model: ModelHealth
+    ocr: str = Field(description="on (IMGSEARCH_OCR=on: at ingest and sync), off, or unavailable (no ocr extra).")
     stores: dict[str, StoreHealth]
     vector_index: VectorIndexHealth | None = None

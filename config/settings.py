@@ -89,6 +89,10 @@ class Settings(BaseSettings):
     preview_size: int = Field(
         1280, ge=256, le=4096, description="Longest side of the preview JPEG kept for images of source folders."
     )
+    ocr: Literal["off", "on"] = Field(
+        "off", description="on: OCR reads new and changed images at ingest and sync (needs the ocr extra)."
+    )
+    ocr_max_side: int = Field(1600, ge=320, le=8192, description="OCR reads images scaled to this longest side.")
     hybrid_rrf_k: float = Field(
         60.0, gt=0, le=10000, description="k of reciprocal-rank fusion in hybrid search: Σ 1/(k + rank) per list."
     )

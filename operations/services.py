@@ -9,6 +9,7 @@ from functools import cached_property
 
 from adapters.encoders.clip_tokenizer import ClipTokenizer
 from adapters.encoders.encoder_base import EncoderBase
+from adapters.ocr import OcrReader
 from adapters.stores.job_store import JobStore
 from adapters.stores.metadata_store import MetadataStore
 from adapters.stores.source_store import SourceStore
@@ -50,6 +51,11 @@ class Services:
     def texts(self) -> TextStore:
         """Words in and about images (captions, descriptions, OCR) and the keyword index over them."""
         return TextStore(self.metadata.engine)
+
+    @cached_property
+    def ocr(self) -> OcrReader:
+        """PP-OCR for text in images (the ocr extra); loaded on first use."""
+        return OcrReader(threads=self.settings.onnx_threads)
 
     @property
     def encoder(self) -> EncoderBase:

@@ -84,8 +84,9 @@ def test_dockerfile_serves_without_torch_and_exports_in_its_own_stage() -> None:
     dockerfile = (ROOT / "Dockerfile").read_text()
     stages = _stages(dockerfile)
     assert list(stages) == ["base", "export", "serve"]  # the last stage is what `docker build .` makes
-    assert "pip install -c requirements.lock ." in stages["base"]  # the project's own list, pinned by the lock
-    assert "[export]" not in stages["base"] + stages["serve"] and "requirements.lock ." in stages["base"]
+    # The project's own list, pinned by the lock, with OCR (and the system libraries OpenCV needs), without torch.
+    assert 'pip install -c requirements.lock ".[ocr]"' in stages["base"] and "libgl1" in stages["base"]
+    assert "[export]" not in stages["base"] + stages["serve"]
     assert 'pip install -c requirements.lock ".[export]"' in stages["export"]
     assert stages["export"].startswith("FROM base") and stages["serve"].startswith("FROM base")
     packages = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]["find"]["include"]
@@ -107,7 +108,7 @@ def test_lock_file_pins_every_direct_dependency_at_the_same_version() -> None:
             name, version = line.split("==")
             lock[re.sub(r"[-_.]+", "-", name.lower())] = version
     extras = project["optional-dependencies"]
-    for requirement in [*project["dependencies"], *extras["export"], *extras["dev"]]:
+    for requirement in [*project["dependencies"], *extras["export"], *extras["ocr"], *extras["dev"]]:
         if requirement.startswith(project["name"]):
             continue  # dev includes the export extra by name
         name, version = requirement.split("==")
@@ -119,7 +120,7 @@ def test_the_serving_install_has_no_torch_and_dev_has_the_export_extra() -> None
     heavy = {"torch", "torchvision", "cn-clip", "cn_clip"}
     assert not {r.split("==")[0].lower() for r in project["dependencies"]} & heavy
     assert {r.split("==")[0].lower() for r in project["optional-dependencies"]["export"]} >= {"torch", "cn_clip"}
-    assert f"{project['name']}[export]" in project["optional-dependencies"]["dev"]
+    assert f"{project['name']}[export,ocr]" in project["optional-dependencies"]["dev"]  # the tests run OCR too
     data = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]
     vocab = data["adapters.encoders"]
     assert "clip_vocab.txt" in vocab and (ROOT / "adapters" / "encoders" / "clip_vocab.txt").stat().st_size > 100_000

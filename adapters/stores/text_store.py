@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Engine, and_, delete, func, insert, select, update
@@ -41,7 +41,7 @@ class ImageTexts:
     caption: str | None = None
     description: str | None = None
     ocr: str | None = None
-    ocr_lines: list[dict[str, Any]] = field(default_factory=list)
+    ocr_lines: list[dict[str, Any]] | None = None  # None: OCR has not read it; []: it found no text
     names: tuple[str, ...] = ()
     tags: tuple[str, ...] = ()
 
@@ -150,6 +150,17 @@ class TextStore:
                 found.update((int(r.image), r.document) for r in conn.execute(query))
         return found
 
+    def without_ocr(self, ids: Sequence[int]) -> set[int]:
+        """The images among ``ids`` that OCR has not read yet."""
+        done: set[int] = set()
+        with self.engine.connect() as conn:
+            for chunk in chunks(sorted(set(ids))):
+                query = select(image_texts.c.image).where(
+                    image_texts.c.image.in_(chunk), image_texts.c.ocr_lines.is_not(None)
+                )
+                done.update(int(r.image) for r in conn.execute(query))
+        return set(ids) - done
+
     def has_texts(self, collection: str) -> bool:
         with self.engine.connect() as conn:
             query = select(image_texts.c.image).where(image_texts.c.collection == collection).limit(1)
@@ -185,7 +196,7 @@ class TextStore:
                         row.caption if row else None,
                         row.description if row else None,
                         row.ocr if row else None,
-                        json.loads(row.ocr_lines) if row is not None and row.ocr_lines else [],
+                        json.loads(row.ocr_lines) if row is not None and row.ocr_lines is not None else None,
                         tuple(own + sorted(listed)),
                         tuple(sorted(tags.get(image, []))),
                     ),
@@ -196,7 +207,7 @@ class TextStore:
 
 def _stored(name: str, value: Any) -> Any:
     if name == "ocr_lines":
-        return json.dumps(value, ensure_ascii=False) if value else None
+        return json.dumps(value, ensure_ascii=False) if value is not None else None
     return value or None
 
 

@@ -10,6 +10,7 @@ from pydantic import BaseModel
 from sqlalchemy.engine import make_url
 from starlette.concurrency import run_in_threadpool
 
+from adapters import ocr
 from app.errors import RETRY_AFTER_S
 from app.schemas import (
     HealthResponse,
@@ -63,7 +64,8 @@ def _health(services: Services) -> HealthResponse:
         model = ModelHealth(name=encoder.model_name, dim=None, weights=encoder.weights, source=None, device=None)
     status = "ok" if all(s.ok for s in stores.values()) and encoder.loaded else "degraded"
     vector_index = _vector_index(services) if stores["vectors"].ok and stores["metadata"].ok else None
-    return HealthResponse(status=status, model=model, stores=stores, vector_index=vector_index)
+    ocr_state = services.settings.ocr if ocr.available() else "unavailable"
+    return HealthResponse(status=status, model=model, ocr=ocr_state, stores=stores, vector_index=vector_index)
 
 
 def _vector_index(services: Services) -> VectorIndexHealth:

@@ -22,6 +22,7 @@ from operations.collections import collections
 from operations.ingest.writes import ImageToWrite, write_batch
 from operations.jobs.job_progress import JobProgress
 from operations.services import Services
+from operations.words import ocr
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -154,6 +155,7 @@ def _encode_and_write(
             for (p, _), vector in zip(ready, vectors, strict=True)
         ]
         ids = write_batch(services, collection, items)
+        ocr.after_write(services, collection, list(ids.values()))
         outcomes.extend(Outcome(p.candidate.name, "stored", p.image_id, ids.get(p.image_id)) for p, _ in ready)
     return outcomes
 

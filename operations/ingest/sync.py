@@ -26,6 +26,7 @@ from operations.ingest.vector_fields import fields_for_ids
 from operations.ingest.writes import ImageToWrite, write_batch
 from operations.jobs.job_progress import JobOutcome, JobProgress
 from operations.services import Services
+from operations.words import ocr
 
 logger = logging.getLogger(__name__)
 
@@ -307,6 +308,8 @@ def _encode_and_write(state: _Run, batch: list[_Encode]) -> None:
     for item, preview, vector in new:
         if item.edit_of is not None:
             _rewrite(state, item, preview, vector)
+    edited = [item.edit_of.image for item, _, _ in new if item.edit_of is not None]
+    ocr.after_write(services, state.collection, [*ids.values(), *edited] if fresh else edited)
 
 
 def _rewrite(state: _Run, item: _Encode, preview: bytes, vector: Any) -> None:
@@ -315,6 +318,7 @@ def _rewrite(state: _Run, item: _Encode, preview: bytes, vector: Any) -> None:
     services, old, facts = state.services, item.edit_of, item.file.facts
     assert old is not None and facts is not None
     services.metadata.update_content(old.image, preview, facts)
+    services.texts.set_fields(state.collection, {old.image: {"ocr": None, "ocr_lines": None}})  # read the new one
     fields = fields_for_ids(services.metadata, state.collection, [old.image])
     services.vectors.upsert(state.collection, [old.image], vector[None, :], [fields[old.image]])
     services.sources.update_file(old.id, item.file.path, item.file.stat.size, item.file.stat.mtime_ns, facts.sha256)

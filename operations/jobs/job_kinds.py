@@ -16,6 +16,7 @@ from operations.jobs.job_progress import JobProgress
 from operations.jobs.jobs import JobFn
 from operations.labels import duplicates, tags
 from operations.services import Services
+from operations.words import ocr
 
 
 def _load(services: Services, p: dict[str, Any]) -> JobFn:
@@ -65,6 +66,11 @@ def _sync(services: Services, p: dict[str, Any], job_id: str) -> JobFn:
     return lambda progress: sync.run(services, source, progress, under, job_id)
 
 
+def _ocr(services: Services, p: dict[str, Any]) -> JobFn:
+    ocr.require_available()
+    return lambda progress: ocr.run_job(services, p["collection"], progress, bool(p.get("redo", False)))
+
+
 _BUILDERS: dict[str, Callable[[Services, dict[str, Any]], JobFn]] = {
     "load": _load,
     "ingest": _ingest,
@@ -72,6 +78,7 @@ _BUILDERS: dict[str, Callable[[Services, dict[str, Any]], JobFn]] = {
     "reconcile": _reconcile,
     "duplicates": _duplicates,
     "tags": _tags,
+    "ocr": _ocr,
 }
 
 

@@ -1,0 +1,111 @@
+"""OCR: PP-OCRv4 (rapidocr-onnxruntime) reads Chinese text drawn into pictures; with IMGSEARCH_OCR=on uploads are
+read as they are stored, the OCR job reads a collection (skipping what it read before), the words become
+searchable with their boxes, and a service without the OCR extra starts and says so."""
+
+from __future__ import annotations
+
+import io
+import random
+
+import pytest
+from PIL import Image
+
+from adapters import ocr
+from tests.conftest import wait_for_job
+from tests.text_pictures import draw, jpeg_of, lines_for
+
+
+def test_the_reader_reads_chinese_lines_with_their_boxes() -> None:
+    rng = random.Random(5)
+    lines = lines_for("receipt", rng)
+    image = draw(lines, rng)
+    found = ocr.OcrReader(threads=2).read(image)
+    text = "".join(line.text for line in found).replace(" ", "")
+    for expected in lines[:2]:
+        assert expected.replace(" ", "") in text, (expected, [line.text for line in found])
+    for line in found:
+        xs, ys = [x for x, _ in line.box], [y for _, y in line.box]
+        assert 0 <= min(xs) < max(xs) <= image.width + 1 and 0 <= min(ys) < max(ys) <= image.height + 1
+        assert 0.5 <= line.confidence <= 1
+    assert [line.box[0][1] for line in found] == sorted(line.box[0][1] for line in found)  # top to bottom
+
+
+def _upload(client, collection: str, pictures: dict[str, bytes]) -> dict[str, str]:
+    files = [("files", (name, data, "image/jpeg")) for name, data in pictures.items()]
+    body = client.post("/img/upload", data={"collection": collection}, files=files).json()
+    assert body["stored"] == len(pictures), body
+    return {r["file"]: r["image_id"] for r in body["results"]}
+
+
+def _pictures(count: int, seed: int) -> tuple[dict[str, bytes], dict[str, list[str]]]:
+    rng = random.Random(seed)
+    pictures, texts = {}, {}
+    kinds = ["receipt", "timetable", "sign", "chat"]
+    for i in range(count):
+        lines = lines_for(kinds[i % len(kinds)], rng)
+        image = draw(lines, rng, busy=i % 2 == 1)
+        # Four times the drawn size: larger than OCR reads (IMGSEARCH_OCR_MAX_SIDE), so its boxes are scaled back.
+        pictures[f"{kinds[i % len(kinds)]}{i}.jpg"] = jpeg_of(image.resize((image.width * 4, image.height * 4)))
+        texts[f"{kinds[i % len(kinds)]}{i}.jpg"] = lines
+    return pictures, texts
+
+
+def test_uploads_are_read_at_ingest_and_found_by_their_words(metadata_url, make_settings, make_client) -> None:
+    pictures, texts = _pictures(4, seed=11)
+    with make_client(make_settings(metadata_url, ocr="on")) as client:
+        assert client.get("/healthz").json()["ocr"] == "on"
+        ids = _upload(client, "receipts", pictures)
+        receipt = ids["receipt0.jpg"]
+        body = client.get(f"/img/receipts/{receipt}/text").json()
+        assert body["ocr_done"] and "增值税普通发票" in body["ocr"].replace(" ", "")
+        # Boxes in the original's pixels, not those of the 1600-pixel copy OCR read: as on the drawing, times 4.
+        assert Image.open(io.BytesIO(pictures["receipt0.jpg"])).width > 1600
+        drawn = Image.open(io.BytesIO(pictures["receipt0.jpg"])).reduce(4)
+        expected = max(x for line in ocr.OcrReader(threads=2).read(drawn) for x, _ in line.box) * 4
+        right = max(x for line in body["ocr_lines"] for x, _ in line["box"])
+        assert right == pytest.approx(expected, rel=0.05)
+        hits = client.post(
+            "/img/search", json={"collection": "receipts", "text": "发票", "mode": "keyword", "top_k": 10}
+        ).json()["hits"]
+        assert [h["image_id"] for h in hits] == [receipt]
+        assert hits[0]["match"]["snippets"][0]["field"] == "ocr"
+        shop = texts["receipt0.jpg"][0]
+        hybrid = client.post("/img/search", json={"collection": "receipts", "text": shop, "top_k": 4}).json()
+        assert hybrid["mode"] == "hybrid" and hybrid["hits"][0]["image_id"] == receipt
+
+
+def test_the_ocr_job_reads_a_collection_once_and_again_on_request(metadata_url, make_settings, make_client) -> None:
+    pictures, texts = _pictures(4, seed=12)
+    with make_client(make_settings(metadata_url)) as client:
+        assert client.get("/healthz").json()["ocr"] == "off"
+        ids = _upload(client, "signs", pictures)
+        timetable = ids["timetable1.jpg"]
+        assert client.get(f"/img/signs/{timetable}/text").json()["ocr_done"] is False
+        line = texts["timetable1.jpg"][0]  # 地铁N号线
+        keyword = {"collection": "signs", "text": line[2:], "mode": "keyword"}
+        assert client.post("/img/search", json=keyword).json()["hits"] == []
+
+        job = wait_for_job(client, client.post("/collections/signs/ocr").json()["job_id"])
+        assert job["state"] == "succeeded", job
+        assert (job["loaded"], job["skipped"]) == (4, 0)
+        assert [h["image_id"] for h in client.post("/img/search", json=keyword).json()["hits"]] == [timetable]
+
+        again = wait_for_job(client, client.post("/collections/signs/ocr").json()["job_id"])
+        assert (again["loaded"], again["skipped"]) == (0, 4)  # read before: not read again
+        redo = wait_for_job(client, client.post("/collections/signs/ocr", json={"redo": True}).json()["job_id"])
+        assert (redo["loaded"], redo["skipped"]) == (4, 0)
+        assert client.post("/collections/nope/ocr").status_code == 404
+
+
+def test_without_the_ocr_extra_the_service_starts_and_says_so(
+    metadata_url, make_settings, make_client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(ocr, "available", lambda: False)
+    pictures, _ = _pictures(1, seed=13)
+    with make_client(make_settings(metadata_url, ocr="on")) as client:
+        assert client.get("/healthz").json()["ocr"] == "unavailable"
+        ids = _upload(client, "plain", pictures)  # stored, not read
+        assert client.get(f"/img/plain/{next(iter(ids.values()))}/text").json()["ocr_done"] is False
+        response = client.post("/collections/plain/ocr")
+        assert response.status_code == 409
+        assert "rapidocr-onnxruntime" in response.json()["error"]["message"]
