@@ -75,13 +75,16 @@ class TextStore:
                     int(r.image)
                     for r in conn.execute(select(image_texts.c.image).where(image_texts.c.image.in_(chunk)))
                 )
+            new = []
             for image, fields in values.items():
                 row = {name: _stored(name, value) for name, value in fields.items() if name in WRITABLE}
                 if image in present:
                     conn.execute(update(image_texts).where(image_texts.c.image == image).values(**row))
                 else:
                     base = {"image": image, "collection": collection, "document": "", "updated_at": utc_now()}
-                    conn.execute(insert(image_texts), [{**base, **row}])
+                    new.append({**base, **{name: row.get(name) for name in WRITABLE}})
+            for part in chunks(new, 1000):
+                conn.execute(insert(image_texts), list(part))
         self.refresh([*values, *also])
 
     def refresh(self, ids: Sequence[int]) -> None:

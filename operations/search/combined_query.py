@@ -13,6 +13,7 @@ import numpy as np
 
 from adapters import images
 from adapters.encoders.encoder_base import EncoderBase
+from adapters.stores.metadata_store import CollectionRecord
 from operations.collections import collections
 from operations.errors import Conflict, InvalidInput
 from operations.search.search import (
@@ -109,32 +110,38 @@ def search(
         return found[0], parts
     record = collections.require(services, collection)
     page = page_for(services, record.name, filters, offset, top_k)
-    encoder = collections.encoder_for(services, record)
-    texts = [p.text or "" for p in parts if p.text is not None]
-    if texts and not encoder.has_text:
-        raise Conflict(f"collection {collection!r} uses the image-only model {record.model}: search it by image")
     started = time.perf_counter()
-    vectors: dict[str, np.ndarray] = {}
-    if texts:
-        encoded = encoder.encode_text(texts)
-        vectors.update({p.kind: v for p, v in zip([p for p in parts if p.text is not None], encoded, strict=True)})
-    if any(p.kind == "image" for p in parts):
-        assert image is not None
-        vectors["image"] = _image_vector(services, collection, encoder, image)
-    if len(parts) == 1:  # a stored image alone: its own vector
-        query_vector = vectors["image"]
-    else:
-        total = sum((-p.weight if p.kind == "negative_text" else p.weight) * vectors[p.kind] for p in parts)
-        norm = float(np.linalg.norm(total))
-        if norm < 1e-6:
-            raise InvalidInput("the parts cancel each other out: change the weights or the texts")
-        query_vector = (total / norm).astype(np.float32)
+    query_vector = vector_of(services, record, parts, image)
     query = Query(record.name, record.model, top_k, with_data, vector=query_vector, **vars(page))
     query.timings["encode"] = (time.perf_counter() - started) * 1000
     result = run_query(services, query)
     notices = [n for p in parts if p.text is not None and (n := truncation_notice(services, p.text))]
     result.notice = notices[0] if notices else None
     return result, parts
+
+
+def vector_of(
+    services: Services, record: CollectionRecord, parts: list[QueryPart], image: QueryImage | None
+) -> np.ndarray:
+    """The query vector of planned parts, with the collection's model."""
+    encoder = collections.encoder_for(services, record)
+    texts = [p.text or "" for p in parts if p.text is not None]
+    if texts and not encoder.has_text:
+        raise Conflict(f"collection {record.name!r} uses the image-only model {record.model}: search it by image")
+    vectors: dict[str, np.ndarray] = {}
+    if texts:
+        encoded = encoder.encode_text(texts)
+        vectors.update({p.kind: v for p, v in zip([p for p in parts if p.text is not None], encoded, strict=True)})
+    if any(p.kind == "image" for p in parts):
+        assert image is not None
+        vectors["image"] = _image_vector(services, record.name, encoder, image)
+    if len(parts) == 1:  # one part alone: its own vector
+        return vectors[parts[0].kind]
+    total = sum((-p.weight if p.kind == "negative_text" else p.weight) * vectors[p.kind] for p in parts)
+    norm = float(np.linalg.norm(total))
+    if norm < 1e-6:
+        raise InvalidInput("the parts cancel each other out: change the weights or the texts")
+    return (total / norm).astype(np.float32)
 
 
 def _image_vector(services: Services, collection: str, encoder: EncoderBase, image: QueryImage) -> np.ndarray:

@@ -10,6 +10,7 @@ its stored vector when the semantic list did not reach it), so cutoffs mean the 
 from __future__ import annotations
 
 import math
+import time
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -20,7 +21,7 @@ from operations.collections import collections
 from operations.errors import InvalidInput
 from operations.search import combined_query, keyword
 from operations.search.combined_query import QueryImage, QueryPart
-from operations.search.search import page_for, run_query, validate_text, validate_top_k
+from operations.search.search import page_for, run_query, truncation_notice, validate_text, validate_top_k
 from operations.search.search_batch import Hit, Match, Query, SearchResult, hits_for
 from operations.search.search_filters import SearchFilters
 from operations.services import Services
@@ -109,44 +110,38 @@ def search(
         result, parts = combined_query.search(services, collection, top_k, **query, **weighted, offset=offset)
         best = _best_score(services, result, offset) if cutoffs.relative is not None else None
         return _cut(Outcome(result, parts, chosen), cutoffs, best)
-    page_for(services, record.name, filters, offset, top_k)  # checks the filters and the offset as semantic does
+    page = page_for(services, record.name, filters, offset, top_k)
     depth = max(settings.hybrid_depth, offset + top_k)
-    first, parts = combined_query.search(
-        services, collection, min(depth, settings.max_top_k), **{**query, "with_data": False}, **weighted
-    )
-    semantic = _deeper(services, first, depth)
-    words = next(p.text for p in parts if p.kind == "text")
-    lexical = keyword.ranked(services, record.name, words or "", first.filter, depth)
+    parts = combined_query.plan(text, image, negative_text, *weights, settings.max_text_chars)
+    started = time.perf_counter()
+    vector = combined_query.vector_of(services, record, parts, image)
+    timings = {"encode": (time.perf_counter() - started) * 1000}
+    started = time.perf_counter()
+    # Ids and scores only: rows are fetched for the page, not for the whole list.
+    semantic = services.vectors.search(record.name, vector[None, :], depth, page.filter)[0]
+    timings["vector_search"] = (time.perf_counter() - started) * 1000
+    started = time.perf_counter()
+    words = next(p.text for p in parts if p.kind == "text") or ""
+    lexical = keyword.ranked(services, record.name, words, page.filter, depth)
+    timings["keyword_search"] = (time.perf_counter() - started) * 1000
     fused = rrf([[i for i, _ in semantic], [k.id for k in lexical]], settings.hybrid_rrf_k)
-    page = fused[offset : offset + top_k]
+    chosen_page = fused[offset : offset + top_k]
     scores = dict(semantic)
-    missing = [i for i, _ in page if i not in scores]
-    if missing and first.vector is not None:
+    missing = [i for i, _ in chosen_page if i not in scores]
+    if missing:
         stored = services.vectors.get(record.name, missing)
-        scores.update({i: float(np.dot(v, first.vector)) for i, v in stored.items()})
-    hits = hits_for(services.metadata, record.name, [(i, scores.get(i, math.nan)) for i, _ in page], with_data)
+        scores.update({i: float(np.dot(v, vector)) for i, v in stored.items()})
+    started = time.perf_counter()
+    hits = hits_for(services.metadata, record.name, [(i, scores.get(i, math.nan)) for i, _ in chosen_page], with_data)
     ranks = {i: rank for rank, (i, _) in enumerate(semantic, start=1)}
-    result = replace(
-        first, hits=_with_matches(services, hits, words or "", ranks, {k.id: k for k in lexical}, dict(page))
+    hits = _with_matches(services, hits, words, ranks, {k.id: k for k in lexical}, dict(chosen_page))
+    timings["metadata_fetch"] = (time.perf_counter() - started) * 1000
+    notices = [n for p in parts if p.text is not None and (n := truncation_notice(services, p.text))]
+    result = SearchResult(
+        record.name, record.model, hits, timings, notices[0] if notices else None, page.filter, vector
     )
     best = semantic[0][1] if semantic else None
     return _cut(Outcome(result, parts, chosen), cutoffs, best)
-
-
-def _deeper(services: Services, first: SearchResult, depth: int) -> list[tuple[int, float]]:
-    """The semantic list to ``depth``: the first search's hits, then further pages with its query vector."""
-    found = [(hit.id, hit.score) for hit in first.hits]
-    step = services.settings.max_top_k
-    offset = len(first.hits)
-    while offset < depth and len(found) == offset and first.vector is not None:
-        size = min(step, depth - offset)
-        query = Query(
-            first.collection, first.model, size, False, vector=first.vector, filter=first.filter, offset=offset
-        )
-        more = run_query(services, query)
-        found.extend((hit.id, hit.score) for hit in more.hits)
-        offset += size
-    return found
 
 
 def _best_score(services: Services, result: SearchResult, offset: int) -> float | None:
