@@ -48,6 +48,7 @@ bench: install
 	$(BIN)/python bench/filters.py
 	$(BIN)/python bench/scale.py
 	$(BIN)/python bench/sync.py
+	$(BIN)/python bench/words.py
 
 # 8 clients, mixed requests, 60 s, on loopback: zero errors and exact counts afterwards.
 soak: install
