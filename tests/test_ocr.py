@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import random
+import uuid
 
 import pytest
 from PIL import Image
@@ -109,3 +110,32 @@ def test_without_the_ocr_extra_the_service_starts_and_says_so(
         response = client.post("/collections/plain/ocr")
         assert response.status_code == 409
         assert "rapidocr-onnxruntime" in response.json()["error"]["message"]
+
+
+def test_a_synced_folder_is_read_and_found_by_its_words_and_file_names(
+    metadata_url, make_settings, make_client, data_root
+) -> None:
+    folder = data_root / f"scans_{uuid.uuid4().hex[:8]}"
+    (folder / "2024").mkdir(parents=True)
+    pictures, texts = _pictures(2, seed=14)
+    for name, data in pictures.items():
+        (folder / "2024" / name).write_bytes(data)
+    with make_client(make_settings(metadata_url, ocr="on")) as client:
+        source = client.post("/collections/scans/sources", json={"path": folder.name}).json()
+        url = f"/collections/scans/sources/{source['id']}/sync"
+
+        def sync() -> dict:
+            return wait_for_job(client, client.post(url).json()["job_id"])
+
+        assert sync()["state"] == "succeeded"
+        words = {"collection": "scans", "mode": "keyword", "top_k": 10}
+        found = client.post("/img/search", json={**words, "text": "增值税普通发票"}).json()["hits"]
+        assert [h["paths"] for h in found] == [[f"{folder.name}/2024/receipt0.jpg"]]
+        assert found[0]["match"]["snippets"][0]["field"] == "ocr"
+        (folder / "2024" / "receipt0.jpg").rename(folder / "2024" / "发票_午餐.jpg")  # renamed: found by the new name
+        assert sync()["result"]["counts"]["moved"] == 1
+        renamed = client.post("/img/search", json={**words, "text": "午餐"}).json()["hits"]
+        assert [h["image_id"] for h in renamed] == [found[0]["image_id"]]
+        assert renamed[0]["match"]["snippets"][0]["field"] == "name"
+        assert client.post("/img/search", json={**words, "text": "receipt0"}).json()["hits"] == []
+        assert len(texts) == 2

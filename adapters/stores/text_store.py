@@ -172,9 +172,13 @@ class TextStore:
     @staticmethod
     def _texts(conn: Any, ids: Sequence[int]) -> list[tuple[int, str, ImageTexts]]:
         """(image, collection, fields) for the images among ``ids`` that exist."""
+        # An image of a source folder is named by its files' current paths (its first path is in ``source`` too,
+        # and goes stale when the file moves); an upload or ingest by the name it came with.
         owners = {
-            int(r.id): (r.collection, r.source)
-            for r in conn.execute(select(images.c.id, images.c.collection, images.c.source).where(images.c.id.in_(ids)))
+            int(r.id): (r.collection, None if r.preview else r.source)
+            for r in conn.execute(
+                select(images.c.id, images.c.collection, images.c.source, images.c.preview).where(images.c.id.in_(ids))
+            )
         }
         stored = {int(r.image): r for r in conn.execute(select(image_texts).where(image_texts.c.image.in_(ids)))}
         names: dict[int, list[str]] = {}
@@ -190,7 +194,7 @@ class TextStore:
         for image, (collection, source) in owners.items():
             row = stored.get(image)
             listed = names.get(image, [])
-            own = [source] if source and not any(p.endswith("/" + source) for p in listed) else []
+            own = [source] if source else []
             result.append(
                 (
                     image,
