@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from adapters.stores.text_store import ImageTexts
 from operations.collections import collections
-from operations.errors import InvalidInput
+from operations.search.search import validate_text
 from operations.services import Services
 
 MAX_DESCRIPTION_CHARS = 4000
@@ -18,12 +18,8 @@ def of_image(services: Services, collection: str, image_id: str) -> ImageTexts:
 def set_description(services: Services, collection: str, image_id: str, description: str | None) -> ImageTexts:
     """Replaces the description (empty or None clears it); the next keyword search sees it."""
     text = (description or "").strip()
-    if len(text) > MAX_DESCRIPTION_CHARS:
-        raise InvalidInput(f"description is {len(text)} characters, over the limit of {MAX_DESCRIPTION_CHARS}")
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError as exc:
-        raise InvalidInput("description is not valid Unicode (lone surrogate)") from exc
+    if text:
+        text = validate_text(text, MAX_DESCRIPTION_CHARS)  # length and Unicode, as for search texts
     image = collections.require_image(services, collection, image_id)
     services.texts.set_fields(collection, {image.id: {"description": text or None}})
     return services.texts.texts([image.id]).get(image.id, ImageTexts())
