@@ -234,6 +234,9 @@ class HitOut(BaseModel):
     latitude: float | None = None
     longitude: float | None = None
     image: str | None = Field(None, description="base64 bytes, with include_image")
+    caption: str | None = Field(None, description="Captions that came with the image (a load's texts).")
+    description: str | None = Field(None, description="Its description, set by hand.")
+    ocr: str | None = Field(None, description="The text OCR read in it, a line per line.")
     match: MatchOut | None = Field(None, description="Keyword and hybrid searches: why the image matched.")
 
 

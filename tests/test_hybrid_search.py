@@ -38,6 +38,8 @@ def test_a_load_keeps_its_captions_and_keyword_search_finds_their_words(client, 
     some_id, caption = next(iter(captions.items()))
     text = client.get(f"/img/flickr/{some_id}/text").json()
     assert text["caption"] == caption
+    hits = _search(client, text="圆形", mode="semantic", top_k=60)["hits"]  # every hit carries its words
+    assert {h["image_id"]: h["caption"] for h in hits} == {h["image_id"]: captions[h["image_id"]] for h in hits}
     word = "三角形"
     expected = {i for i, c in captions.items() if word in c}
     assert 0 < len(expected) < len(captions)

@@ -5,7 +5,9 @@ opens the full image and "more like this", and the page fits a phone. Screenshot
 from __future__ import annotations
 
 import os
+import random
 import shutil
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -17,6 +19,7 @@ from app.main import create_app
 from config import Settings
 from tests.conftest import load_split, serve
 from tests.imagefiles import encode, jpeg, picture
+from tests.text_pictures import draw, jpeg_of, lines_for
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 QUERY = "红色的圆形"
@@ -284,3 +287,34 @@ def test_page_finds_words_shows_snippets_and_saves_a_description(live_server: st
     page.wait_for_function("document.querySelector('#status').textContent.includes('生日蛋糕')")
     assert first_card(page)[0] == expected["hits"][0]["image_id"]
     assert page.locator('.card[data-rank="1"] .snippet mark').inner_text() == "生日蛋糕"
+
+
+def test_page_finds_a_receipt_by_its_words_and_draws_the_ocr_boxes(live_server: str, page) -> None:  # type: ignore[no-untyped-def]
+    rng = random.Random(21)
+    lines = lines_for("receipt", rng)
+    files = [("files", ("receipt.jpg", jpeg_of(draw(lines, rng)), "image/jpeg"))]
+    assert httpx.post(f"{live_server}/img/upload", data={"collection": "receipts"}, files=files).status_code == 200
+    job_id = httpx.post(f"{live_server}/collections/receipts/ocr").json()["job_id"]
+    for _ in range(600):
+        job = httpx.get(f"{live_server}/jobs/{job_id}").json()
+        if job["state"] != "running" and job["state"] != "queued":
+            break
+        time.sleep(0.2)
+    assert job["state"] == "succeeded", job
+    page.goto(live_server + "/")
+    page.wait_for_function("[...document.querySelector('#collection').options].some(o => o.value === 'receipts')")
+    page.locator("#collection").select_option("receipts")
+    page.locator("#query").fill("发票")
+    page.wait_for_function("document.querySelector('#status').textContent.includes('发票')")
+    assert page.locator('.card[data-rank="1"] .snippet').get_attribute("data-field") == "ocr"
+    page.locator('.card[data-rank="1"]').click()
+    page.wait_for_function("document.querySelector('#viewer-img').naturalWidth > 0")
+    page.wait_for_function("!document.querySelector('#boxes-toggle').hidden")
+    page.locator("#show-boxes").check()
+    boxes = page.locator("#ocr-boxes polygon")
+    assert boxes.count() >= 3
+    picture = page.locator("#viewer-img").bounding_box()
+    first = boxes.first.bounding_box()
+    assert picture["x"] <= first["x"] and first["x"] + first["width"] <= picture["x"] + picture["width"] + 1
+    assert picture["y"] <= first["y"] < picture["y"] + picture["height"] / 2  # the shop's name, near the top
+    page.screenshot(path=str(ARTIFACTS / "web-ocr-boxes.png"))

@@ -122,6 +122,16 @@ class TextStore:
                 found.update({image: fields for image, _, fields in self._texts(conn, chunk)})
             return found
 
+    def written(self, ids: Sequence[int]) -> dict[int, tuple[str | None, str | None, str | None]]:
+        """(caption, description, ocr) of the images among ``ids`` that have any: one query, for search hits."""
+        found = {}
+        with self.engine.connect() as conn:
+            for chunk in chunks(sorted(set(ids))):
+                columns = (image_texts.c.image, image_texts.c.caption, image_texts.c.description, image_texts.c.ocr)
+                for r in conn.execute(select(*columns).where(image_texts.c.image.in_(chunk))):
+                    found[int(r.image)] = (r.caption, r.description, r.ocr)
+        return found
+
     def candidates(self, collection: str, term: str) -> set[int]:
         """Images whose grams could hold ``term`` (a superset of those that do)."""
         wanted = text_grams.term_grams(term)

@@ -63,6 +63,9 @@ def hits_out(result: SearchResult, request: Request, include_image: bool) -> lis
             latitude=hit.image.latitude,
             longitude=hit.image.longitude,
             image=base64.b64encode(hit.image.data).decode("ascii") if include_image and hit.image.data else None,
+            caption=hit.words[0],
+            description=hit.words[1],
+            ocr=hit.words[2],
             match=match_out(hit.match),
         )
         for hit in result.hits

@@ -255,6 +255,8 @@ function openViewer(hit) {
   $("viewer-caption").textContent = `${hit.image_id} · 相似度 ${scoreText(hit.score)} · ${hit.width}×${hit.height}${taken}${camera}${where}`;
   $("label-results").replaceChildren();
   $("viewer-words").textContent = "";
+  $("ocr-boxes").replaceChildren();
+  $("boxes-toggle").hidden = true;
   $("description").value = "";
   $("description-status").textContent = "";
   $("viewer").showModal();
@@ -270,7 +272,29 @@ async function loadWords(hit) {
     if (words.ocr) parts.push(`图中文字：${words.ocr.replace(/\n/g, " / ")}`);
     $("viewer-words").textContent = parts.join("　");
     $("description").value = words.description || "";
+    drawBoxes(hit, words.ocr_lines || []);
   } catch (error) { $("viewer-words").textContent = `读取文字失败：${error.message}`; }
+}
+
+// The OCR lines' boxes over the picture: they are in the original's (upright) pixels, so the overlay's viewBox is
+// the original's size in the orientation the browser shows it.
+function drawBoxes(hit, lines) {
+  const svg = $("ocr-boxes");
+  $("boxes-toggle").hidden = !lines.length;
+  const img = $("viewer-img");
+  const big = Math.max(hit.width, hit.height), small = Math.min(hit.width, hit.height);
+  const landscape = !img.naturalWidth || img.naturalWidth >= img.naturalHeight;
+  svg.setAttribute("viewBox", `0 0 ${landscape ? big : small} ${landscape ? small : big}`);
+  svg.replaceChildren(...lines.map((line) => {
+    const shape = document.createElementNS("http://www.w3.org/2000/svg", "polygon");
+    shape.setAttribute("points", line.box.map(([x, y]) => `${x},${y}`).join(" "));
+    shape.setAttribute("class", "ocr-box");
+    const title = document.createElementNS("http://www.w3.org/2000/svg", "title");
+    title.textContent = line.text;
+    shape.append(title);
+    return shape;
+  }));
+  svg.toggleAttribute("hidden", !$("show-boxes").checked); // an <svg> has no .hidden property
 }
 
 async function saveDescription() {
@@ -504,6 +528,7 @@ function wire() {
   $("add-files").addEventListener("change", (e) => addFiles([...e.target.files]));
   $("close-viewer").addEventListener("click", () => $("viewer").close());
   $("save-description").addEventListener("click", saveDescription);
+  $("show-boxes").addEventListener("change", (e) => { $("ocr-boxes").toggleAttribute("hidden", !e.target.checked); });
   $("mode").addEventListener("change", rerun);
 }
 

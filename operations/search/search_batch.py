@@ -26,6 +26,7 @@ from adapters.encoders.micro_batch import MicroBatcher
 from adapters.stores.metadata_store import ImageRecord, MetadataStore
 from adapters.stores.source_store import SourceStore
 from adapters.stores.tag_store import TagStore
+from adapters.stores.text_store import TextStore
 from adapters.stores.vector_store import VectorStore
 
 logger = logging.getLogger(__name__)
@@ -61,6 +62,7 @@ class Hit:
     tags: tuple[str, ...] = ()
     paths: tuple[str, ...] = ()  # where an image of a source folder lives: "<source folder>/<path>"
     match: Match | None = None
+    words: tuple[str | None, str | None, str | None] = (None, None, None)  # caption, description, OCR text
 
 
 @dataclass
@@ -83,7 +85,7 @@ def hits_for(
 def hits_for_lists(
     metadata: MetadataStore, collection: str, lists: Sequence[Sequence[tuple[int, float]]], with_data: bool
 ) -> list[list[Hit]]:
-    """Hits for each list of (id, score) pairs, in their order, with their rows, tags and paths (one query each for
+    """Hits for each list of (id, score) pairs, in their order, with their rows, tags, paths and words (one query for
     all the lists); an id whose row is pending or gone (a load in flight, a half-dropped collection) is left out."""
     ids = sorted({i for scored in lists for i, _ in scored})
     rows = metadata.fetch(collection, ids, with_data=with_data)
@@ -93,8 +95,13 @@ def hits_for_lists(
         i: tuple(f"{source.path}/{path}" for source, path in found)
         for i, found in (SourceStore(metadata.engine).paths_of(placed).items() if placed else ())
     }
+    words = TextStore(metadata.engine).written(ids)
     return [
-        [Hit(i, score, rows[i], tags.get(i, ()), paths.get(i, ())) for i, score in scored if i in rows]
+        [
+            Hit(i, score, rows[i], tags.get(i, ()), paths.get(i, ()), words=words.get(i, (None, None, None)))
+            for i, score in scored
+            if i in rows
+        ]
         for scored in lists
     ]
 
