@@ -51,7 +51,9 @@ def test_load_search_fetch_reload_restart_drop(
         assert client.get("/img/count", params={"collection": "flickr"}).json()["count"] == SMALL
         assert _store_counts(client, "flickr") == (SMALL, SMALL)
 
-        response = client.post("/img/search", json={"collection": "flickr", "text": "红色的圆形", "top_k": 7})
+        response = client.post(
+            "/img/search", json={"mode": "semantic", "collection": "flickr", "text": "红色的圆形", "top_k": 7}
+        )
         assert response.status_code == 200, response.text
         body = response.json()
         hits = body["hits"]
@@ -62,7 +64,8 @@ def test_load_search_fetch_reload_restart_drop(
         assert image.content == originals[hits[0]["image_id"]]
 
         with_bytes = client.post(
-            "/img/search", json={"collection": "flickr", "text": "红色的圆形", "top_k": 3, "include_image": True}
+            "/img/search",
+            json={"mode": "semantic", "collection": "flickr", "text": "红色的圆形", "top_k": 3, "include_image": True},
         ).json()["hits"]
         assert [h["image_id"] for h in with_bytes] == [h["image_id"] for h in hits[:3]]
         assert all(base64.b64decode(h["image"]) == originals[h["image_id"]] for h in with_bytes)
@@ -75,7 +78,9 @@ def test_load_search_fetch_reload_restart_drop(
     with make_client(settings) as client:  # a restart keeps data and job history
         assert client.get("/img/count", params={"collection": "flickr"}).json()["count"] == SMALL
         assert client.get(f"/jobs/{first_job_id}").json()["loaded"] == SMALL
-        after = client.post("/img/search", json={"collection": "flickr", "text": "红色的圆形", "top_k": 7}).json()
+        after = client.post(
+            "/img/search", json={"mode": "semantic", "collection": "flickr", "text": "红色的圆形", "top_k": 7}
+        ).json()
         assert [h["id"] for h in after["hits"]] == [h["id"] for h in hits]
         listed = client.get("/collections").json()
         assert [(c["name"], c["model"], c["dim"], c["count"]) for c in listed] == [("flickr", "RN50", 1024, SMALL)]
@@ -94,7 +99,10 @@ def test_load_search_fetch_reload_restart_drop(
         assert dropped.status_code == 200 and dropped.json()["removed"] == SMALL
         assert _store_counts(client, "flickr") == (0, 0)
         assert not client.app.state.services.vectors.has_collection("flickr")  # type: ignore[attr-defined]
-        assert client.post("/img/search", json={"collection": "flickr", "text": "圆形"}).status_code == 404
+        assert (
+            client.post("/img/search", json={"mode": "semantic", "collection": "flickr", "text": "圆形"}).status_code
+            == 404
+        )
         assert client.get(hits[0]["url"]).status_code == 404
         assert client.delete("/collections/flickr").status_code == 404
         assert client.get("/collections").json() == []
@@ -113,7 +121,9 @@ def test_load_without_feature_file_encodes_images(
         assert (job["state"], job["loaded"], job["failed"]) == ("succeeded", 12, 0), job
         image_id, data = next(iter(originals.items()))
         expected = encoder.encode_images([Image.open(io.BytesIO(data))])[0]
-        hits = client.post("/img/search", json={"collection": "raw", "text": "图片", "top_k": 12}).json()["hits"]
+        hits = client.post(
+            "/img/search", json={"mode": "semantic", "collection": "raw", "text": "图片", "top_k": 12}
+        ).json()["hits"]
         query = encoder.encode_text(["图片"])[0]
         score = next(h["score"] for h in hits if h["image_id"] == image_id)
         assert score == pytest.approx(float(expected @ query), abs=1e-4)
@@ -325,7 +335,7 @@ def test_collection_is_bound_to_its_model(
 
         # vectors of another size than the model gives (e.g. another checkpoint) are refused, never mixed
         client.app.state.services.metadata.create_collection("odd", "RN50", 512, "IP")  # type: ignore[attr-defined]
-        response = client.post("/img/search", json={"collection": "odd", "text": "猫"})
+        response = client.post("/img/search", json={"mode": "semantic", "collection": "odd", "text": "猫"})
         assert response.status_code == 409 and "512-d" in response.json()["error"]["message"]
         assert (
             client.post("/img/load", json={"collection": "odd", "path": "small", "split": "valid"}).status_code == 409

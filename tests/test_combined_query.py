@@ -41,7 +41,7 @@ def _ids(body: dict) -> list[str]:
 
 
 def _search(client: TestClient, **body: object) -> dict:
-    response = client.post("/img/search", json={"collection": "mix", "top_k": 10, **body})
+    response = client.post("/img/search", json={"mode": "semantic", "collection": "mix", "top_k": 10, **body})
     assert response.status_code == 200, response.text
     return response.json()
 
@@ -121,14 +121,16 @@ def test_bad_combinations_are_refused(gallery, body: dict | str, message: str) -
         raw = body.replace("{", '{"collection": "mix", ', 1).encode()
         response = client.post("/img/search", content=raw, headers={"content-type": "application/json"})
     else:
-        response = client.post("/img/search", json={"collection": "mix", **body})
+        response = client.post("/img/search", json={"mode": "semantic", "collection": "mix", **body})
     assert response.status_code == 422, response.text
     assert message in response.json()["error"]["message"]
 
 
 def test_unknown_or_doubled_images_are_refused(gallery) -> None:
     client, ids = gallery
-    missing = client.post("/img/search", json={"collection": "mix", "text": "猫", "image_id": "nope"})
+    missing = client.post(
+        "/img/search", json={"mode": "semantic", "collection": "mix", "text": "猫", "image_id": "nope"}
+    )
     assert missing.status_code == 404
     both = client.post(
         "/img/search/combined",

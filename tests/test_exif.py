@@ -84,7 +84,9 @@ def phone(
 
 
 def _search(client: TestClient, **body: object) -> dict:
-    response = client.post("/img/search", json={"collection": C, "text": "城市的照片", "top_k": 10, **body})
+    response = client.post(
+        "/img/search", json={"mode": "semantic", "collection": C, "text": "城市的照片", "top_k": 10, **body}
+    )
     assert response.status_code == 200, response.text
     return response.json()
 
@@ -117,10 +119,18 @@ def test_capture_time_camera_and_place_filter_inside_the_search(phone) -> None: 
         found = [h["image_id"] for h in _search(client, filters=filters)["hits"]]
         assert found == _brute_force(client, ids, keep), name
 
-    bad = client.post("/img/search", json={"collection": C, "text": "x", "filters": {"near": {"lat": 95, "lon": 0}}})
+    bad = client.post(
+        "/img/search",
+        json={"mode": "semantic", "collection": C, "text": "x", "filters": {"near": {"lat": 95, "lon": 0}}},
+    )
     assert bad.status_code == 422
     backwards = {"taken_after": "2025-01-01T00:00:00Z", "taken_before": "2024-01-01T00:00:00Z"}
-    assert client.post("/img/search", json={"collection": C, "text": "x", "filters": backwards}).status_code == 422
+    assert (
+        client.post(
+            "/img/search", json={"mode": "semantic", "collection": C, "text": "x", "filters": backwards}
+        ).status_code
+        == 422
+    )
 
 
 def test_sorted_by_capture_time_and_cut_by_a_minimum_score(phone) -> None:  # type: ignore[no-untyped-def]

@@ -67,7 +67,9 @@ def test_top10_equals_brute_force_knn_for_every_text(
         for text, scores in zip(texts, all_scores, strict=True):
             order = np.argsort(-scores, kind="stable")[:10]
             expected = [image_ids[j] for j in order]
-            response = client.post("/img/search", json={"collection": "flickr30k", "text": text["text"], "top_k": 10})
+            response = client.post(
+                "/img/search", json={"mode": "semantic", "collection": "flickr30k", "text": text["text"], "top_k": 10}
+            )
             hits = response.json()["hits"]
             got = [h["image_id"] for h in hits]
             if not _same_ranking(got, expected, scores[order]) or not np.allclose(

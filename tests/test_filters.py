@@ -57,7 +57,9 @@ def _expected(client: TestClient, encoder: ChineseClipEncoder, keep, top_k: int 
 
 
 def _search(client: TestClient, **body: object) -> dict:
-    response = client.post("/img/search", json={"collection": "f", "text": TEXT, "top_k": 10, **body})
+    response = client.post(
+        "/img/search", json={"mode": "semantic", "collection": "f", "text": TEXT, "top_k": 10, **body}
+    )
     assert response.status_code == 200, response.text
     return response.json()
 
@@ -123,7 +125,7 @@ BAD = [
 def test_bad_filters_and_offsets_are_refused(gallery) -> None:
     client, _, _ = gallery
     for body, message in BAD:
-        response = client.post("/img/search", json={"collection": "f", "text": TEXT, **body})
+        response = client.post("/img/search", json={"mode": "semantic", "collection": "f", "text": TEXT, **body})
         assert response.status_code == 422 and message in response.json()["error"]["message"], response.text
     response = client.post("/img/search/combined", data={"collection": "f", "text": TEXT, "filters": "{not json"})
     assert response.status_code == 422 and "not a valid filter object" in response.json()["error"]["message"]
@@ -161,13 +163,17 @@ def test_a_collection_of_the_previous_schema_is_upgraded_at_start_up(
         stored = client.post("/img/upload", data={"collection": "old"}, files=_files(0, 12) + _files(12, 4, "PNG"))
         ids = [r["image_id"] for r in stored.json()["results"]]
         client.put(f"/img/old/{ids[0]}/tags", json={"tags": ["旧标签"]})
-        before = client.post("/img/search", json={"collection": "old", "text": TEXT, "top_k": 16}).json()["hits"]
+        before = client.post(
+            "/img/search", json={"mode": "semantic", "collection": "old", "text": TEXT, "top_k": 16}
+        ).json()["hits"]
     uri, db_name = str(settings.milvus_uri), settings.milvus_db
     _downgrade(uri, db_name, "old")
     with make_client(settings) as client:  # the start-up upgrades it
         services = client.app.state.services
         assert services.vectors.has_scalar_fields("old") and not services.vectors.has_collection("old__upgrade")
-        after = client.post("/img/search", json={"collection": "old", "text": TEXT, "top_k": 16}).json()["hits"]
+        after = client.post(
+            "/img/search", json={"mode": "semantic", "collection": "old", "text": TEXT, "top_k": 16}
+        ).json()["hits"]
         assert [h["id"] for h in after] == [h["id"] for h in before]
         assert np.allclose([h["score"] for h in after], [h["score"] for h in before], atol=1e-5)
         png = _search_in(client, "old", {"mime": ["image/png"]})

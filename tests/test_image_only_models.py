@@ -29,7 +29,7 @@ def _exercise(client: TestClient, collection: str, model: str, dim: int, count: 
     ).json()["results"][0]["hits"]
     assert hits[0]["image_id"] == hashlib.sha256(query).hexdigest()[:24] and hits[0]["score"] > 0.999
 
-    text = client.post("/img/search", json={"collection": collection, "text": "海边的日落"})
+    text = client.post("/img/search", json={"mode": "semantic", "collection": collection, "text": "海边的日落"})
     assert text.status_code == 409 and "image-only" in text.json()["error"]["message"]
     embed = client.post("/embed/text", json={"texts": ["猫"], "model": model})
     assert embed.status_code == 422 and "image-only" in embed.json()["error"]["message"]

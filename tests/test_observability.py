@@ -42,8 +42,10 @@ def metric(text: str, name: str, **labels: str) -> float:
 
 def test_metrics_count_requests_stages_and_jobs(client: TestClient) -> None:
     for text in ("红色的圆形", "蓝色的方块", "绿色三角形"):
-        assert client.post("/img/search", json={"collection": "good", "text": text}).status_code == 200
-    assert client.post("/img/search", json={"collection": "nope", "text": "猫"}).status_code == 404
+        assert (
+            client.post("/img/search", json={"mode": "semantic", "collection": "good", "text": text}).status_code == 200
+        )
+    assert client.post("/img/search", json={"mode": "semantic", "collection": "nope", "text": "猫"}).status_code == 404
     client.get("/no/such/thing")
 
     response = client.get("/metrics")
@@ -65,7 +67,9 @@ def test_request_ids_in_headers_and_json_logs(client: TestClient, capsys: pytest
     configure_logging("INFO", "json")
     try:
         sent = client.post(
-            "/img/search", json={"collection": "good", "text": "红色"}, headers={"X-Request-ID": "trace-42"}
+            "/img/search",
+            json={"mode": "semantic", "collection": "good", "text": "红色"},
+            headers={"X-Request-ID": "trace-42"},
         )
         fresh = client.get("/img/count?collection=good")
         hostile = client.get("/img/count?collection=good", headers={"X-Request-ID": "bad id\nwith newline"})
@@ -133,16 +137,16 @@ def test_job_runner_counts_and_releases_slots(tmp_path: Path) -> None:
 
 
 def test_over_long_query_is_truncated_and_says_so(client: TestClient) -> None:
-    short = client.post("/img/search", json={"collection": "good", "text": "红色的圆形"}).json()
+    short = client.post("/img/search", json={"mode": "semantic", "collection": "good", "text": "红色的圆形"}).json()
     assert short["truncated"] is False and short["notice"] is None
     long_text = "一只红色的圆形在蓝色背景上" * 8  # 104 characters, 104 tokens: over the 50 the model reads
-    response = client.post("/img/search", json={"collection": "good", "text": long_text})
+    response = client.post("/img/search", json={"mode": "semantic", "collection": "good", "text": long_text})
     assert response.status_code == 200
     body = response.json()
     assert body["truncated"] is True and "104 tokens" in body["notice"] and "first 50" in body["notice"]
     assert len(body["hits"]) == 10
     # The service searched with what the model read: the first 50 tokens give the same hits.
-    cut = client.post("/img/search", json={"collection": "good", "text": long_text[:50]}).json()
+    cut = client.post("/img/search", json={"mode": "semantic", "collection": "good", "text": long_text[:50]}).json()
     assert [h["id"] for h in cut["hits"]] == [h["id"] for h in body["hits"]]
 
 

@@ -161,7 +161,7 @@ def test_service_on_onnx_never_imports_torch(rn50_onnx_root: Path, tmp_path: Pat
             assert health["weights"] == "random" and health["backend"] == "onnx", health
             stored = client.post("/img/upload", data={"collection": "x"}, files=[("files", ("a.jpg", jpeg(1), "x"))])
             assert stored.json()["stored"] == 1, stored.text
-            hits = client.post("/img/search", json={"collection": "x", "text": "猫"}).json()["hits"]
+            hits = client.post("/img/search", json={"mode": "semantic", "collection": "x", "text": "猫"}).json()["hits"]
             assert len(hits) == 1
         assert "torch" not in sys.modules and "cn_clip" not in sys.modules, "torch was imported"
         print("ok")

@@ -122,9 +122,13 @@ def test_a_failing_search_reaches_its_own_callers_and_the_batcher_keeps_answerin
             raise MilvusException(message="Milvus went away")
 
         services.vectors.search = broken
-        failed = client.post("/img/search", json={"collection": "sturdy", "text": "红色的圆形", "top_k": 3})
+        failed = client.post(
+            "/img/search", json={"mode": "semantic", "collection": "sturdy", "text": "红色的圆形", "top_k": 3}
+        )
         assert failed.status_code == 503, failed.text
         services.vectors.search = real_search
-        again = client.post("/img/search", json={"collection": "sturdy", "text": "红色的圆形", "top_k": 3})
+        again = client.post(
+            "/img/search", json={"mode": "semantic", "collection": "sturdy", "text": "红色的圆形", "top_k": 3}
+        )
         assert failed.json()["error"]["code"] == "vector_store_unavailable"
         assert again.status_code == 200 and len(again.json()["hits"]) == 3

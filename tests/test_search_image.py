@@ -99,7 +99,9 @@ def test_deleted_image_is_gone_everywhere(gallery) -> None:
     assert deleted.status_code == 200 and deleted.json()["image_id"] == target
     assert client.get(f"/img/gallery/{target}").status_code == 404
     assert all(h["image_id"] != target for h in _search(client, originals[2], top_k=COUNT)[0])
-    text_hits = client.post("/img/search", json={"collection": "gallery", "text": "图片", "top_k": COUNT}).json()
+    text_hits = client.post(
+        "/img/search", json={"mode": "semantic", "collection": "gallery", "text": "图片", "top_k": COUNT}
+    ).json()
     assert len(text_hits["hits"]) == COUNT - 1 and all(h["image_id"] != target for h in text_hits["hits"])
     services = client.app.state.services  # type: ignore[attr-defined]
     assert services.metadata.count("gallery", include_pending=True) == services.vectors.count("gallery") == COUNT - 1

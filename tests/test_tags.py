@@ -70,7 +70,9 @@ def test_manual_tags_win_and_survive_the_next_job_and_hits_carry_tags(client) ->
     tags = _tags(http, ids[0])
     assert [t["tag"] for t in tags][:2] in (["家人", auto], [auto, "家人"])
     assert {t["source"] for t in tags[:2]} == {"manual"} and len(tags) == 4  # + two automatic ones
-    hits = http.post("/img/search", json={"collection": "album", "text": "家人", "top_k": COUNT}).json()["hits"]
+    hits = http.post(
+        "/img/search", json={"mode": "semantic", "collection": "album", "text": "家人", "top_k": COUNT}
+    ).json()["hits"]
     by_id = {hit["image_id"]: hit["tags"] for hit in hits}
     assert by_id[ids[0]] == [t["tag"] for t in tags] and all(len(by_id[i]) == 3 for i in ids[1:])
     cleared = http.put(f"/img/album/{ids[0]}/tags", json={"tags": []}).json()["tags"]
