@@ -80,6 +80,13 @@ def test_hybrid_is_the_default_and_says_why_each_hit_matched(client, small_split
     some = body["hits"][0]["image_id"]
     combined = _search(client, text="圆形", image_id=some, top_k=5)
     assert combined["mode"] == "hybrid" and combined["query"]["combined"]
+    image_only = _search(client, text="圆形", text_weight=0, image_id=some, top_k=5)  # the text's words still count
+    assert image_only["mode"] == "hybrid" and any(h["match"]["keyword_rank"] for h in image_only["hits"])
+    sentence = " ".join(
+        f"红色{i}" for i in range(20)
+    )  # more words than keyword search takes: searched by Chinese-CLIP alone
+    long = _search(client, text=sentence, top_k=5)
+    assert long["mode"] == "hybrid" and all(h["match"]["keyword_rank"] is None for h in long["hits"])
 
 
 def test_a_description_set_by_hand_is_found_at_once(client, small_split) -> None:

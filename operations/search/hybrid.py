@@ -17,6 +17,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from adapters import text_grams
 from operations.collections import collections
 from operations.errors import InvalidInput
 from operations.search import combined_query, keyword
@@ -121,8 +122,10 @@ def search(
     semantic = services.vectors.search(record.name, vector[None, :], depth, page.filter)[0]
     timings["vector_search"] = (time.perf_counter() - started) * 1000
     started = time.perf_counter()
-    words = next(p.text for p in parts if p.kind == "text") or ""
-    lexical = keyword.ranked(services, record.name, words, page.filter, depth)
+    words = validate_text(text or "", settings.max_text_chars)  # a text weighted 0 still names words to find
+    # A long sentence is Chinese-CLIP's to read: over keyword search's limit of words, the keyword list is empty.
+    wordy = len(text_grams.query_terms(words)) <= keyword.MAX_TERMS
+    lexical = keyword.ranked(services, record.name, words, page.filter, depth) if wordy else []
     timings["keyword_search"] = (time.perf_counter() - started) * 1000
     fused = rrf([[i for i, _ in semantic], [k.id for k in lexical]], settings.hybrid_rrf_k)
     chosen_page = fused[offset : offset + top_k]
