@@ -5,15 +5,13 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from sqlalchemy import Engine, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
-from adapters.stores.sql_schema import image_files, rejected_files, sources, utc_now
-
-_CHUNK = 500
+from adapters.stores.sql_schema import chunks, image_files, rejected_files, sources, utc_now
 
 
 @dataclass(frozen=True)
@@ -75,11 +73,6 @@ def _source(row) -> SourceRecord:  # type: ignore[no-untyped-def]
 def _under(path: str, prefix: str | None) -> bool:
     """Whether a source-relative path is ``prefix`` or inside it (everything is, without a prefix)."""
     return not prefix or path == prefix or path.startswith(prefix + "/")
-
-
-def _chunks(items: Sequence, size: int = _CHUNK) -> Iterable[Sequence]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
 
 
 class SourceStore:
@@ -196,7 +189,7 @@ class SourceStore:
         ]
         with self.engine.begin() as conn:
             keys = [v["path_key"] for v in values]
-            for chunk in _chunks(keys):  # a file written by an interrupted run before: the new row replaces it
+            for chunk in chunks(keys):  # a file written by an interrupted run before: the new row replaces it
                 conn.execute(
                     delete(image_files).where(image_files.c.source_id == source_id, image_files.c.path_key.in_(chunk))
                 )
@@ -213,13 +206,13 @@ class SourceStore:
 
     def remove_files(self, file_ids: Sequence[int]) -> None:
         with self.engine.begin() as conn:
-            for chunk in _chunks(list(file_ids)):
+            for chunk in chunks(list(file_ids)):
                 conn.execute(delete(image_files).where(image_files.c.id.in_(chunk)))
 
     def images_with_files(self, image_ids: Sequence[int]) -> set[int]:
         found: set[int] = set()
         with self.engine.connect() as conn:
-            for chunk in _chunks(list(image_ids)):
+            for chunk in chunks(list(image_ids)):
                 query = select(image_files.c.image).where(image_files.c.image.in_(chunk)).distinct()
                 found.update(int(i) for i in conn.execute(query).scalars())
         return found
@@ -228,7 +221,7 @@ class SourceStore:
         """Each image's files: (its source, path inside the source)."""
         found: dict[int, list[tuple[SourceRecord, str]]] = {}
         with self.engine.connect() as conn:
-            for chunk in _chunks(list(image_ids)):
+            for chunk in chunks(list(image_ids)):
                 query = (
                     select(image_files.c.image, image_files.c.path.label("file_path"), sources)
                     .join(sources, sources.c.id == image_files.c.source_id)
@@ -271,7 +264,7 @@ class SourceStore:
     def clear_rejected(self, source_id: int, paths: Sequence[str]) -> None:
         keys = [path_key(p) for p in paths]
         with self.engine.begin() as conn:
-            for chunk in _chunks(keys):
+            for chunk in chunks(keys):
                 conn.execute(
                     delete(rejected_files).where(
                         rejected_files.c.source_id == source_id, rejected_files.c.path_key.in_(chunk)

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import Engine, and_, delete, func, insert, select
 
-from adapters.stores.sql_schema import image_tags, images
+from adapters.stores.sql_schema import chunks, image_tags, images
 
 MAX_TAGS_PER_IMAGE = 64  # the Milvus array field's capacity
 MAX_TAG_CHARS = 64
@@ -20,11 +20,6 @@ class Tag:
     probability: float | None = None
 
 
-def _chunks(items: Sequence, size: int = 500):  # type: ignore[no-untyped-def]
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
-
-
 class TagStore:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
@@ -33,7 +28,7 @@ class TagStore:
         """Each image's tags, manual first, then by probability."""
         found: dict[int, list[Tag]] = {}
         with self.engine.connect() as conn:
-            for chunk in _chunks(list(ids)):
+            for chunk in chunks(list(ids)):
                 rows = conn.execute(select(image_tags).where(image_tags.c.image.in_(chunk)))
                 for row in rows:
                     found.setdefault(int(row.image), []).append(Tag(row.tag, row.source, row.probability))
@@ -46,7 +41,7 @@ class TagStore:
         set by hand wins: it replaces the same automatic tag, and a tag job does not add a tag already set by hand."""
         ids = list(tags)
         with self.engine.begin() as conn:
-            for chunk in _chunks(ids):
+            for chunk in chunks(ids):
                 conn.execute(delete(image_tags).where(image_tags.c.image.in_(chunk), image_tags.c.source == source))
             rows = [
                 {"image": i, "tag": t.tag, "collection": collection, "source": source, "probability": t.probability}
@@ -61,13 +56,13 @@ class TagStore:
             else:
                 manual = {
                     (int(r.image), r.tag)
-                    for chunk in _chunks(ids)
+                    for chunk in chunks(ids)
                     for r in conn.execute(
                         select(image_tags.c.image, image_tags.c.tag).where(image_tags.c.image.in_(chunk))
                     )
                 }
                 rows = [row for row in rows if (row["image"], row["tag"]) not in manual]
-            for chunk in _chunks(rows):
+            for chunk in chunks(rows):
                 conn.execute(insert(image_tags), list(chunk))
 
     def counts(self, collection: str) -> list[tuple[str, int]]:
