@@ -143,6 +143,8 @@ def export_collection(
                     progress(done, max(total, done))
             for handle in (tsv, features, captions, words):
                 _sync(handle)
+        # A collection without words gets no words files (and loses an older export's).
+        wordless = {target for target, temp in zip(targets[3:], temps[3:], strict=True) if temp.stat().st_size == 0}
         index = FeatureFile(temps[1], record.dim)  # the loader's own index: which ids will it find?
         try:
             with temps[0].open("rb") as tsv_in:
@@ -160,7 +162,7 @@ def export_collection(
             "metric": record.metric,
             "count": report.count,
             "split": split,
-            "files": [t.name for i, t in enumerate(targets) if i != 2 and (i < 3 or temps[i].stat().st_size)],
+            "files": [t.name for t in targets if t != targets[2] and t not in wordless],
             "exported_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         }
         with temps[2].open("w", encoding="utf-8") as handle:
@@ -168,7 +170,7 @@ def export_collection(
             handle.write("\n")
             _sync(handle)
         for temp, target in zip(temps, targets, strict=True):
-            if target in targets[3:] and temp.stat().st_size == 0:  # no words: no file (nor an older one)
+            if target in wordless:
                 target.unlink(missing_ok=True)
                 continue
             os.replace(temp, target)

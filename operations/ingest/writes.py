@@ -71,9 +71,11 @@ def insert_rows(services: Services, collection: str, items: Sequence[ImageToWrit
     )
     written = [(i, ids[i.image_id]) for i in items if i.image_id in ids]
     # Their words (file name, captions) are indexed while the rows are pending: keyword search sees them with
-    # the vectors, when the rows become searchable.
+    # the vectors, when the rows become searchable. A source folder's image is named by its file's path, which
+    # the sync records (and indexes) after this step.
     words = {row_id: i.words for i, row_id in written if i.words}
-    services.texts.set_fields(collection, words, also=[row_id for i, row_id in written if i.source and not i.words])
+    named = [row_id for i, row_id in written if i.source and not i.preview and not i.words]
+    services.texts.set_fields(collection, words, also=named)
     return written
 
 
