@@ -15,8 +15,14 @@ import warnings
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 from pillow_heif import register_heif_opener
+
+try:  # in the ocr extra (rapidocr's dependency): faster previews when present
+    import cv2
+except ImportError:  # pragma: no cover - the serving install without the extra
+    cv2 = None
 
 # Phone cameras write HEIC (iPhone) and increasingly AVIF; Pillow reads AVIF itself and HEIC through pillow-heif
 # (libheif inside its wheel). Both are told from their content, like the rest, with the same limits.
@@ -170,6 +176,19 @@ def fit(image: Image.Image, size: int, resample: Image.Resampling = Image.Resamp
     scale = size / max(image.size)
     target = (max(1, round(image.size[0] * scale)), max(1, round(image.size[1] * scale)))
     return image.resize(target, resample, reducing_gap=2.0)
+
+
+def preview(image: Image.Image, size: int) -> Image.Image:
+    """A preview of at most ``size`` on its longer side, made fast: the draft decode is already within 2x of it,
+    so a bilinear resize (OpenCV's, ~4 ms on a 2016x1512 decode against ~16 ms for Pillow's box filter) shows no
+    aliasing at that ratio. OpenCV comes with the ``ocr`` extra; without it, Pillow's box filter."""
+    if max(image.size) <= size:
+        return image
+    if cv2 is None or image.mode != "RGB" or max(image.size) > 2 * size:
+        return fit(image, size, Image.Resampling.BOX)
+    scale = size / max(image.size)
+    target = (max(1, round(image.size[0] * scale)), max(1, round(image.size[1] * scale)))
+    return Image.fromarray(cv2.resize(np.asarray(image), target, interpolation=cv2.INTER_LINEAR))
 
 
 def shrink_for_model(image: Image.Image, resolution: int) -> Image.Image:

@@ -151,7 +151,7 @@ def make_settings(tmp_path: Path, data_root: Path, onnx_dir: Path) -> Callable[.
             "data_dir": tmp_path / "data",
             "data_root": data_root,
             "weights": "random",
-            "job_lease_seconds": 2.0,
+            "job_lease_seconds": 10.0,  # a busy CI machine can stall a keeper for seconds; tests of takeover set less
             "onnx_dir": onnx_dir,
         }
         if metadata_url:
@@ -163,12 +163,30 @@ def make_settings(tmp_path: Path, data_root: Path, onnx_dir: Path) -> Callable[.
     return build
 
 
-@pytest.fixture
-def make_client(encoder: ChineseClipEncoder) -> Callable[[Settings], TestClient]:
-    """A running app (lifespan entered); use as a context manager to stop it."""
+class ReadyClient(TestClient):
+    """A TestClient whose ``with`` returns once the service is ready. On a busy machine Milvus Lite can take longer
+    than the first connection attempt allows; the service then starts anyway and answers 503 until its stores
+    answer (tested on its own in test_milvus_outage.py), which a test that means to exercise something else must
+    not mistake for its own failure."""
 
-    def build(settings: Settings) -> TestClient:
-        return TestClient(create_app(settings, encoder=encoder), raise_server_exceptions=False)
+    wait_ready_s = 120.0
+
+    def __enter__(self) -> ReadyClient:
+        super().__enter__()
+        deadline = time.monotonic() + self.wait_ready_s
+        while self.app.state.services is None and time.monotonic() < deadline:  # type: ignore[attr-defined]
+            time.sleep(0.2)
+        return self
+
+
+@pytest.fixture
+def make_client(encoder: ChineseClipEncoder) -> Callable[..., TestClient]:
+    """A running app (lifespan entered) that is ready to serve; use as a context manager to stop it. With
+    ``wait_ready=False`` it returns as soon as the lifespan has run (tests of a service started before its stores)."""
+
+    def build(settings: Settings, wait_ready: bool = True) -> TestClient:
+        kind = ReadyClient if wait_ready else TestClient
+        return kind(create_app(settings, encoder=encoder), raise_server_exceptions=False)
 
     return build
 

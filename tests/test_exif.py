@@ -16,6 +16,7 @@ from PIL import Image
 
 from adapters import images
 from config import Settings
+from operations.search.search_filters import great_circle_km
 from tests.imagefiles import photo
 
 C = "phone"
@@ -101,6 +102,12 @@ def _brute_force(client: TestClient, image_ids: list[str], keep: Callable[[int],
     return [image_id for _, image_id in sorted(scored, reverse=True)]
 
 
+def test_distances_are_great_circle_distances() -> None:
+    assert great_circle_km(*SHANGHAI, *BEIJING) == pytest.approx(1067, abs=2)
+    assert great_circle_km(*SHANGHAI, *PARIS) == pytest.approx(9260, abs=15)
+    assert great_circle_km(0, 179.5, 0, -179.5) == pytest.approx(111.2, abs=0.1)  # across the antimeridian
+
+
 def test_capture_time_camera_and_place_filter_inside_the_search(phone) -> None:  # type: ignore[no-untyped-def]
     client, ids = phone
     everything = _search(client)
@@ -114,6 +121,9 @@ def test_capture_time_camera_and_place_filter_inside_the_search(phone) -> None: 
         "Huawei": ({"camera": ["HUAWEI P60"]}, lambda i: i in (2, 4)),
         "within 50 km of Shanghai": ({"near": {"lat": 31.23, "lon": 121.47, "km": 50}}, lambda i: i in (0, 3)),
         "within 1,500 km of Shanghai": ({"near": {"lat": 31.23, "lon": 121.47, "km": 1500}}, lambda i: i in (0, 1, 3)),
+        # Beijing, 1,067 km away, lies in a corner of the 1,000 km box around Shanghai: a circle leaves it out
+        "within 1,000 km of Shanghai": ({"near": {"lat": 31.23, "lon": 121.47, "km": 1000}}, lambda i: i in (0, 3)),
+        "within 1,100 km of Shanghai": ({"near": {"lat": 31.23, "lon": 121.47, "km": 1100}}, lambda i: i in (0, 1, 3)),
     }
     for name, (filters, keep) in cases.items():
         found = [h["image_id"] for h in _search(client, filters=filters)["hits"]]

@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 from adapters import images
-from tests.imagefiles import BAD_FILES, encode, exif_rotated_jpeg, gif_two_frames, jpeg, picture, png_bomb
+from tests.imagefiles import BAD_FILES, encode, exif_rotated_jpeg, gif_two_frames, jpeg, photo, picture, png_bomb
 
 LIMITS = {"max_bytes": 10 * 1024 * 1024, "max_pixels": 50_000_000}
 
@@ -76,3 +76,13 @@ def test_pixel_limit_is_checked_from_the_header_without_decoding() -> None:
 def test_size_limit() -> None:
     with pytest.raises(images.InvalidImage, match=r"over the limit of 100$"):
         images.probe(jpeg(5), max_bytes=100, max_pixels=10**9)
+
+
+def test_a_preview_keeps_the_picture_at_its_size() -> None:
+    decoded = photo(7, (2016, 1512))  # a 12 MP photo's draft decode
+    fast = images.preview(decoded, 1280)
+    assert fast.size == (1280, 960) and fast.mode == "RGB"
+    careful = np.asarray(images.fit(decoded, 1280, Image.Resampling.LANCZOS), dtype=np.float32)
+    assert np.abs(np.asarray(fast, dtype=np.float32) - careful).mean() < 4  # of 255: the same picture
+    assert images.preview(decoded, 4000) is decoded  # never enlarged
+    assert images.preview(photo(8, (4032, 3024)), 1280).size == (1280, 960)  # beyond 2x: the box filter

@@ -84,7 +84,7 @@ def _fresh_client_searches(server: LocalMilvusServer) -> bool:
 def test_every_kind_of_milvus_failure_answers_503_and_recovery_is_prompt(
     own_milvus: LocalMilvusServer,
     make_settings: Callable[..., Settings],
-    make_client: Callable[[Settings], TestClient],
+    make_client: Callable[..., TestClient],
     small_split: Path,
     caplog: pytest.LogCaptureFixture,
     monkeypatch: pytest.MonkeyPatch,
@@ -234,13 +234,13 @@ def _starts_before_its_store_then_serves(client: TestClient, store: str, bring_u
 def test_service_starts_before_milvus_and_becomes_ready_on_its_own(
     tmp_path: Path,
     make_settings: Callable[..., Settings],
-    make_client: Callable[[Settings], TestClient],
+    make_client: Callable[..., TestClient],
     small_split: Path,
 ) -> None:
     server = LocalMilvusServer(tmp_path / "late-milvus")  # not started yet
     settings = make_settings(milvus={"milvus_uri": server.uri}, index_type="FLAT")
     try:
-        with make_client(settings) as client:
+        with make_client(settings, wait_ready=False) as client:
             _starts_before_its_store_then_serves(client, "vectors", server.start)
     finally:
         server.stop()
@@ -250,7 +250,7 @@ def test_service_starts_before_mysql_and_becomes_ready_on_its_own(
     mysql_url: str,
     tmp_path: Path,
     make_settings: Callable[..., Settings],
-    make_client: Callable[[Settings], TestClient],
+    make_client: Callable[..., TestClient],
     small_split: Path,
 ) -> None:
     from sqlalchemy.engine import make_url
@@ -260,7 +260,7 @@ def test_service_starts_before_mysql_and_becomes_ready_on_its_own(
     url = real.set(host="127.0.0.1", port=late.port).render_as_string(hide_password=False)
     settings = make_settings(metadata_url=url, milvus={"milvus_uri": str(tmp_path / "milvus.db")})
     try:
-        with make_client(settings) as client:
+        with make_client(settings, wait_ready=False) as client:
             _starts_before_its_store_then_serves(client, "metadata", late.open)
     finally:
         late.close()

@@ -207,3 +207,59 @@ def _sha(data: bytes) -> str:
 
 def _id_of(services, data: bytes) -> str:  # type: ignore[no-untyped-def]
     return services.metadata.lookup_sha(C, [_sha(data)])[_sha(data)].image_id
+
+
+def _zip(path: Path, members: dict[str, bytes], when: tuple[int, ...] = (2024, 5, 1, 8, 0, 0)) -> None:
+    import zipfile
+
+    with zipfile.ZipFile(path, "w") as archive:
+        for name, data in members.items():
+            archive.writestr(zipfile.ZipInfo(name, date_time=when), data)
+
+
+def test_a_zip_is_a_source_too(client: TestClient, data_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A phone's export as a .zip: synced from its central directory, originals read from it in place, and the
+    archive replaced by a newer one is followed like a folder (added, removed, edited, renamed)."""
+    folder = data_root / f"zips_{uuid.uuid4().hex[:8]}"
+    folder.mkdir()
+    archive = folder / "phone.zip"
+    photos = {f"DCIM/IMG_{n}.jpg": jpeg(500 + n) for n in range(4)}
+    _zip(archive, {**photos, "DCIM/.hidden.jpg": jpeg(599), "../escape.jpg": jpeg(598), "@eaDir/t.jpg": jpeg(597)})
+    (folder / "not_a_zip.zip").write_bytes(b"PK\x03\x04 but nothing else")
+    relative = archive.relative_to(data_root).as_posix()
+    assert client.post(f"/collections/{C}/sources", json={"path": f"{relative[:-9]}not_a_zip.zip"}).status_code == 422
+    source = client.post(f"/collections/{C}/sources", json={"path": relative, "excludes": ["@eaDir/**"]}).json()
+
+    job = _sync(client, source["id"])
+    assert _counts(job)["stored"] == 4 and job["result"]["skipped"] == 3, job  # hidden, zip-slip, excluded
+    services = client.app.state.services  # type: ignore[attr-defined]
+    ids = {name: _id_of(services, data) for name, data in photos.items()}
+    first = client.get(f"/img/{C}/{ids['DCIM/IMG_0.jpg']}")
+    assert first.status_code == 200 and first.content == photos["DCIM/IMG_0.jpg"]  # read from the zip
+
+    edited = jpeg(550)
+    newer = {
+        "DCIM/IMG_0.jpg": photos["DCIM/IMG_0.jpg"],  # unchanged
+        "DCIM/IMG_1.jpg": edited,  # edited in place (same name, same timestamp: the CRC tells)
+        "Album/生日.jpg": photos["DCIM/IMG_2.jpg"],  # renamed
+        "DCIM/IMG_9.jpg": jpeg(509),  # new; IMG_3 removed
+    }
+    _zip(archive, newer)
+    calls = _EncoderCalls(client, monkeypatch)
+    counts = _counts(_sync(client, source["id"]))
+    assert (counts["stored"], counts["changed"], counts["moved"], counts["removed"], counts["unchanged"]) == (
+        1,
+        1,
+        1,
+        1,
+        1,
+    ), counts
+    assert calls.images == 2  # the new and the edited member; the renamed one is not re-encoded
+    assert client.get(f"/img/{C}/{ids['DCIM/IMG_1.jpg']}").content == edited
+    assert client.get(f"/img/{C}/{ids['DCIM/IMG_2.jpg']}").status_code == 200  # from its new name
+    assert client.get(f"/img/{C}/{ids['DCIM/IMG_3.jpg']}").status_code == 404
+    assert services.vectors.count(C) == services.metadata.count(C, include_pending=True) == 4
+
+    archive.unlink()  # gone: the originals say so, the previews stay searchable until the next sync
+    gone = client.get(f"/img/{C}/{ids['DCIM/IMG_0.jpg']}")
+    assert gone.status_code == 404 and "phone.zip/DCIM/IMG_0.jpg" in gone.json()["error"]["message"]

@@ -7,6 +7,7 @@ from __future__ import annotations
 import shutil
 import time
 import uuid
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -103,6 +104,29 @@ def test_a_watched_source_follows_its_folder(client: TestClient, data_root: Path
     time.sleep(3)
     assert len(_sync_jobs(client)) == before
     assert client.get(f"/img/count?collection={C}").json()["count"] == 63
+
+
+def test_a_watched_zip_is_followed_when_it_is_replaced(client: TestClient, data_root: Path) -> None:
+    folder = data_root / f"watched_{uuid.uuid4().hex[:8]}"
+    folder.mkdir()
+    archive = folder / "export.zip"
+    with zipfile.ZipFile(archive, "w") as out:
+        for i in range(2):
+            out.writestr(f"IMG_{i}.jpg", jpeg(700 + i))
+    source = client.post(
+        f"/collections/{C}/sources", json={"path": archive.relative_to(data_root).as_posix(), "watched": True}
+    ).json()
+    first = _settled(client, 2)
+    (folder / "beside.jpg").write_bytes(jpeg(799))  # a file next to the zip is not the source: no sync
+    time.sleep(2)
+    assert len(_sync_jobs(client)) == len(first)
+    newer = folder / "export.zip.tmp"
+    with zipfile.ZipFile(newer, "w") as out:
+        for i in range(3):
+            out.writestr(f"IMG_{i}.jpg", jpeg(700 + i))
+    newer.replace(archive)  # how an export is usually replaced: written aside, then renamed over it
+    _settled(client, 3, after=len(first))
+    assert client.app.state.services.sources.files(source["id"]).keys() == {"IMG_0.jpg", "IMG_1.jpg", "IMG_2.jpg"}  # type: ignore[attr-defined]
 
 
 def test_one_process_watches_each_source(

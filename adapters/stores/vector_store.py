@@ -18,7 +18,15 @@ from adapters.stores.exact_mirror import ExactMirror
 from adapters.stores.milvus_connection import connect, forget_session_timestamps
 from adapters.stores.milvus_guard import GuardedClient, VectorStoreUnavailable
 from adapters.stores.milvus_loads import CollectionLoads
-from adapters.stores.milvus_schema import ID_FIELD, VECTOR_FIELD, collection_schema, default_fields, has_scalar_fields
+from adapters.stores.milvus_schema import (
+    ID_FIELD,
+    LATITUDE,
+    LONGITUDE,
+    VECTOR_FIELD,
+    collection_schema,
+    default_fields,
+    has_scalar_fields,
+)
 from adapters.stores.store_health import StoreHealth
 
 logger = logging.getLogger(__name__)
@@ -71,6 +79,7 @@ class VectorStore(Protocol):
     def get(self, name: str, ids: Sequence[int]) -> dict[int, np.ndarray]: ...
     def existing_ids(self, name: str, ids: Sequence[int], filter: str | None = None) -> set[int]: ...
     def iter_ids(self, name: str, batch: int = 1000) -> Iterator[list[int]]: ...
+    def positions(self, name: str, filter: str) -> list[tuple[int, float, float]]: ...
     def count(self, name: str) -> int: ...
     def mirror_stats(self) -> dict[str, dict[str, Any]]: ...
     def close(self) -> None: ...
@@ -362,9 +371,22 @@ class MilvusVectorStore:
 
     def iter_ids(self, name: str, batch: int = 1000) -> Iterator[list[int]]:
         """Every id in the collection, a batch at a time."""
+        for rows in self._iter_rows(name, "", [ID_FIELD], batch):
+            yield [int(row[ID_FIELD]) for row in rows]
+
+    def positions(self, name: str, filter: str) -> list[tuple[int, float, float]]:
+        """(id, latitude, longitude) of every vector whose fields match ``filter``: the exact values the search's
+        filter compares, so a distance computed from them agrees with it."""
+        return [
+            (int(row[ID_FIELD]), float(row[LATITUDE]), float(row[LONGITUDE]))
+            for rows in self._iter_rows(name, filter, [ID_FIELD, LATITUDE, LONGITUDE], 4096)
+            for row in rows
+        ]
+
+    def _iter_rows(self, name: str, filter: str, fields: list[str], batch: int) -> Iterator[list[dict[str, Any]]]:
         self._loads.ensure(name)
         iterator = self._client.query_iterator(
-            name, batch_size=batch, filter="", output_fields=[ID_FIELD], consistency_level=STRONG
+            name, batch_size=batch, filter=filter, output_fields=fields, consistency_level=STRONG
         )
         try:
             while True:
@@ -372,7 +394,7 @@ class MilvusVectorStore:
                     rows = iterator.next()
                 if not rows:
                     return
-                yield [int(row[ID_FIELD]) for row in rows]
+                yield rows
         finally:
             with contextlib.suppress(Exception):
                 iterator.close()

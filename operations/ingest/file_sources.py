@@ -37,7 +37,7 @@ def _hidden(parts: tuple[str, ...]) -> bool:
     return any(part.startswith(".") or part == "__MACOSX" for part in parts)
 
 
-def _zip_refusal(name: str) -> str | None:
+def zip_refusal(name: str) -> str | None:
     """Why a zip entry is not read, or None. Entries are never extracted (nothing is written outside), but a
     zip-slip name marks a hostile archive, and every entry is accounted for in the job's report."""
     parts = name.replace("\\", "/").split("/")
@@ -91,7 +91,7 @@ class FileSource:
             except zipfile.BadZipFile as exc:
                 raise InvalidInput(f"{path.name} is not a valid zip file") from exc
             names = [i.filename for i in archive.infolist() if not i.is_dir()]
-            refused = {name: why for name in names if (why := _zip_refusal(name))}
+            refused = {name: why for name in names if (why := zip_refusal(name))}
             return cls(path, len(names), names, archive, confine_to, refused)
         if path.exists():
             raise InvalidInput(f"{path.name} is neither a folder nor a .zip file")

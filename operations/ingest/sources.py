@@ -1,8 +1,10 @@
-"""Folders a collection follows: registered once (kept in the metadata DB), then synced by jobs and, when
-watched, by file-system events. A source is a folder under the data root; nothing outside it is ever read."""
+"""Folders (and zips) a collection follows: registered once (kept in the metadata DB), then synced by jobs and,
+when watched, by file-system events. A source is a folder or a .zip under the data root; nothing outside it is
+ever read."""
 
 from __future__ import annotations
 
+import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,7 +14,7 @@ from adapters.stores.source_store import SourceRecord
 from operations.collections import collections
 from operations.errors import Conflict, InvalidInput, NotFound
 from operations.ingest.file_sources import resolve_under_root
-from operations.ingest.source_scan import DEFAULT_EXCLUDES
+from operations.ingest.source_scan import DEFAULT_EXCLUDES, SourceFiles, is_zip
 from operations.ingest.writes import delete_images
 from operations.services import Services
 
@@ -31,10 +33,10 @@ def _root(services: Services) -> Path:
 
 
 def source_folder(services: Services, source: SourceRecord) -> Path:
-    """The source's folder now (it may have been removed or replaced by a file since it was added)."""
+    """The source's folder or zip now (it may have been removed or replaced since it was added)."""
     folder = resolve_under_root(_root(services), source.path)
-    if not folder.is_dir():
-        raise NotFound(f"source folder {source.path!r} no longer exists under the data root")
+    if not (folder.is_dir() or is_zip(folder)):
+        raise NotFound(f"source {source.path!r} no longer exists under the data root")
     return folder
 
 
@@ -56,13 +58,19 @@ def add(
     watched: bool = False,
     model: str | None = None,
 ) -> SourceRecord:
-    """Registers a folder under the data root (the collection is created if new). Syncing is a separate step."""
+    """Registers a folder or a .zip under the data root (the collection is created if new). Syncing is a separate
+    step."""
     root = _root(services)
     folder = resolve_under_root(root, path)
     if not folder.exists():
         raise NotFound(f"folder {path!r} does not exist under the data root")
-    if not folder.is_dir():
-        raise InvalidInput(f"{path!r} is not a folder: a source is a folder (ingest a .zip with POST /img/ingest)")
+    if is_zip(folder):
+        try:
+            zipfile.ZipFile(folder).close()
+        except (zipfile.BadZipFile, OSError) as exc:
+            raise InvalidInput(f"{path!r} is not a valid zip file: {exc}") from None
+    elif not folder.is_dir():
+        raise InvalidInput(f"{path!r} is neither a folder nor a .zip file")
     relative = folder.relative_to(root).as_posix()
     if relative == ".":
         raise InvalidInput("the data root itself cannot be a source: name a folder inside it")
@@ -125,12 +133,13 @@ def original_bytes(services: Services, image: ImageRecord) -> bytes:
     for source, path in services.sources.paths_of([image.id]).get(image.id, []):
         tried.append(f"{source.path}/{path}")
         try:
-            file = resolve_under_root(root, f"{source.path}/{path}")
-            with file.open("rb") as handle:
-                return handle.read(services.settings.max_image_bytes + 1)
-        except (OSError, InvalidInput):
+            with SourceFiles(resolve_under_root(root, source.path)) as files:
+                if files.archive is None:  # a folder's file may link elsewhere: it must resolve under the root too
+                    resolve_under_root(root, f"{source.path}/{path}")
+                return files.read(path, services.settings.max_image_bytes + 1)
+        except (OSError, InvalidInput, zipfile.BadZipFile):
             continue
-    raise NotFound(f"the original of {image.image_id!r} is gone from its folder: {', '.join(tried) or 'no path known'}")
+    raise NotFound(f"the original of {image.image_id!r} is gone from its source: {', '.join(tried) or 'no path known'}")
 
 
 def validate_under(under: str | None) -> str | None:

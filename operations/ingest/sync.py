@@ -20,7 +20,7 @@ from adapters import images
 from adapters.stores.source_store import KnownFile, NewFile, RejectedFile, SourceRecord
 from operations.collections import collections
 from operations.ingest.ingest import batched, bounded_map, content_image_id
-from operations.ingest.source_scan import FileStat, scan
+from operations.ingest.source_scan import FileStat, SourceFiles, scan
 from operations.ingest.sources import remove_orphans, source_folder
 from operations.ingest.vector_fields import fields_for_ids
 from operations.ingest.writes import ImageToWrite, write_batch
@@ -122,12 +122,13 @@ def run(
     # Reading threads decode new content at once (a file whose content the collection has, a move, is not
     # decoded), so decoding the next batch overlaps encoding this one.
     prepare = _preparer(services, model, services.metadata.shas(source.collection))
-    read = lambda path: _read(folder, path, scanned.files[path], services.settings, prepare)  # noqa: E731
-    for batch in batched(bounded_map(services.decode_pool, read, changed, lookahead=2 * size + 2), size):
-        if progress.should_stop():
-            return JobOutcome(f"stopped: {_summary(state.counts)}", _result(state, scanned.skipped))
-        _sync_batch(state, batch)
-        progress.flush()
+    with SourceFiles(folder) as files:
+        read = lambda path: _read(files, path, scanned.files[path], services.settings, prepare)  # noqa: E731
+        for batch in batched(bounded_map(services.decode_pool, read, changed, lookahead=2 * size + 2), size):
+            if progress.should_stop():
+                return JobOutcome(f"stopped: {_summary(state.counts)}", _result(state, scanned.skipped))
+            _sync_batch(state, batch)
+            progress.flush()
     _remove_gone(state)
     if services.vectors.has_collection(source.collection):
         services.vectors.flush(source.collection)
@@ -163,20 +164,19 @@ def _with_prepared(file: _File, encoder: Any, settings: Any) -> _File:
 
 def _prepare(data: bytes, encoder: Any, max_pixels: int, preview_size: int, resolution: int) -> _Prepared:
     """One decode, at the smallest JPEG scale that still gives the preview its size and the model its input. The
-    model reads that decode box-reduced (its vector matches a full decode's: bench/sync.py); the preview is scaled
-    with a box filter, an area average that costs 30% less than bilinear in Pillow on a 12 MP photo."""
+    model reads that decode box-reduced (its vector matches a full decode's: bench/sync.py); ``images.preview``
+    says how the preview is scaled."""
     image = images.decode_rgb(data, max_pixels, min_longest=preview_size, min_shortest=resolution)
     pixels = encoder.preprocess(images.shrink_for_model(image, resolution))
-    preview = images.fit(image, preview_size, images.Image.Resampling.BOX)
+    preview = images.preview(image, preview_size)
     return _Prepared(images.jpeg_bytes(preview), pixels)
 
 
-def _read(folder: Path, path: str, stat: FileStat, settings: Any, prepare: Callable[[_File], _File]) -> _File:
+def _read(files: SourceFiles, path: str, stat: FileStat, settings: Any, prepare: Callable[[_File], _File]) -> _File:
     """Reads and checks one new or changed file (the only files a sync opens)."""
     max_bytes, max_pixels = settings.max_image_bytes, settings.max_image_pixels
     try:
-        with (folder / path).open("rb") as handle:
-            data = handle.read(max_bytes + 1)
+        data = files.read(path, max_bytes + 1)
     except OSError as exc:
         return _File(path, stat, refusal=f"cannot read file: {exc.strerror or exc}")
     if len(data) > max_bytes:

@@ -14,7 +14,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import PurePosixPath
+from pathlib import Path, PurePosixPath
 
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
@@ -22,7 +22,7 @@ from watchdog.observers.api import BaseObserver, ObservedWatch
 from watchdog.observers.polling import PollingObserver
 
 from adapters.stores.source_store import SourceRecord
-from operations.ingest.source_scan import excluded
+from operations.ingest.source_scan import excluded, is_zip
 from operations.ingest.sources import source_folder
 from operations.jobs.jobs import JobRunner
 from operations.services import Services
@@ -43,14 +43,17 @@ class _Watched:
 
 
 class _Events(FileSystemEventHandler):
-    def __init__(self, watcher: SourceWatcher, source_id: int, folder: str) -> None:
-        self.watcher, self.source_id, self.folder = watcher, source_id, folder
+    """A folder's events, or (``archive``) those of one zip file, watched through its parent folder: any change of
+    the zip syncs the whole source, whose scan then reads the zip's directory."""
+
+    def __init__(self, watcher: SourceWatcher, source_id: int, folder: str, archive: bool = False) -> None:
+        self.watcher, self.source_id, self.folder, self.archive = watcher, source_id, folder, archive
 
     def on_any_event(self, event: FileSystemEvent) -> None:
         if event.event_type in ("opened", "closed_no_write") or (event.is_directory and event.event_type == "modified"):
             return
         for path in (event.src_path, getattr(event, "dest_path", "")):
-            if path:
+            if path and (not self.archive or str(path) == self.folder):
                 self.watcher.noticed(self.source_id, self.folder, str(path))
 
 
@@ -135,7 +138,11 @@ class SourceWatcher:
         except Exception as exc:
             logger.warning("source %d (%s) cannot be watched: %s", source.id, source.path, exc)
             return
-        watch = self.observer.schedule(_Events(self, source.id, folder), folder, recursive=True)
+        if is_zip(Path(folder)):
+            events = _Events(self, source.id, folder, archive=True)
+            watch = self.observer.schedule(events, str(Path(folder).parent), recursive=False)
+        else:
+            watch = self.observer.schedule(_Events(self, source.id, folder), folder, recursive=True)
         with self._lock:
             self._watched[source.id] = _Watched(source, watch, pending={""})  # catch up with what changed meanwhile
         self._watched[source.id].last_event = time.monotonic()

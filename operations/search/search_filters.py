@@ -13,6 +13,7 @@ from adapters.stores.milvus_schema import (
     ADDED,
     CAMERA,
     HEIGHT,
+    ID_FIELD,
     LATITUDE,
     LONGITUDE,
     MIME,
@@ -28,7 +29,9 @@ from operations.ingest.vector_fields import unix_seconds
 from operations.services import Services
 
 MAX_VALUES = 64
-KM_PER_DEGREE = 111.195  # of latitude, on a sphere of the Earth's mean radius (6,371 km)
+EARTH_RADIUS_KM = 6371.0  # mean radius
+KM_PER_DEGREE = math.radians(EARTH_RADIUS_KM)  # of latitude: 111.195 km
+MAX_CORNER_IDS = 100_000  # photos a near filter may exclude by id (the expression grows ~8 bytes a photo)
 
 
 @dataclass(frozen=True)
@@ -112,15 +115,42 @@ def expression(services: Services, collection: str, filters: SearchFilters | Non
     if filters.cameras:
         parts.append(f"{CAMERA} in [{', '.join(map(_literal, filters.cameras))}]")
     if filters.near is not None:
-        parts.append(_near(*filters.near))
+        parts.append(_near(services, collection, *filters.near))
     return " and ".join(parts) or None
 
 
-def _near(latitude: float, longitude: float, km: float) -> str:
-    """A box of ``km`` north, south, east and west of the point (on a sphere of the Earth's mean radius), in the
-    vector search: photos without a position (UNKNOWN_POSITION) are never in it."""
+def _near(services: Services, collection: str, latitude: float, longitude: float, km: float) -> str:
+    """Within ``km`` of the point on a sphere of the Earth's mean radius, in the vector search: a box that holds
+    the circle, less the photos in its corners (their great-circle distance, from the very values Milvus
+    compares, is over ``km``). Photos without a position (UNKNOWN_POSITION) are never in the box."""
     if not (-90 <= latitude <= 90 and -180 <= longitude <= 180 and 0 < km <= 20_000):
         raise InvalidInput("near: lat -90..90, lon -180..180, km above 0 and at most 20000")
+    box = _box(latitude, longitude, km)
+    corners = [
+        vector_id
+        for vector_id, lat, lon in services.vectors.positions(collection, box)
+        if great_circle_km(latitude, longitude, lat, lon) > km
+    ]
+    if len(corners) > MAX_CORNER_IDS:
+        raise InvalidInput(
+            f"near: {len(corners)} photos lie in the corners of the {km} km box around the point (at most "
+            f"{MAX_CORNER_IDS}): search a smaller radius"
+        )
+    return f"({box} and {ID_FIELD} not in {corners})" if corners else box
+
+
+def great_circle_km(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
+    """Haversine distance on a sphere of the Earth's mean radius."""
+    phi1, phi2 = math.radians(lat1), math.radians(lat2)
+    a = (
+        math.sin((phi2 - phi1) / 2) ** 2
+        + math.cos(phi1) * math.cos(phi2) * math.sin(math.radians(lon2 - lon1) / 2) ** 2
+    )
+    return 2 * EARTH_RADIUS_KM * math.asin(min(1.0, math.sqrt(a)))
+
+
+def _box(latitude: float, longitude: float, km: float) -> str:
+    """A box of ``km`` north, south, east and west of the point: it holds the whole circle."""
     dlat = km / KM_PER_DEGREE
     south, north = max(-90.0, latitude - dlat), min(90.0, latitude + dlat)
     parts = [f"{LATITUDE} >= {south:.6f}", f"{LATITUDE} <= {north:.6f}"]
