@@ -317,6 +317,22 @@ class CollectionOut(BaseModel):
     count: int
     created_at: dt.datetime
     index: IndexOut | None = Field(None, description="None while the vector store cannot be reached.")
+    reembed: ReembedOut | None = Field(
+        None, description="The other model's vectors, while a re-embed builds them or keeps the previous ones."
+    )
+
+
+class ReembedOut(BaseModel):
+    model: str = Field(description="The model of the vectors that do not serve searches now.")
+    state: str = Field(
+        description="building (the re-embed job is making them), ready (made, not serving: switch to them), "
+        "previous (the vectors served before the switch, kept current for a rollback until finalize)."
+    )
+
+
+class ReembedRequest(BaseModel):
+    model: str = Field(description="The model to re-encode with (one of GET /models).", min_length=1, max_length=64)
+    switch: bool = Field(True, description="Switch searches to the new model as soon as every image is encoded.")
 
 
 class DropResponse(BaseModel):

@@ -10,6 +10,7 @@ from functools import cached_property
 from adapters.encoders.clip_tokenizer import ClipTokenizer
 from adapters.encoders.encoder_base import EncoderBase
 from adapters.ocr import OcrReader
+from adapters.stores.generation_store import GenerationStore
 from adapters.stores.job_store import JobStore
 from adapters.stores.metadata_store import MetadataStore
 from adapters.stores.source_store import SourceStore
@@ -46,6 +47,11 @@ class Services:
     def sources(self) -> SourceStore:
         """Source folders and the files their images live in."""
         return SourceStore(self.metadata.engine)
+
+    @cached_property
+    def generations(self) -> GenerationStore:
+        """Which Milvus collection serves each collection, and the one a re-embed builds or keeps."""
+        return GenerationStore(self.metadata.engine)
 
     @cached_property
     def texts(self) -> TextStore:

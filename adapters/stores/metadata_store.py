@@ -24,6 +24,16 @@ class CollectionRecord:
     dim: int
     metric: str
     created_at: dt.datetime
+    vectors: str | None = None
+    next_model: str | None = None
+    next_dim: int | None = None
+    next_vectors: str | None = None
+    next_state: str | None = None
+
+    @property
+    def vector_collection(self) -> str:
+        """The Milvus collection that answers this collection's searches now."""
+        return self.vectors or self.name
 
 
 @dataclass(frozen=True)

@@ -55,6 +55,13 @@ collections = Table(
     Column("dim", Integer, nullable=False),
     Column("metric", String(16), nullable=False),
     Column("created_at", DateTime, nullable=False),
+    # The Milvus collection that serves the name (NULL: the name itself). A re-embed builds another one for
+    # next_model; a switch swaps the two, and the one that stops serving stays as "previous" until finalized.
+    Column("vectors", String(80), nullable=True),
+    Column("next_model", String(64), nullable=True),
+    Column("next_dim", Integer, nullable=True),
+    Column("next_vectors", String(80), nullable=True),
+    Column("next_state", String(16), nullable=True),  # building, ready, previous (NULL: no other generation)
 )
 
 images = Table(
@@ -257,6 +264,9 @@ _LATER_IMAGE_COLUMNS = {
 }
 
 
+_LATER_COLLECTION_COLUMNS = ("vectors", "next_model", "next_dim", "next_vectors", "next_state")
+
+
 def _create_mysql_database_if_missing(url: str) -> None:
     parsed = make_url(url)
     name = parsed.database
@@ -298,7 +308,7 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:  # type: ignore[no-untyp
 
 def _add_missing_columns(engine: Engine) -> None:
     """A metadata DB from an earlier version keeps its data and gains the columns added since (jobs' queue
-    columns; images' origin, preview and EXIF facts)."""
+    columns; images' origin, preview and EXIF facts; collections' re-embed generations)."""
     image_columns = {column["name"] for column in inspect(engine).get_columns("images")}
     with engine.begin() as conn:
         for name, default in _LATER_IMAGE_COLUMNS.items():
@@ -306,6 +316,12 @@ def _add_missing_columns(engine: Engine) -> None:
                 kind = images.c[name].type.compile(dialect=engine.dialect)
                 required = f" NOT NULL DEFAULT {default}" if default else ""
                 conn.execute(text(f"ALTER TABLE images ADD COLUMN {name} {kind}{required}"))
+    collection_columns = {column["name"] for column in inspect(engine).get_columns("collections")}
+    with engine.begin() as conn:
+        for name in _LATER_COLLECTION_COLUMNS:
+            if name not in collection_columns:
+                kind = collections.c[name].type.compile(dialect=engine.dialect)
+                conn.execute(text(f"ALTER TABLE collections ADD COLUMN {name} {kind}"))
     present = {column["name"] for column in inspect(engine).get_columns("jobs")}
     missing = [name for name in _LATER_JOB_COLUMNS if name not in present]
     with engine.begin() as conn:

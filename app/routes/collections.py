@@ -9,8 +9,17 @@ from app.access import WriteAccess
 from app.deps import JobsDep, ServicesDep
 from app.errors import documented
 from app.routes.jobs import job_accepted
-from app.schemas import CollectionOut, CollectionPath, CreateCollectionRequest, DropResponse, IndexOut, JobAccepted
-from operations.collections import collections
+from app.schemas import (
+    CollectionOut,
+    CollectionPath,
+    CreateCollectionRequest,
+    DropResponse,
+    IndexOut,
+    JobAccepted,
+    ReembedOut,
+    ReembedRequest,
+)
+from operations.collections import collections, reembed
 from operations.collections.collections import CollectionSummary
 
 router = APIRouter(prefix="/collections", tags=["collections"])
@@ -27,6 +36,7 @@ def _out(summary: CollectionSummary) -> CollectionOut:
         count=summary.count,
         created_at=r.created_at,
         index=IndexOut(**summary.index) if summary.index else None,
+        reembed=ReembedOut(model=r.next_model, state=r.next_state) if r.next_state and r.next_model else None,
     )
 
 
@@ -69,3 +79,67 @@ async def reconcile_collection(
     await run_in_threadpool(collections.require, services, name)
     record = await run_in_threadpool(jobs.submit, "reconcile", name, {"collection": name})
     return job_accepted(request, record.id)
+
+
+@router.post(
+    "/{name}/reembed",
+    status_code=202,
+    response_model=JobAccepted,
+    responses=documented(401, 403, 404, 409, 422, 429, 503),
+    dependencies=[WriteAccess],
+)
+async def reembed_collection(
+    name: CollectionPath, body: ReembedRequest, services: ServicesDep, jobs: JobsDep, request: Request
+) -> JobAccepted:
+    """Re-encode every image of the collection with another model, in the background, while searches keep using
+    the current one and every write reaches both. At 100% the collection switches to the new model at once (for
+    every service process), unless ``switch`` is false; the old vectors stay until ``/reembed/finalize``, and
+    ``/reembed/rollback`` switches back. Asking again for the same model resumes a stopped re-embed."""
+    await run_in_threadpool(jobs.ensure_capacity)
+    params = await run_in_threadpool(reembed.start, services, name, body.model, body.switch)
+    record = await run_in_threadpool(jobs.submit, "reembed", name, params)
+    return job_accepted(request, record.id)
+
+
+@router.post(
+    "/{name}/reembed/switch",
+    response_model=CollectionOut,
+    responses=documented(401, 403, 404, 409, 503),
+    dependencies=[WriteAccess],
+)
+async def switch_collection(name: CollectionPath, services: ServicesDep) -> CollectionOut:
+    """Serve the other generation: a re-embed that finished with ``switch: false``, or the new model again after
+    a rollback."""
+    await run_in_threadpool(reembed.switch, services, name)
+    return _out(await run_in_threadpool(collections.summarise, services, name))
+
+
+@router.post(
+    "/{name}/reembed/rollback",
+    response_model=CollectionOut,
+    responses=documented(401, 403, 404, 409, 503),
+    dependencies=[WriteAccess],
+)
+async def rollback_collection(name: CollectionPath, services: ServicesDep, jobs: JobsDep) -> CollectionOut:
+    """After a switch: serve the previous model again (the new vectors stay, kept current, ready to switch to).
+    Before the switch: stop the re-embed and drop what it built."""
+
+    def cancel_running() -> None:
+        for job in jobs.store.recent(100, name):
+            if job.kind == "reembed" and job.state in ("queued", "running"):
+                jobs.cancel(job.id)
+
+    await run_in_threadpool(reembed.rollback, services, name, cancel_running)
+    return _out(await run_in_threadpool(collections.summarise, services, name))
+
+
+@router.post(
+    "/{name}/reembed/finalize",
+    response_model=CollectionOut,
+    responses=documented(401, 403, 404, 409, 503),
+    dependencies=[WriteAccess],
+)
+async def finalize_collection(name: CollectionPath, services: ServicesDep) -> CollectionOut:
+    """Keep the model that serves now and drop the other vectors (after a switch: the old model's)."""
+    await run_in_threadpool(reembed.finalize, services, name)
+    return _out(await run_in_threadpool(collections.summarise, services, name))

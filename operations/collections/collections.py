@@ -26,9 +26,10 @@ class CollectionSummary:
     index: dict[str, Any] | None = None
 
 
-def index_summary(services: Services, name: str) -> dict[str, Any] | None:
+def index_summary(services: Services, record: CollectionRecord) -> dict[str, Any] | None:
     """The backend and index a collection's vectors use (built when it was created, whatever today's settings
     say) and what a search passes; None while Milvus cannot say (down, or the collection has no vectors yet)."""
+    name = record.vector_collection
     try:
         info = services.vectors.index_info(name)
         search = services.vectors.search_params_for(name, 1)
@@ -74,6 +75,8 @@ def model_for_writes(services: Services, name: str, model: str | None = None) ->
     if record is None:
         return services.models.validate(model or services.models.default_name)
     if model is not None and model != record.model:
+        if model == record.next_model and record.next_state:  # a write begun before a switch: both get it
+            return model
         raise Conflict(f"collection {name!r} is bound to {record.model}; it cannot take {model} vectors")
     encoder_for(services, record)
     return record.model
@@ -84,9 +87,9 @@ def ensure(services: Services, name: str, model: str | None = None) -> Collectio
     model = model_for_writes(services, name, model)
     info = services.models.get(model).info
     record = services.metadata.create_collection(name, info.model, info.dim, METRIC)
-    if record.model != model:  # created concurrently with another model
+    if model not in (record.model, record.next_model):  # created concurrently with another model
         raise Conflict(f"collection {name!r} is bound to {record.model}; it cannot take {model} vectors")
-    services.vectors.ensure_collection(name, record.dim)
+    services.vectors.ensure_collection(record.vector_collection, record.dim)
     return record
 
 
@@ -102,12 +105,12 @@ def require_image(services: Services, collection: str, image_id: str) -> ImageRe
 
 def summarise(services: Services, name: str) -> CollectionSummary:
     record = require(services, name)
-    return CollectionSummary(record, services.metadata.count(name), index_summary(services, name))
+    return CollectionSummary(record, services.metadata.count(name), index_summary(services, record))
 
 
 def list_all(services: Services) -> list[CollectionSummary]:
     return [
-        CollectionSummary(r, services.metadata.count(r.name), index_summary(services, r.name))
+        CollectionSummary(r, services.metadata.count(r.name), index_summary(services, r))
         for r in services.metadata.list_collections()
     ]
 
@@ -116,11 +119,16 @@ def drop(services: Services, name: str) -> int:
     """Rows go first: a failure between the two steps leaves only unreachable vectors, never rows
     that claim a vector which is gone. Dropping again finishes the job."""
     validate_name(name)
-    in_metadata = services.metadata.get_collection(name) is not None
-    in_vectors = services.vectors.has_collection(name)
-    if not in_metadata and not in_vectors:
+    record = services.metadata.get_collection(name)
+    # The Milvus collections of every generation (a re-embed's too), and the name itself (a half-dropped one).
+    milvus = (
+        [name] if record is None else [record.vector_collection, *([record.next_vectors] * bool(record.next_vectors))]
+    )
+    in_vectors = any(services.vectors.has_collection(m) for m in milvus)
+    if record is None and not in_vectors:
         raise NotFound(f"collection {name!r} does not exist")
     removed = services.metadata.delete_collection(name)
-    services.vectors.drop_collection(name)
+    for milvus_name in milvus:
+        services.vectors.drop_collection(milvus_name)
     logger.info("dropped collection %s (%d images)", name, removed)
     return removed

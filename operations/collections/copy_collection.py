@@ -169,7 +169,7 @@ def prepare_destination(source: CollectionRecord, destination: Stores) -> Collec
             f"the source's is {source.model} ({source.dim}-d)"
         )
     try:
-        destination.vectors.ensure_collection(source.name, source.dim)
+        destination.vectors.ensure_collection(existing.vector_collection if existing else source.name, source.dim)
     except ValueError as exc:  # a Milvus collection of that name with another dim
         raise Conflict(f"destination Milvus: {exc}") from exc
     record = destination.metadata.create_collection(source.name, source.model, source.dim, source.metric)
@@ -191,7 +191,8 @@ def copy_collection(
     destination's table, so a new id (the table's next one) can never take the id of a row still to come."""
     refuse_same_stores(source, destination.metadata_url, destination.milvus_uri, destination.milvus_db)
     record = source_collection(source, name)
-    prepare_destination(record, destination)
+    # From the Milvus collection serving the source to the one serving the destination (see reembed.py).
+    served = (record.vector_collection, prepare_destination(record, destination).vector_collection)
     report = CopyReport(name, record.model, record.dim, destination.where)
     report.source_rows = source.metadata.count(name)
     started = time.monotonic()
@@ -200,7 +201,7 @@ def copy_collection(
         progress(0, report.source_rows)
     deferred: list[int] = []
     for page in source.metadata.iter_image_pages(name, page=batch_size):
-        later = _copy_page(source, destination, name, page, report, keep_ids=True)
+        later = _copy_page(source, destination, name, served, page, report, keep_ids=True)
         deferred += later
         done += len(page) - len(later)
         if progress is not None:
@@ -208,20 +209,27 @@ def copy_collection(
     for start in range(0, len(deferred), batch_size):
         chunk = deferred[start : start + batch_size]
         found = source.metadata.fetch(name, chunk, with_data=True)  # a row deleted meanwhile is left out
-        _copy_page(source, destination, name, [found[i] for i in chunk if i in found], report, keep_ids=False)
+        kept = [found[i] for i in chunk if i in found]
+        _copy_page(source, destination, name, served, kept, report, keep_ids=False)
         done += len(chunk)
         if progress is not None:
             progress(done, max(report.source_rows, done))
-    destination.vectors.flush(name)  # once: a server seals the segments and builds its index on them
+    destination.vectors.flush(served[1])  # once: a server seals the segments and builds its index on them
     report.destination_rows = destination.metadata.count(name)
-    report.destination_vectors = destination.vectors.count(name)
+    report.destination_vectors = destination.vectors.count(served[1])
     report.seconds = time.monotonic() - started
     logger.info("%s", report.summary())
     return report
 
 
 def _copy_page(
-    source: Stores, destination: Stores, name: str, page: list[ImageRecord], report: CopyReport, keep_ids: bool
+    source: Stores,
+    destination: Stores,
+    name: str,
+    served: tuple[str, str],
+    page: list[ImageRecord],
+    report: CopyReport,
+    keep_ids: bool,
 ) -> list[int]:
     """Write one page in the write order; with keep_ids, rows whose id is taken are left for later: their source
     ids are returned."""
@@ -245,7 +253,7 @@ def _copy_page(
         taken = destination.metadata.ids_in_use([row.id for row in new])
         later = [row.id for row in new if row.id in taken]
         new = [row for row in new if row.id not in taken]
-    vectors = source.vectors.get(name, [row.id for row in new] + [row.id for _, row in pending])
+    vectors = source.vectors.get(served[0], [row.id for row in new] + [row.id for _, row in pending])
     for row in [*new, *(row for _, row in pending)]:
         if row.id not in vectors:
             report.without_vector += 1
@@ -262,7 +270,7 @@ def _copy_page(
         _copy_words(source, destination, name, written)
         fields = fields_for_ids(destination.metadata, name, vector_ids)
         destination.vectors.upsert(
-            name, vector_ids, np.stack([vectors[row.id] for _, row in written]), [fields[i] for i in vector_ids]
+            served[1], vector_ids, np.stack([vectors[row.id] for _, row in written]), [fields[i] for i in vector_ids]
         )
         destination.metadata.mark_indexed(vector_ids)
         report.copied += len(written) - len(pending)

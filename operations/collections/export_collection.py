@@ -122,7 +122,7 @@ def export_collection(
             if progress is not None:
                 progress(0, total)
             for page in stores.metadata.iter_image_pages(name, page=batch_size):
-                vectors = stores.vectors.get(name, [row.id for row in page])
+                vectors = stores.vectors.get(record.vector_collection, [row.id for row in page])
                 texts = TextStore(stores.metadata.engine).texts([row.id for row in page])
                 for row in page:
                     vector = vectors.get(row.id)

@@ -45,7 +45,12 @@ class ReconcileReport:
 
 
 def _rebuild(
-    services: Services, encoder: EncoderBase, collection: str, ids: list[int], report: ReconcileReport
+    services: Services,
+    encoder: EncoderBase,
+    collection: str,
+    ids: list[int],
+    report: ReconcileReport,
+    collection_vectors: str,
 ) -> None:
     settings = services.settings
     rows = services.metadata.fetch(collection, ids, with_data=True, include_pending=True)
@@ -61,7 +66,7 @@ def _rebuild(
         chunk = good[start : start + settings.encode_batch_size]
         vectors = encoder.encode_pixels(pixels[start : start + settings.encode_batch_size])
         fields = fields_for_ids(services.metadata, collection, chunk)
-        services.vectors.upsert(collection, chunk, vectors, [fields[i] for i in chunk])
+        services.vectors.upsert(collection_vectors, chunk, vectors, [fields[i] for i in chunk])
         services.metadata.mark_indexed(chunk)
     if bad:  # cannot be searched and cannot be rebuilt: remove rather than keep a broken row
         services.metadata.delete_rows(bad)
@@ -74,13 +79,15 @@ def _rebuild(
 def reconcile(services: Services, collection: str, progress: JobProgress | None = None) -> ReconcileReport:
     record = collections.require(services, collection)
     encoder = collections.encoder_for(services, record)
-    services.vectors.ensure_collection(collection, record.dim)  # recreated if it was lost: rows rebuild it
+    collection_vectors = record.vector_collection  # the serving generation (a re-embed completes its own)
+    services.vectors.ensure_collection(collection_vectors, record.dim)  # recreated if it was lost: rows rebuild it
     progress = progress or JobProgress()
-    progress.total = services.metadata.count(collection, include_pending=True) + services.vectors.count(collection)
+    rows = services.metadata.count(collection, include_pending=True)
+    progress.total = rows + services.vectors.count(collection_vectors)
     report = ReconcileReport()
     for page in services.metadata.iter_id_pages(collection, PAGE):
         ids = [row_id for row_id, _ in page]
-        present = services.vectors.existing_ids(collection, ids)
+        present = services.vectors.existing_ids(collection_vectors, ids)
         missing = [row_id for row_id in ids if row_id not in present]
         pending_ok = [row_id for row_id, indexed in page if not indexed and row_id in present]
         if pending_ok:
@@ -88,15 +95,15 @@ def reconcile(services: Services, collection: str, progress: JobProgress | None 
             report.pending_completed += len(pending_ok)
             report.note("pending_completed", pending_ok)
         if missing:
-            _rebuild(services, encoder, collection, missing, report)
+            _rebuild(services, encoder, collection, missing, report, collection_vectors)
         report.rows_checked += len(page)
         progress.done += len(page)
         progress.flush()
-    for batch in services.vectors.iter_ids(collection, PAGE):
+    for batch in services.vectors.iter_ids(collection_vectors, PAGE):
         known = services.metadata.existing_ids(collection, batch)
         orphans = [vector_id for vector_id in batch if vector_id not in known]
         if orphans:
-            services.vectors.delete(collection, orphans)
+            services.vectors.delete(collection_vectors, orphans)
             report.orphan_vectors_deleted += len(orphans)
             report.note("orphan_vectors_deleted", orphans)
         report.vectors_checked += len(batch)

@@ -122,7 +122,7 @@ def evaluate(
 
     predictions: dict[int, list[int]] = {}
     for start in range(0, len(texts), QUERY_BATCH):
-        found = services.vectors.search(collection, vectors[start : start + QUERY_BATCH], TOP_K)
+        found = services.vectors.search(record.vector_collection, vectors[start : start + QUERY_BATCH], TOP_K)
         rows = services.metadata.fetch(collection, sorted({i for hits in found for i, _ in hits}))
         for tid, hits in zip(text_ids[start : start + QUERY_BATCH], found, strict=True):
             predictions[tid] = [_as_int(rows[i].image_id) for i, _ in hits if i in rows]
@@ -135,7 +135,7 @@ def evaluate(
         for image_id in images:
             image_to_texts.setdefault(image_id, []).append(tid)
     stored = services.metadata.lookup(collection, [str(i) for i in image_to_texts])
-    image_vectors = services.vectors.get(collection, [e.id for e in stored.values()])
+    image_vectors = services.vectors.get(record.vector_collection, [e.id for e in stored.values()])
     tr_predictions = {}
     for image_id in image_to_texts:
         existing = stored.get(str(image_id))

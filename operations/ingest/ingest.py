@@ -154,7 +154,7 @@ def _encode_and_write(
             ImageToWrite(p.image_id, p.data, p.facts, vector, p.candidate.name, origin)
             for (p, _), vector in zip(ready, vectors, strict=True)
         ]
-        ids = write_batch(services, collection, items)
+        ids = write_batch(services, collection, items, model)
         ocr.after_write(services, collection, list(ids.values()))
         outcomes.extend(Outcome(p.candidate.name, "stored", p.image_id, ids.get(p.image_id)) for p, _ in ready)
     return outcomes

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from operations.collections import collections
+from operations.collections import collections, generations
 from operations.ingest.file_sources import FileSource, resolve_under_root
 from operations.ingest.ingest import ingest
 from operations.jobs.job_progress import JobProgress
@@ -26,8 +26,7 @@ def run(
     try:
         for _ in ingest(services, collection, source.candidates(), progress, model, f"ingest:{source.path.name}"):
             pass
-        if services.vectors.has_collection(collection):
-            services.vectors.flush(collection)  # a server indexes sealed data: once per ingest, not per batch
+        generations.flush(services, collection)  # a server indexes sealed data: once per ingest, not per batch
     finally:
         source.close()
     return f"{progress.loaded} stored, {progress.skipped} duplicates skipped, {progress.failed} rejected"

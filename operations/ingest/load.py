@@ -21,7 +21,7 @@ import numpy as np
 
 from adapters import images
 from adapters.encoders.encoder_base import EncoderBase
-from operations.collections import collections
+from operations.collections import collections, generations
 from operations.errors import NotFound
 from operations.ingest.file_sources import resolve_under_root
 from operations.ingest.flickr_format import (
@@ -88,7 +88,7 @@ def run(services: Services, load: LoadPlan, progress: JobProgress) -> str:
     origin = f"load:{load.path}/{load.split}"  # what a search can filter on (source)
     stages = (
         lambda items: insert_rows(services, load.collection, [replace(item, origin=origin) for item in items]),
-        lambda rows: store_vectors(services, load.collection, rows),
+        lambda rows: store_vectors(services, load.collection, rows, record.model),
     )
     try:
         with OrderedStages(stages, on_done=stored, name="load") as pipeline:
@@ -108,7 +108,7 @@ def run(services: Services, load: LoadPlan, progress: JobProgress) -> str:
                 _submit(services, encoder, load.collection, batch, feature_file, words, progress, pipeline)
         if progress.should_stop():
             return "stopped"
-        services.vectors.flush(load.collection)  # a server indexes sealed data: once per load, not per batch
+        generations.flush(services, load.collection)  # a server indexes sealed data: once per load, not per batch
     finally:
         if feature_file is not None:
             feature_file.close()

@@ -18,7 +18,7 @@ from typing import Any
 
 from adapters import images
 from adapters.stores.source_store import KnownFile, NewFile, RejectedFile, SourceRecord
-from operations.collections import collections
+from operations.collections import collections, generations
 from operations.ingest.ingest import batched, bounded_map, content_image_id
 from operations.ingest.source_scan import FileStat, SourceFiles, scan
 from operations.ingest.sources import remove_orphans, source_folder
@@ -130,8 +130,7 @@ def run(
             _sync_batch(state, batch)
             progress.flush()
     _remove_gone(state)
-    if services.vectors.has_collection(source.collection):
-        services.vectors.flush(source.collection)
+    generations.flush(services, source.collection)
     services.sources.mark_synced(source.id, job_id)
     progress.flush()
     message = _summary(state.counts)
@@ -295,6 +294,7 @@ def _encode_and_write(state: _Run, batch: list[_Encode]) -> None:
                 )
                 for item, preview, vector in fresh
             ],
+            state.model,
         )
         shas = [item.file.facts.sha256 for item, _, _ in fresh]  # type: ignore[union-attr]
         files = [
@@ -320,7 +320,9 @@ def _rewrite(state: _Run, item: _Encode, preview: bytes, vector: Any) -> None:
     services.metadata.update_content(old.image, preview, facts)
     services.texts.set_fields(state.collection, {old.image: {"ocr": None, "ocr_lines": None}})  # read the new one
     fields = fields_for_ids(services.metadata, state.collection, [old.image])
-    services.vectors.upsert(state.collection, [old.image], vector[None, :], [fields[old.image]])
+    generations.put_vectors(
+        services, state.collection, [old.image], vector[None, :], [fields[old.image]], state.model, [preview]
+    )
     services.sources.update_file(old.id, item.file.path, item.file.stat.size, item.file.stat.mtime_ns, facts.sha256)
     _count(state, "changed")
 

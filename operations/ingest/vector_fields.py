@@ -84,13 +84,17 @@ def fields_for_ids(metadata: MetadataStore, collection: str, ids: Sequence[int])
 
 
 def refresh(services: Services, collection: str, ids: Sequence[int]) -> None:
-    """Writes the images' vectors again with their current fields (after their tags changed)."""
-    if not ids or not services.vectors.has_scalar_fields(collection):
+    """Writes the images' vectors again with their current fields (after their tags changed), in every vector
+    generation of the collection (a re-embed's too)."""
+    if not ids:
         return
-    vectors = services.vectors.get(collection, ids)
-    fields = fields_for_ids(services.metadata, collection, [i for i in ids if i in vectors])
-    present = [i for i in ids if i in vectors and i in fields]
-    if present:
-        services.vectors.upsert(
-            collection, present, np.stack([vectors[i] for i in present]), [fields[i] for i in present]
-        )
+    record = services.generations.get(collection)
+    names = [record.vector_collection, record.next_vectors] if record else [collection]
+    for name in [n for n in names if n and services.vectors.has_scalar_fields(n)]:
+        vectors = services.vectors.get(name, ids)
+        fields = fields_for_ids(services.metadata, collection, [i for i in ids if i in vectors])
+        present = [i for i in ids if i in vectors and i in fields]
+        if present:
+            services.vectors.upsert(
+                name, present, np.stack([vectors[i] for i in present]), [fields[i] for i in present]
+            )

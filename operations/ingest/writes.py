@@ -18,6 +18,7 @@ import numpy as np
 
 from adapters.images import ImageFacts
 from adapters.stores.metadata_store import NewImage
+from operations.collections import generations
 from operations.errors import NotFound
 from operations.ingest.vector_fields import photo_fields
 from operations.services import Services
@@ -37,9 +38,9 @@ class ImageToWrite:
     words: Mapping[str, Any] | None = None  # words about it that came with it: caption, description, ocr(_lines)
 
 
-def write_batch(services: Services, collection: str, items: Sequence[ImageToWrite]) -> dict[str, int]:
-    """Store a batch in both stores; returns the vector id of each image_id written."""
-    return store_vectors(services, collection, insert_rows(services, collection, items))
+def write_batch(services: Services, collection: str, items: Sequence[ImageToWrite], model: str) -> dict[str, int]:
+    """Store a batch (its vectors made by ``model``) in both stores; returns the vector id of each image_id written."""
+    return store_vectors(services, collection, insert_rows(services, collection, items), model)
 
 
 def insert_rows(services: Services, collection: str, items: Sequence[ImageToWrite]) -> list[tuple[ImageToWrite, int]]:
@@ -79,13 +80,17 @@ def insert_rows(services: Services, collection: str, items: Sequence[ImageToWrit
     return written
 
 
-def store_vectors(services: Services, collection: str, rows: Sequence[tuple[ImageToWrite, int]]) -> dict[str, int]:
-    """Steps 2 and 3: the vectors under the rows' ids, then the rows marked indexed (searchable)."""
+def store_vectors(
+    services: Services, collection: str, rows: Sequence[tuple[ImageToWrite, int]], model: str
+) -> dict[str, int]:
+    """Steps 2 and 3: the vectors (made by ``model``) under the rows' ids, in every generation of the collection
+    (a re-embed's too), then the rows marked indexed (searchable)."""
     if not rows:
         return {}
     vector_ids = [row_id for _, row_id in rows]
     fields = [photo_fields(item.facts, item.origin) for item, _ in rows]
-    services.vectors.upsert(collection, vector_ids, np.stack([item.vector for item, _ in rows]), fields)
+    matrix = np.stack([item.vector for item, _ in rows])
+    generations.put_vectors(services, collection, vector_ids, matrix, fields, model, [item.data for item, _ in rows])
     services.metadata.mark_indexed(vector_ids)
     return {item.image_id: row_id for item, row_id in rows}
 
@@ -103,5 +108,5 @@ def delete_images(services: Services, collection: str, ids: list[int]) -> None:
     """Hidden first, then the vectors, then the rows: a failure part-way leaves rows reconcile can finish."""
     if ids:
         services.metadata.mark_indexed(ids, indexed=False)
-        services.vectors.delete(collection, ids)
+        generations.delete_vectors(services, collection, ids)
         services.metadata.delete_rows(ids)

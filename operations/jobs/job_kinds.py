@@ -9,7 +9,7 @@ from collections.abc import Callable
 from typing import Any
 
 from adapters.stores.job_store import JobRecord
-from operations.collections import reconcile
+from operations.collections import reconcile, reembed
 from operations.evaluation import evaluation
 from operations.ingest import ingest_job, load, sources, sync
 from operations.jobs.job_progress import JobProgress
@@ -66,6 +66,10 @@ def _sync(services: Services, p: dict[str, Any], job_id: str) -> JobFn:
     return lambda progress: sync.run(services, source, progress, under, job_id)
 
 
+def _reembed(services: Services, p: dict[str, Any]) -> JobFn:
+    return lambda progress: reembed.run_job(services, p, progress)
+
+
 def _ocr(services: Services, p: dict[str, Any]) -> JobFn:
     ocr.require_available()
     return lambda progress: ocr.run_job(services, p["collection"], progress, bool(p.get("redo", False)))
@@ -79,6 +83,7 @@ _BUILDERS: dict[str, Callable[[Services, dict[str, Any]], JobFn]] = {
     "duplicates": _duplicates,
     "tags": _tags,
     "ocr": _ocr,
+    "reembed": _reembed,
 }
 
 

@@ -119,7 +119,7 @@ def classify(
         encoder = collections.encoder_for(services, record)
         require_text_model(encoder)
         stored = collections.require_image(services, collection, image_id)
-        found = services.vectors.get(collection, [stored.id]).get(stored.id)
+        found = services.vectors.get(record.vector_collection, [stored.id]).get(stored.id)
         if found is None:
             raise Conflict(f"image {image_id!r} has no vector; run reconcile on {collection!r}")
         vector = found

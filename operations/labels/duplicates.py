@@ -64,8 +64,8 @@ class _Groups:
 def find(services: Services, collection: str, min_cosine: float, progress: JobProgress) -> str:
     """The job: every image's neighbours, then the groups, stored as the collection's latest report."""
     validate_min_cosine(min_cosine)
-    collections.require(services, collection)
-    ids = [i for batch in services.vectors.iter_ids(collection) for i in batch]
+    served = collections.require(services, collection).vector_collection  # the model's vectors that serve now
+    ids = [i for batch in services.vectors.iter_ids(served) for i in batch]
     progress.total = len(ids)
     progress.flush()
     joined = _Groups()
@@ -73,17 +73,17 @@ def find(services: Services, collection: str, min_cosine: float, progress: JobPr
         if progress.should_stop():
             return "stopped"
         chunk = ids[start : start + BATCH]
-        vectors = services.vectors.get(collection, chunk)
+        vectors = services.vectors.get(served, chunk)
         present = [i for i in chunk if i in vectors]
         if present:
             matrix = np.stack([vectors[i] for i in present])
-            for vector_id, hits in zip(present, services.vectors.search(collection, matrix, NEIGHBOURS), strict=True):
+            for vector_id, hits in zip(present, services.vectors.search(served, matrix, NEIGHBOURS), strict=True):
                 for other, score in hits:
                     if other != vector_id and score >= min_cosine:
                         joined.join(vector_id, other)
         progress.done += len(chunk)
         progress.flush()
-    groups = _with_keepers(services, collection, joined.groups())
+    groups = _with_keepers(services, collection, served, joined.groups())
     DuplicateStore(services.metadata.engine).replace(collection, progress.job_id, min_cosine, groups)
     extras = sum(len(group) - 1 for group in groups)
     logger.info(
@@ -96,10 +96,12 @@ def find(services: Services, collection: str, min_cosine: float, progress: JobPr
     return f"{len(groups)} groups of near-duplicates ({extras} images beside their keepers) at cosine >= {min_cosine}"
 
 
-def _with_keepers(services: Services, collection: str, groups: list[list[int]]) -> list[list[tuple[int, bool, float]]]:
+def _with_keepers(
+    services: Services, collection: str, served: str, groups: list[list[int]]
+) -> list[list[tuple[int, bool, float]]]:
     """(id, keeper, cosine to the keeper) per member; the keeper has the most pixels, then the lowest id."""
     rows = services.metadata.fetch(collection, [i for group in groups for i in group])
-    vectors = services.vectors.get(collection, list(rows))
+    vectors = services.vectors.get(served, list(rows))
     out = []
     for group in groups:
         members = [i for i in group if i in rows and i in vectors]

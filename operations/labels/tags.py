@@ -73,7 +73,7 @@ def tag_collection(
     label_vectors = services.label_vectors.get(encoder, templates, labels)
     scale = float(encoder.info.logit_scale or 1.0)
     store = TagStore(services.metadata.engine)
-    ids = [i for batch in services.vectors.iter_ids(collection) for i in batch]
+    ids = [i for batch in services.vectors.iter_ids(record.vector_collection) for i in batch]
     progress.total = len(ids)
     progress.flush()
     tagged = 0
@@ -81,7 +81,7 @@ def tag_collection(
         if progress.should_stop():
             return f"stopped after {tagged} images"
         chunk = ids[start : start + BATCH]
-        vectors = services.vectors.get(collection, chunk)
+        vectors = services.vectors.get(record.vector_collection, chunk)
         present = [i for i in chunk if i in vectors]
         if present:
             _, probabilities = label_probabilities(np.stack([vectors[i] for i in present]), label_vectors, scale)

@@ -109,7 +109,7 @@ def search(
         )
         return found[0], parts
     record = collections.require(services, collection)
-    page = page_for(services, record.name, filters, offset, top_k)
+    page = page_for(services, record, filters, offset, top_k)
     started = time.perf_counter()
     query_vector = vector_of(services, record, parts, image)
     query = Query(record.name, record.model, top_k, with_data, vector=query_vector, **vars(page))
@@ -134,7 +134,7 @@ def vector_of(
         vectors.update({p.kind: v for p, v in zip([p for p in parts if p.text is not None], encoded, strict=True)})
     if any(p.kind == "image" for p in parts):
         assert image is not None
-        vectors["image"] = _image_vector(services, record.name, encoder, image)
+        vectors["image"] = _image_vector(services, record, encoder, image)
     if len(parts) == 1:  # one part alone: its own vector
         return vectors[parts[0].kind]
     total = sum((-p.weight if p.kind == "negative_text" else p.weight) * vectors[p.kind] for p in parts)
@@ -144,7 +144,7 @@ def vector_of(
     return (total / norm).astype(np.float32)
 
 
-def _image_vector(services: Services, collection: str, encoder: EncoderBase, image: QueryImage) -> np.ndarray:
+def _image_vector(services: Services, record: CollectionRecord, encoder: EncoderBase, image: QueryImage) -> np.ndarray:
     settings = services.settings
     if image.data is not None:
         try:
@@ -153,8 +153,8 @@ def _image_vector(services: Services, collection: str, encoder: EncoderBase, ima
         except images.InvalidImage as exc:
             raise InvalidInput(f"{image.name or 'image'}: {exc}") from exc
         return encoder.encode_pixels([pixels])[0]
-    stored = collections.require_image(services, collection, image.image_id or "")
-    vector = services.vectors.get(collection, [stored.id]).get(stored.id)
+    stored = collections.require_image(services, record.name, image.image_id or "")
+    vector = services.vectors.get(record.vector_collection, [stored.id]).get(stored.id)
     if vector is None:
-        raise Conflict(f"image {image.image_id!r} has no vector; run reconcile on {collection!r}")
+        raise Conflict(f"image {image.image_id!r} has no vector; run reconcile on {record.name!r}")
     return vector

@@ -18,6 +18,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from adapters import text_grams
+from adapters.stores.metadata_store import CollectionRecord
 from operations.collections import collections
 from operations.errors import InvalidInput
 from operations.search import combined_query, keyword
@@ -100,8 +101,8 @@ def search(
         if cutoffs.any:
             raise InvalidInput("min_score and relative_cutoff apply to semantic and hybrid searches")
         words = validate_text(text or "", settings.max_text_chars)
-        page = page_for(services, record.name, filters, offset, top_k)
-        found = keyword.ranked(services, record.name, words, page.filter, offset + top_k)[offset:]
+        page = page_for(services, record, filters, offset, top_k)
+        found = keyword.ranked(services, record.name, words, page.filter, offset + top_k, page.vectors)[offset:]
         hits = hits_for(services.metadata, record.name, [(k.id, k.score) for k in found], with_data)
         by_id = {k.id: k for k in found}
         result = SearchResult(record.name, record.model, hits, filter=page.filter)
@@ -109,9 +110,9 @@ def search(
         return Outcome(result, [QueryPart("text", 1.0, text=words)], chosen)
     if chosen == "semantic":
         result, parts = combined_query.search(services, collection, top_k, **query, **weighted, offset=offset)
-        best = _best_score(services, result, offset) if cutoffs.relative is not None else None
+        best = _best_score(services, result, offset, record) if cutoffs.relative is not None else None
         return _cut(Outcome(result, parts, chosen), cutoffs, best)
-    page = page_for(services, record.name, filters, offset, top_k)
+    page = page_for(services, record, filters, offset, top_k)
     depth = max(settings.hybrid_depth, offset + top_k)
     parts = combined_query.plan(text, image, negative_text, *weights, settings.max_text_chars)
     started = time.perf_counter()
@@ -119,20 +120,20 @@ def search(
     timings = {"encode": (time.perf_counter() - started) * 1000}
     started = time.perf_counter()
     # Ids and scores only: rows are fetched for the page, not for the whole list.
-    semantic = services.vectors.search(record.name, vector[None, :], depth, page.filter)[0]
+    semantic = services.vectors.search(record.vector_collection, vector[None, :], depth, page.filter)[0]
     timings["vector_search"] = (time.perf_counter() - started) * 1000
     started = time.perf_counter()
     words = validate_text(text or "", settings.max_text_chars)  # a text weighted 0 still names words to find
     # A long sentence is Chinese-CLIP's to read: over keyword search's limit of words, the keyword list is empty.
     wordy = len(text_grams.query_terms(words)) <= keyword.MAX_TERMS
-    lexical = keyword.ranked(services, record.name, words, page.filter, depth) if wordy else []
+    lexical = keyword.ranked(services, record.name, words, page.filter, depth, page.vectors) if wordy else []
     timings["keyword_search"] = (time.perf_counter() - started) * 1000
     fused = rrf([[i for i, _ in semantic], [k.id for k in lexical]], settings.hybrid_rrf_k)
     chosen_page = fused[offset : offset + top_k]
     scores = dict(semantic)
     missing = [i for i, _ in chosen_page if i not in scores]
     if missing:
-        stored = services.vectors.get(record.name, missing)
+        stored = services.vectors.get(record.vector_collection, missing)
         scores.update({i: float(np.dot(v, vector)) for i, v in stored.items()})
     started = time.perf_counter()
     hits = hits_for(services.metadata, record.name, [(i, scores.get(i, math.nan)) for i, _ in chosen_page], with_data)
@@ -147,13 +148,13 @@ def search(
     return _cut(Outcome(result, parts, chosen), cutoffs, best)
 
 
-def _best_score(services: Services, result: SearchResult, offset: int) -> float | None:
+def _best_score(services: Services, result: SearchResult, offset: int, record: CollectionRecord) -> float | None:
     """The best semantic score of the whole list (a later page's first hit is not it)."""
     if offset == 0 or result.vector is None:
         return result.hits[0].score if result.hits else None
-    top = run_query(
-        services, Query(result.collection, result.model, 1, False, vector=result.vector, filter=result.filter)
-    )
+    query = Query(result.collection, result.model, 1, False, vector=result.vector, filter=result.filter)
+    query.vectors = record.vector_collection
+    top = run_query(services, query)
     return top.hits[0].score if top.hits else None
 
 

@@ -36,10 +36,16 @@ def terms_of(text: str) -> list[str]:
 
 
 def ranked(
-    services: Services, collection: str, text: str, filter: str | None = None, limit: int | None = None
+    services: Services,
+    collection: str,
+    text: str,
+    filter: str | None = None,
+    limit: int | None = None,
+    vector_collection: str | None = None,
 ) -> list[KeywordHit]:
     """Every searchable image of the collection that matches (or the best ``limit``), best first; ``filter`` is the
-    Milvus expression of the search's filters, checked on the vectors' fields as a semantic search does."""
+    Milvus expression of the search's filters, checked on the vectors' fields (of ``vector_collection``, the Milvus
+    collection serving it) as a semantic search does."""
     terms = terms_of(text)
     candidates: set[int] | None = None
     for term in sorted(terms, key=len, reverse=True):  # longer terms have rarer grams: the set shrinks fast
@@ -57,7 +63,7 @@ def ranked(
         key=lambda pair: (-pair[0], -pair[1]),
     )
     if filter:
-        kept = services.vectors.existing_ids(collection, [image for _, image in scored], filter)
+        kept = services.vectors.existing_ids(vector_collection or collection, [image for _, image in scored], filter)
         scored = [pair for pair in scored if pair[1] in kept]
     if limit is not None:
         scored = scored[:limit]

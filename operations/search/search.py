@@ -10,6 +10,7 @@ import numpy as np
 
 from adapters import images
 from adapters.encoders.encoder_base import EncoderBase
+from adapters.stores.metadata_store import CollectionRecord
 from operations.collections import collections
 from operations.errors import Conflict, InvalidInput
 from operations.search import search_filters
@@ -43,16 +44,22 @@ def validate_top_k(top_k: int, max_top_k: int) -> int:
 
 @dataclass(frozen=True)
 class Page:
-    """Which results: the filter (a Milvus expression, or None) and how many of the best to skip."""
+    """Which results: the filter (a Milvus expression, or None), how many of the best to skip, and the Milvus
+    collection searched: the one serving the collection when the request began, read with its model, so a search
+    never mixes a query of one model with vectors of another (operations/collections/reembed.py)."""
 
     filter: str | None = None
     offset: int = 0
+    vectors: str | None = None
 
 
-def page_for(services: Services, collection: str, filters: SearchFilters | None, offset: int, top_k: int) -> Page:
+def page_for(
+    services: Services, record: CollectionRecord, filters: SearchFilters | None, offset: int, top_k: int
+) -> Page:
     return Page(
-        search_filters.expression(services, collection, filters),
-        search_filters.validate_offset(services, collection, offset, top_k),
+        search_filters.expression(services, record, filters),
+        search_filters.validate_offset(services, record.name, offset, top_k),
+        record.vector_collection,
     )
 
 
@@ -72,7 +79,7 @@ def search_text(
     encoder = collections.encoder_for(services, record)
     if not encoder.has_text:
         raise Conflict(f"collection {collection!r} uses the image-only model {record.model}: search it by image")
-    page = page_for(services, record.name, filters, offset, top_k)
+    page = page_for(services, record, filters, offset, top_k)
     query = Query(record.name, record.model, top_k, with_data, encoder=encoder, text=text, **vars(page))
     result = run_query(services, query)
     result.notice = truncation_notice(services, text)
@@ -101,6 +108,7 @@ def run_query(services: Services, query: Query) -> SearchResult:
         timings,
         query.filter,
         query.offset,
+        query.vector_collection,
     )[0]
 
 
@@ -139,7 +147,7 @@ def search_images(
     validate_top_k(top_k, settings.max_top_k)
     record = collections.require(services, collection)
     encoder = collections.encoder_for(services, record)
-    page = page_for(services, record.name, filters, offset, top_k)
+    page = page_for(services, record, filters, offset, top_k)
     if not queries:
         raise InvalidInput("send at least one image")
     pixels, problems = [], []
@@ -175,6 +183,7 @@ def search_images(
         timings,
         page.filter,
         page.offset,
+        page.vectors,
     )
 
 
@@ -191,13 +200,21 @@ def similar(
     page is cut from the first ``offset + top_k + 1`` results, so leaving the image out never shifts it."""
     validate_top_k(top_k, services.settings.max_top_k)
     record = collections.require(services, collection)
-    page = page_for(services, record.name, filters, offset, top_k)
+    page = page_for(services, record, filters, offset, top_k)
     image = collections.require_image(services, collection, image_id)
     started = time.perf_counter()
-    vector = services.vectors.get(collection, [image.id]).get(image.id)
+    vector = services.vectors.get(record.vector_collection, [image.id]).get(image.id)
     if vector is None:
         raise Conflict(f"image {image_id!r} has no vector; run reconcile on {collection!r}")
-    query = Query(collection, record.model, page.offset + top_k + 1, with_data, vector=vector, filter=page.filter)
+    query = Query(
+        collection,
+        record.model,
+        page.offset + top_k + 1,
+        with_data,
+        vector=vector,
+        filter=page.filter,
+        vectors=page.vectors,
+    )
     query.timings["vector_fetch"] = (time.perf_counter() - started) * 1000
     result = run_query(services, query)
     result.hits = [hit for hit in result.hits if hit.id != image.id][page.offset : page.offset + top_k]

@@ -117,12 +117,14 @@ def search_vectors(
     timings: dict[str, float] | None = None,
     filter: str | None = None,
     offset: int = 0,
+    vector_collection: str | None = None,
 ) -> list[SearchResult]:
     """One Milvus search for every query vector (``filter``: a Milvus expression over the scalar fields;
-    ``offset``: the next page), one metadata query for every hit; a result list per query."""
+    ``offset``: the next page; ``vector_collection``: the Milvus collection serving ``collection``), one metadata
+    query for every hit; a result list per query."""
     timings = dict(timings or {})
     started = time.perf_counter()
-    found = vectors.search(collection, queries, top_k, filter, offset)
+    found = vectors.search(vector_collection or collection, queries, top_k, filter, offset)
     timings["vector_search"] = (time.perf_counter() - started) * 1000
     started = time.perf_counter()
     pages = hits_for_lists(metadata, collection, found, with_data)
@@ -147,6 +149,7 @@ class Query:
     vector: np.ndarray | None = None
     filter: str | None = None  # a Milvus expression (operations/search/search_filters.py)
     offset: int = 0
+    vectors: str | None = None  # the Milvus collection searched (see search.Page); None: the collection's name
     timings: dict[str, float] = field(default_factory=dict)
     submitted: float = field(default_factory=time.perf_counter)
     result: Future = field(default_factory=Future)
@@ -229,10 +232,10 @@ class QueryBatcher:
 
     def _search_round(self, queries: list[Query]) -> None:
         """Stage 2: one Milvus search and one metadata query per (collection, top_k, fields, filter, page)."""
-        groups: dict[tuple[str, int, bool, str | None, int], list[Query]] = defaultdict(list)
-        for query in queries:
-            groups[(query.collection, query.top_k, query.with_data, query.filter, query.offset)].append(query)
-        for (collection, top_k, with_data, expression, offset), group in groups.items():
+        groups: dict[tuple[str, str | None, int, bool, str | None, int], list[Query]] = defaultdict(list)
+        for q in queries:
+            groups[(q.collection, q.vectors, q.top_k, q.with_data, q.filter, q.offset)].append(q)
+        for (collection, vector_collection, top_k, with_data, expression, offset), group in groups.items():
             try:
                 matrix = np.stack([np.asarray(q.vector, dtype=np.float32) for q in group])
                 results = search_vectors(
@@ -245,6 +248,7 @@ class QueryBatcher:
                     with_data,
                     filter=expression,
                     offset=offset,
+                    vector_collection=vector_collection,
                 )
             except Exception as exc:
                 for query in group:

@@ -9,6 +9,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from adapters.stores.metadata_store import CollectionRecord
 from adapters.stores.milvus_schema import (
     ADDED,
     CAMERA,
@@ -63,11 +64,12 @@ def _naive_utc(moment: dt.datetime) -> dt.datetime:
     return moment.astimezone(dt.UTC).replace(tzinfo=None) if moment.tzinfo else moment
 
 
-def expression(services: Services, collection: str, filters: SearchFilters | None) -> str | None:
+def expression(services: Services, record: CollectionRecord, filters: SearchFilters | None) -> str | None:
     """The Milvus filter for ``filters`` (None when there is nothing to filter); refuses contradictions, unknown
     tags, and collections made before the filter fields until they are upgraded."""
     if filters is None or filters.empty:
         return None
+    collection, vector_collection = record.name, record.vector_collection
     for name in ("tags_any", "tags_all", "sources", "mimes", "cameras"):
         values = getattr(filters, name)
         if len(values) > MAX_VALUES or any(not isinstance(v, str) or not v.strip() for v in values):
@@ -89,7 +91,7 @@ def expression(services: Services, collection: str, filters: SearchFilters | Non
         value = getattr(filters, name)
         if value is not None and not 0 <= value <= 1_000_000:
             raise InvalidInput(f"{name} must be between 0 and 1000000, got {value}")
-    if not services.vectors.has_scalar_fields(collection):
+    if not services.vectors.has_scalar_fields(vector_collection):
         raise Conflict(f"collection {collection!r} predates filters: restart the service to upgrade it")
     parts = []
     if filters.tags_any:
@@ -115,11 +117,11 @@ def expression(services: Services, collection: str, filters: SearchFilters | Non
     if filters.cameras:
         parts.append(f"{CAMERA} in [{', '.join(map(_literal, filters.cameras))}]")
     if filters.near is not None:
-        parts.append(_near(services, collection, *filters.near))
+        parts.append(_near(services, vector_collection, *filters.near))
     return " and ".join(parts) or None
 
 
-def _near(services: Services, collection: str, latitude: float, longitude: float, km: float) -> str:
+def _near(services: Services, vector_collection: str, latitude: float, longitude: float, km: float) -> str:
     """Within ``km`` of the point on a sphere of the Earth's mean radius, in the vector search: a box that holds
     the circle, less the photos in its corners (their great-circle distance, from the very values Milvus
     compares, is over ``km``). Photos without a position (UNKNOWN_POSITION) are never in the box."""
@@ -128,7 +130,7 @@ def _near(services: Services, collection: str, latitude: float, longitude: float
     box = _box(latitude, longitude, km)
     corners = [
         vector_id
-        for vector_id, lat, lon in services.vectors.positions(collection, box)
+        for vector_id, lat, lon in services.vectors.positions(vector_collection, box)
         if great_circle_km(latitude, longitude, lat, lon) > km
     ]
     if len(corners) > MAX_CORNER_IDS:
