@@ -46,6 +46,9 @@ class Settings(BaseSettings):
     onnx_spin: bool = Field(
         False, description="ONNX Runtime threads busy-wait between runs: ~1 ms off a lone query, fewer searches/s"
     )
+    onnx_device: Literal["cpu", "cuda"] = Field(
+        "cpu", description="cuda: ONNX Runtime's CUDA provider (onnxruntime-gpu); Ray actors given GPUs use it"
+    )
     onnx_quantize: Literal["none", "int8"] = Field(
         "none", description="int8: Chinese-CLIP on ONNX with dynamically quantised MatMul weights (faster text)"
     )
@@ -100,6 +103,26 @@ class Settings(BaseSettings):
         100, ge=1, le=10000, description="How many of each list (semantic, keyword) a hybrid search fuses."
     )
     decode_workers: int = Field(2, ge=1, le=64, description="Threads reading and decoding image files.")
+
+    # Encoding on a Ray cluster (the distributed extra): unset, every process encodes with its own cores.
+    ray_address: str | None = Field(
+        None, description="A Ray cluster (HOST:PORT, or 'auto') whose actors decode and encode images for jobs."
+    )
+    ray_pool_size: int = Field(2, ge=1, le=1024, description="Encoder actors on the Ray cluster per job.")
+    ray_batch_size: int = Field(16, ge=1, le=1024, description="Images per batch an encoder actor runs.")
+    ray_cpus_per_actor: float = Field(
+        1.0, gt=0, le=256, description="CPUs each encoder actor asks for (its ONNX Runtime threads)."
+    )
+    ray_gpus_per_actor: float = Field(
+        0.0, ge=0, le=16, description="GPUs each encoder actor asks for; above 0 it runs ONNX Runtime on CUDA."
+    )
+    ray_shared_paths: bool = Field(
+        False, description="Ray workers see the data root at the same path: they read files themselves."
+    )
+    ray_window: int = Field(
+        1024, ge=16, le=100_000, description="Images per Ray Data run (the encoder actors start once per run)."
+    )
+    ray_window_mb: int = Field(256, ge=8, le=65536, description="Image bytes sent to Ray per run, at most.")
     job_workers: int = Field(1, ge=1, le=16, description="Job threads per service process.")
     workers: int = Field(1, ge=1, le=64, description="Service processes of `imgsearch serve` (needs shared stores).")
     max_active_jobs: int = Field(4, ge=1, le=64, description="Bulk jobs queued or running at once; more get 429.")

@@ -6,6 +6,7 @@ import logging
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import cached_property
+from typing import TYPE_CHECKING
 
 from adapters.encoders.clip_tokenizer import ClipTokenizer
 from adapters.encoders.encoder_base import EncoderBase
@@ -20,6 +21,9 @@ from config import Settings
 from operations.labels.label_vectors import LabelVectors
 from operations.models.models import ModelRegistry, build_encoder
 from operations.search.search_batch import QueryBatcher
+
+if TYPE_CHECKING:
+    from operations.models.ray_encoding import RayEncoding
 
 __all__ = ["Services", "build_encoder", "build_services"]
 
@@ -62,6 +66,15 @@ class Services:
     def ocr(self) -> OcrReader:
         """PP-OCR for text in images (the ocr extra); loaded on first use."""
         return OcrReader(threads=self.settings.onnx_threads)
+
+    @cached_property
+    def ray(self) -> RayEncoding | None:
+        """Encoder actors on a Ray cluster for jobs (IMGSEARCH_RAY_ADDRESS); None: this process encodes."""
+        if not self.settings.ray_address:
+            return None
+        from operations.models.ray_encoding import RayEncoding
+
+        return RayEncoding(self.settings)
 
     @property
     def encoder(self) -> EncoderBase:

@@ -56,6 +56,15 @@ def test_ingest_search_plot_reconcile(cli_env: Path, capsys: pytest.CaptureFixtu
     assert main(["reconcile", "--collection", "mine"]) == 0
     assert "nothing to repair" in capsys.readouterr().out
 
+    assert main(["reembed", "--collection", "mine", "--model", "ViT-B-16"]) == 0
+    assert "succeeded: 10 images encoded with ViT-B-16; mine now searches with ViT-B-16" in capsys.readouterr().out
+    assert main(["search", "红色的圆形", "--collection", "mine", "--top-k", "3"]) == 0  # the new model's text encoder
+    assert len([line for line in capsys.readouterr().out.splitlines() if line.strip()]) == 3
+    assert main(["reembed", "rollback", "--collection", "mine"]) == 0
+    assert "mine: searches with RN50; ViT-B-16 vectors ready" in capsys.readouterr().out
+    assert main(["reembed", "finalize", "--collection", "mine"]) == 0
+    assert capsys.readouterr().out.strip() == "mine: searches with RN50"
+
 
 def test_load_split_and_errors(cli_env: Path, small_split: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["load", str(small_split), "--split", "valid", "--collection", "flickr"]) == 0

@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -172,3 +173,116 @@ def test_a_sync_whose_process_is_killed_is_finished_by_another_with_the_exact_en
         assert wait_for_job(second, again)["result"]["counts"]["unchanged"] == count
         reconcile = second.post("/collections/lib/reconcile").json()["job_id"]
         assert wait_for_job(second, reconcile)["message"].startswith("nothing to repair")
+
+
+class _Soak:
+    """Searches and uploads against service processes from threads, until stopped; every answer is kept."""
+
+    def __init__(self, urls: list[str], collection: str) -> None:
+        self.urls, self.collection = list(urls), collection
+        self.answers: list[tuple[str, float, int, str]] = []  # (url, time, status, model or error)
+        self.uploaded: list[str] = []
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._search, args=(u,)) for u in urls]
+        self._threads.append(threading.Thread(target=self._write))
+
+    def __enter__(self) -> _Soak:
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(timeout=60)
+
+    def _search(self, url: str) -> None:
+        body = {"collection": self.collection, "text": "海边的日落", "mode": "semantic", "top_k": 5}
+        with httpx.Client(timeout=60) as client:
+            while not self._stop.is_set() and url in self.urls:
+                try:
+                    response = client.post(f"{url}/img/search", json=body)
+                    model = response.json().get("model", response.text[:200])
+                except httpx.TransportError as exc:
+                    response, model = None, repr(exc)
+                if url in self.urls:
+                    self.answers.append((url, time.monotonic(), response.status_code if response else 0, model))
+
+    def _write(self) -> None:
+        seed = 20_000
+        with httpx.Client(timeout=120) as client:
+            while not self._stop.wait(0.3):
+                url = self.urls[seed % len(self.urls)]
+                seed += 1
+                files = [("files", (f"s{seed}.jpg", jpeg(seed), "image/jpeg"))]
+                try:
+                    response = client.post(f"{url}/img/upload", data={"collection": self.collection}, files=files)
+                    status, what = response.status_code, response.text[:200]
+                except httpx.TransportError as exc:
+                    status, what = 0, repr(exc)
+                if url in self.urls:
+                    self.answers.append((url, time.monotonic(), status, what))
+                    if status == 200:
+                        self.uploaded.append(response.json()["results"][0]["image_id"])
+
+    def errors(self) -> list[tuple[str, float, int, str]]:
+        return [answer for answer in self.answers if answer[2] != 200]
+
+
+def test_a_reembed_runs_under_searches_and_writes_from_two_processes_and_survives_a_kill(
+    shared_env: dict[str, str],
+    mysql_url: str,
+    milvus_server_db: dict[str, str],
+    onnx_dir: Path,
+    make_settings: Callable[..., Settings],
+    make_client: Callable[[Settings], TestClient],
+) -> None:
+    """RN50 → ViT-B-16 while both processes search and upload: 0 errors, and a process that answered with the new
+    model never answers with the old again (the vectors are 1024-d and 512-d: a search that mixed them would
+    fail). Then ViT-B-16 → RN50 with the process running the job killed: the other resumes it, it switches once."""
+    env = {**shared_env, "IMGSEARCH_ENCODE_BATCH_SIZE": "4", "IMGSEARCH_ONNX_DIR": str(onnx_dir)}
+    with serving(env) as (first, a), serving(env) as (second, b):
+        files = [("files", (f"p{i}.jpg", jpeg(i), "image/jpeg")) for i in range(10_000, 10_060)]
+        assert httpx.post(f"{a}/img/upload", data={"collection": "soak"}, files=files, timeout=300).status_code == 200
+        with _Soak([a, b], "soak") as soak:
+            time.sleep(2)
+            job_id = httpx.post(f"{a}/collections/soak/reembed", json={"model": "ViT-B-16"}, timeout=300).json()
+            job = wait_for_job_at(a, job_id["job_id"])
+            time.sleep(3)  # searches and writes after the switch
+        assert job["state"] == "succeeded", job
+        assert soak.errors() == [] and len(soak.answers) > 50, soak.errors()[:5]
+        for url in (a, b):
+            models = [m for u, _, status, m in soak.answers if u == url and m in ("RN50", "ViT-B-16")]
+            switched = models.index("ViT-B-16")  # each process moved to the new model once, for good
+            assert set(models[:switched]) == {"RN50"} and set(models[switched:]) == {"ViT-B-16"}, url
+        listed = {c["name"]: c for c in httpx.get(f"{b}/collections", timeout=60).json()}["soak"]
+        assert listed["model"] == "ViT-B-16" and listed["reembed"] == {"model": "RN50", "state": "previous"}
+        assert listed["count"] == 60 + len(soak.uploaded)
+        assert httpx.post(f"{b}/collections/soak/reembed/finalize", timeout=60).status_code == 200
+
+        # Back to RN50, killing the process that runs the job.
+        started = httpx.post(f"{b}/collections/soak/reembed", json={"model": "RN50"}, timeout=300).json()["job_id"]
+        running = _running_with(b, started, "loaded")
+        victim, survivor = (first, b) if running["owner"].split(":")[1] == str(first.pid) else (second, a)
+        os.killpg(victim.pid, signal.SIGKILL)
+        victim.wait(timeout=30)
+        finished = wait_for_job_at(survivor, started)
+        assert finished["state"] == "succeeded" and finished["attempts"] == 2, finished
+        assert finished["skipped"] > 0  # what the killed process had made was kept, not made again
+
+    with make_client(make_settings(mysql_url, milvus_server_db)) as inspect:
+        services = inspect.app.state.services  # type: ignore[attr-defined]
+        record = services.metadata.get_collection("soak")
+        assert (record.model, record.next_model, record.next_state) == ("RN50", "ViT-B-16", "previous")  # once
+        rows = services.metadata.count("soak", include_pending=True)
+        assert rows == services.vectors.count(record.vector_collection) == services.vectors.count(record.next_vectors)
+
+
+def wait_for_job_at(url: str, job_id: str, timeout: float = 600) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        job = httpx.get(f"{url}/jobs/{job_id}", timeout=30).json()
+        if job["state"] in ("succeeded", "failed", "cancelled"):
+            return job
+        time.sleep(0.2)
+    raise AssertionError(f"job {job_id} did not finish in {timeout}s")

@@ -44,9 +44,10 @@ class OnnxClipEncoder(EncoderBase):
         directory: Path | None = None,
         quantize: str = "none",
         spin: bool = False,
+        device: str = "cpu",
     ) -> None:
         super().__init__()
-        self.quantize, self.spin = quantize, spin
+        self.quantize, self.spin, self.device = quantize, spin, device
         self.model_name = model_name
         self.directory = directory or export_dir(onnx_root, model_name)
         self.threads = threads or (os.cpu_count() or 1)
@@ -75,8 +76,8 @@ class OnnxClipEncoder(EncoderBase):
             # the ViT image encoders stay at 0.9998 and run 3.6x faster, so only they are quantised.
             if self.model_name.startswith("ViT"):
                 image, precision = int8_copy(image), "int8"
-        self._text = cpu_session(text, self.threads, self.spin)
-        self._image = cpu_session(image, self.threads, self.spin)
+        self._text = cpu_session(text, self.threads, self.spin, self.device)
+        self._image = cpu_session(image, self.threads, self.spin, self.device)
         vocab = self.directory / VOCAB_FILE  # an export carries its vocab; older ones use the packaged copy
         self._tokenizer = ClipTokenizer(vocab if vocab.is_file() else None, int(manifest.get("context_length", 52)))
         self._resolution = int(manifest["input_resolution"])

@@ -26,10 +26,16 @@ class OnnxImageEncoder(EncoderBase):
     has_text = False
 
     def __init__(
-        self, model_name: str, root: Path, threads: int = 0, directory: Path | None = None, spin: bool = False
+        self,
+        model_name: str,
+        root: Path,
+        threads: int = 0,
+        directory: Path | None = None,
+        spin: bool = False,
+        device: str = "cpu",
     ) -> None:
         super().__init__()
-        self.model_name, self.spin = model_name, spin
+        self.model_name, self.spin, self.device = model_name, spin, device
         self.weights = "user"
         self.directory = directory or Path(root) / model_name.removeprefix(PREFIX)
         self.threads = threads or (os.cpu_count() or 1)
@@ -54,7 +60,7 @@ class OnnxImageEncoder(EncoderBase):
             self.weights = str(manifest.get("weights", "user"))
         except (ValueError, KeyError, TypeError) as exc:
             raise ModelLoadError(f"{manifest_path} is not a valid manifest ({exc})") from exc
-        self._session = cpu_session(model_path, self.threads, self.spin)
+        self._session = cpu_session(model_path, self.threads, self.spin, self.device)
         self._input = manifest.get("input_name") or self._session.get_inputs()[0].name
         probe = np.zeros((1, 3, self._size, self._size), dtype=np.float32)
         try:

@@ -82,6 +82,7 @@ class VectorStore(Protocol):
     def positions(self, name: str, filter: str) -> list[tuple[int, float, float]]: ...
     def count(self, name: str) -> int: ...
     def mirror_stats(self) -> dict[str, dict[str, Any]]: ...
+    def warm(self, name: str, wait_s: float = 120.0) -> None: ...
     def close(self) -> None: ...
 
 
@@ -246,6 +247,14 @@ class MilvusVectorStore:
     def _ready_mirror(self, name: str) -> ExactMirror | None:
         mirror = self._mirrors.get(name)
         return mirror if mirror is not None and mirror.ready else None
+
+    def warm(self, name: str, wait_s: float = 120.0) -> None:
+        """Loaded, and its in-memory copy filled (Lite), before searches are sent to it: a collection about to
+        serve (a re-embed's switch) answers its first search as fast as the one it replaces."""
+        self._loads.ensure(name)
+        deadline = time.monotonic() + wait_s
+        while (mirror := self._mirrors.get(name)) is not None and not mirror.ready and time.monotonic() < deadline:
+            time.sleep(0.1)
 
     def mirror_stats(self) -> dict[str, dict[str, Any]]:
         """Collections searched from memory (Milvus Lite): vectors held and whether the fill has finished."""

@@ -70,7 +70,7 @@ def _health(services: Services) -> HealthResponse:
 
 def _vector_index(services: Services) -> VectorIndexHealth:
     settings, vectors = services.settings, services.vectors
-    indexes = {name: collections.index_summary(services, name) for name in services.metadata.collection_names()}
+    indexes = {r.name: collections.index_summary(services, r) for r in services.metadata.list_collections()}
     return VectorIndexHealth(
         backend=vectors.backend,
         database=settings.milvus_db if not settings.milvus_is_local else "default",

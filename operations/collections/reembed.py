@@ -17,12 +17,14 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from adapters import images
+import numpy as np
+
 from adapters.stores.generation_store import BUILDING, PREVIOUS, READY
 from adapters.stores.metadata_store import CollectionRecord, ImageRecord
 from operations.collections import collections
 from operations.errors import Conflict
-from operations.ingest.ingest import batched, bounded_map
+from operations.ingest.encode_stage import EncodeTask, encode_stream
+from operations.ingest.streams import batched
 from operations.ingest.vector_fields import fields_for_ids
 from operations.jobs.job_progress import JobOutcome, JobProgress
 from operations.services import Services
@@ -77,17 +79,18 @@ def run_job(services: Services, params: dict[str, Any], progress: JobProgress) -
         return JobOutcome(f"{collection} is served by {model} (switched earlier)")
     if record.next_vectors != target or record.next_state not in (BUILDING, READY):
         raise Conflict(f"the re-embed of {collection!r} to {model} was rolled back or finalized: start it again")
-    encoder = services.models.get(model)
+    services.models.get(model)  # a model that cannot load fails the job before anything is written
     progress.total = services.metadata.count(collection, include_pending=True)
     progress.flush()
     for attempt in range(MAX_PASSES):
-        encoded = _build_pass(services, collection, target, encoder, progress, first=attempt == 0)
+        encoded = _build_pass(services, collection, target, model, progress, first=attempt == 0)
         removed = _drop_orphans(services, collection, target)
         if progress.should_stop():
             return JobOutcome(f"stopped at {progress.done} of {progress.total}; run it again to resume")
         if encoded == 0 and removed == 0:
             break
     services.vectors.flush(target)
+    services.vectors.warm(target)  # loaded (and in memory on Lite) before the first search reaches it
     services.generations.mark_ready(collection, target)
     if not params.get("switch", True):
         return JobOutcome(f"{progress.loaded} images encoded with {model}; ready to switch")
@@ -97,32 +100,25 @@ def run_job(services: Services, params: dict[str, Any], progress: JobProgress) -
 
 
 def _build_pass(
-    services: Services, collection: str, target: str, encoder: Any, progress: JobProgress, first: bool
+    services: Services, collection: str, target: str, model: str, progress: JobProgress, first: bool
 ) -> int:
-    """Encodes every row (searchable or pending) whose vector the new generation lacks; decoding on the pool
-    overlaps encoding. Later passes catch up with what writes added meanwhile. Returns how many were encoded."""
-    size = services.settings.encode_batch_size
-    max_pixels = services.settings.max_image_pixels
-
-    def prepare(row: ImageRecord) -> tuple[int, Any]:
-        try:
-            return row.id, encoder.preprocess(images.decode_rgb(row.data or b"", max_pixels))
-        except images.InvalidImage as exc:
-            return row.id, exc
-
+    """Encodes every row (searchable or pending) whose vector the new generation lacks, through the encode stage
+    (here or on Ray). Later passes catch up with what writes added meanwhile. Returns how many were encoded."""
     encoded = 0
     rows = _missing_rows(services, collection, target, progress, first)
-    for batch in batched(bounded_map(services.decode_pool, prepare, rows, lookahead=2 * size + 2), size):
-        good = [(row_id, pixels) for row_id, pixels in batch if not isinstance(pixels, Exception)]
-        for row_id, problem in batch:
-            if isinstance(problem, Exception):
-                progress.error(f"cannot decode the stored image: {problem}", id=row_id)
+    stream = encode_stream(services, model, rows, lambda row: EncodeTask(data=row.data or b""), progress)
+    for batch in batched(stream, services.settings.encode_batch_size):
+        for row, result in batch:
+            if result.vector is None:
+                progress.error(f"cannot decode the stored image: {result.error}", image_id=row.image_id)
+        good = [(row.id, result.vector) for row, result in batch if result.vector is not None]
         if good:
             ids = [row_id for row_id, _ in good]
-            vectors = encoder.encode_pixels([pixels for _, pixels in good])
             fields = fields_for_ids(services.metadata, collection, ids)
-            kept = [i for i, row_id in enumerate(ids) if row_id in fields]  # deleted meanwhile: left out
-            services.vectors.upsert(target, [ids[i] for i in kept], vectors[kept], [fields[ids[i]] for i in kept])
+            kept = [(row_id, vector) for row_id, vector in good if row_id in fields]  # deleted meanwhile: left out
+            if kept:
+                matrix = np.stack([vector for _, vector in kept])
+                services.vectors.upsert(target, [i for i, _ in kept], matrix, [fields[i] for i, _ in kept])
             encoded += len(kept)
             progress.loaded += len(kept)
             progress.done += len(good)
@@ -165,8 +161,9 @@ def _drop_orphans(services: Services, collection: str, target: str) -> int:
 def switch(services: Services, collection: str) -> CollectionRecord:
     """Serve the other generation (built by a finished re-embed, or the previous one after a rollback)."""
     record = collections.require(services, collection)
-    if record.next_state != READY:
+    if record.next_state != READY or record.next_vectors is None:
         raise Conflict(_nothing_to(record, "switch to"))
+    services.vectors.warm(record.next_vectors)
     if not services.generations.swap(collection, READY, PREVIOUS, serving=record.vector_collection):
         raise Conflict(f"collection {collection!r} changed meanwhile; look again")
     logger.info("collection %s switched to %s", collection, record.next_model)
@@ -177,7 +174,8 @@ def rollback(services: Services, collection: str, cancel_job: Callable[[], None]
     """After a switch: serve the previous generation again (the new one stays, ready to switch to). Before it:
     abandon the re-embed (``cancel_job`` stops its job), dropping what it built."""
     record = collections.require(services, collection)
-    if record.next_state == PREVIOUS:
+    if record.next_state == PREVIOUS and record.next_vectors is not None:
+        services.vectors.warm(record.next_vectors)
         if not services.generations.swap(collection, PREVIOUS, READY, serving=record.vector_collection):
             raise Conflict(f"collection {collection!r} changed meanwhile; look again")
         logger.info("collection %s rolled back to %s", collection, record.next_model)

@@ -25,7 +25,7 @@ from operations.ingest.flickr_format import (
     text_features_jsonl,
     texts_jsonl,
 )
-from operations.ingest.ingest import batched, bounded_map
+from operations.ingest.streams import batched, bounded_map
 
 logger = logging.getLogger(__name__)
 

@@ -10,15 +10,15 @@ from __future__ import annotations
 
 import logging
 import re
-from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
 
 from adapters import images
 from adapters.encoders.encoder_base import EncoderBase
 from operations.collections import collections
+from operations.ingest.streams import batched, bounded_map
 from operations.ingest.writes import ImageToWrite, write_batch
 from operations.jobs.job_progress import JobProgress
 from operations.services import Services
@@ -63,28 +63,6 @@ class _Probed:
 def content_image_id(sha256: str) -> str:
     """Images without an external id are named by their content: the same file always gets the same id."""
     return sha256[:24]
-
-
-def bounded_map(pool: ThreadPoolExecutor, fn: Callable[[T], R], items: Iterable[T], lookahead: int) -> Iterator[R]:
-    """Like ``pool.map`` but never more than ``lookahead`` items ahead, so huge folders stream."""
-    window: deque[Future[R]] = deque()
-    for item in items:
-        window.append(pool.submit(fn, item))
-        if len(window) >= lookahead:
-            yield window.popleft().result()
-    while window:
-        yield window.popleft().result()
-
-
-def batched(items: Iterable[T], size: int) -> Iterator[list[T]]:
-    batch: list[T] = []
-    for item in items:
-        batch.append(item)
-        if len(batch) == size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
 
 
 def _read_and_probe(candidate: Candidate, max_bytes: int, max_pixels: int) -> _Probed | Outcome:

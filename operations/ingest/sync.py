@@ -19,9 +19,10 @@ from typing import Any
 from adapters import images
 from adapters.stores.source_store import KnownFile, NewFile, RejectedFile, SourceRecord
 from operations.collections import collections, generations
-from operations.ingest.ingest import batched, bounded_map, content_image_id
+from operations.ingest.ingest import content_image_id
 from operations.ingest.source_scan import FileStat, SourceFiles, scan
 from operations.ingest.sources import remove_orphans, source_folder
+from operations.ingest.streams import batched, bounded_map
 from operations.ingest.vector_fields import fields_for_ids
 from operations.ingest.writes import ImageToWrite, write_batch
 from operations.jobs.job_progress import JobOutcome, JobProgress

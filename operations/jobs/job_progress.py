@@ -4,6 +4,7 @@ user sees when it fails."""
 from __future__ import annotations
 
 import threading
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -33,6 +34,7 @@ class JobProgress:
     skipped: int = 0
     failed: int = 0
     errors: list[dict[str, Any]] = field(default_factory=list)
+    encoded_by: Counter = field(default_factory=Counter)  # images encoded per Ray node ("local": this process)
     lost: bool = False  # another process took the job over (this one's lease ran out): stop, write nothing more
 
     def error(self, reason: str, **where: Any) -> None:
@@ -45,7 +47,7 @@ class JobProgress:
         return self.stop_event.is_set()
 
     def counters(self) -> dict[str, Any]:
-        return {
+        values = {
             "total": self.total,
             "done": self.done,
             "loaded": self.loaded,
@@ -53,6 +55,9 @@ class JobProgress:
             "failed": self.failed,
             "errors": self.errors,
         }
+        if self.encoded_by:  # shown while the job runs; merged into its result at the end
+            values["result"] = {"encoded_by": dict(self.encoded_by)}
+        return values
 
     def flush(self) -> None:
         if self.listener is not None:

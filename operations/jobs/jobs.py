@@ -240,10 +240,13 @@ class JobRunner:
         """A job that failed because the database went away must still say so once it is back."""
         if progress.listener is not None:
             progress.listener(progress)
+        counters = progress.counters()
+        if "result" in counters:  # where the images were encoded, beside what the job says it did
+            result = {**counters.pop("result"), **(result or {})}
         for attempt in range(END_RECORD_ATTEMPTS):
             try:
                 self.store.finish(
-                    progress.job_id, self.owner, state, message, message=message, result=result, **progress.counters()
+                    progress.job_id, self.owner, state, message, message=message, result=result, **counters
                 )
                 return
             except Exception as exc:

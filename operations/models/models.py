@@ -30,17 +30,31 @@ def build_encoder(settings: Settings, model_name: str | None = None, backend: st
     name = model_name or settings.model_name
     if name.startswith(ONNX_PREFIX):
         return OnnxImageEncoder(
-            name, Path(str(settings.custom_models_dir)), settings.onnx_threads, spin=settings.onnx_spin
+            name,
+            Path(str(settings.custom_models_dir)),
+            settings.onnx_threads,
+            spin=settings.onnx_spin,
+            device=settings.onnx_device,
         )
     chosen = backend or settings.backend
     onnx_root = Path(str(settings.onnx_dir))
     if chosen == "onnx" and name in TORCHVISION_MODELS:
         return OnnxImageEncoder(
-            name, onnx_root, settings.onnx_threads, directory=onnx_root / name, spin=settings.onnx_spin
+            name,
+            onnx_root,
+            settings.onnx_threads,
+            directory=onnx_root / name,
+            spin=settings.onnx_spin,
+            device=settings.onnx_device,
         )
     if chosen == "onnx":
         return OnnxClipEncoder(
-            name, onnx_root, settings.onnx_threads, quantize=settings.onnx_quantize, spin=settings.onnx_spin
+            name,
+            onnx_root,
+            settings.onnx_threads,
+            quantize=settings.onnx_quantize,
+            spin=settings.onnx_spin,
+            device=settings.onnx_device,
         )
     if chosen == "auto":
         return AutoOnnxEncoder(settings, name)

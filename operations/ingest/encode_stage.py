@@ -1,0 +1,106 @@
+"""The encode stage every bulk job shares (ingest, sync, load without features, re-embed): a stream of images in,
+their vectors out in the same order. Here it decodes on the process's decode pool while the encoder runs the
+previous batch; with ``IMGSEARCH_RAY_ADDRESS`` set, the same work (``prepare``, then the encoder) runs in encoder
+actors on a Ray cluster (``operations.models.ray_encoding``). Either way the caller keeps what it does today:
+the job's lease, accounting, the ordered writes, cancel and resume."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
+
+from adapters import images
+from operations.ingest.streams import batched, bounded_map
+from operations.jobs.job_progress import JobProgress
+from operations.services import Services
+
+logger = logging.getLogger(__name__)
+T = TypeVar("T")
+LOCAL = "local"
+
+
+@dataclass(frozen=True)
+class EncodeTask:
+    """One image to encode: its bytes, or a path that whoever encodes it can read (a source's file)."""
+
+    data: bytes | None = None
+    path: str | None = None
+    preview_size: int = 0  # also make a preview JPEG of this longest side (an image of a source folder)
+
+    @property
+    def size(self) -> int:
+        return len(self.data) if self.data is not None else 0
+
+    def read(self, max_bytes: int) -> bytes:
+        if self.data is not None:
+            return self.data
+        assert self.path is not None
+        with Path(self.path).open("rb") as handle:
+            return handle.read(max_bytes + 1)
+
+
+@dataclass(frozen=True)
+class Encoded:
+    vector: np.ndarray | None  # None when the image could not be decoded (``error`` says why)
+    preview: bytes | None = None
+    error: str | None = None
+    node: str = LOCAL
+
+
+def prepare(data: bytes, encoder: Any, max_pixels: int, preview_size: int = 0) -> tuple[Any, bytes | None]:
+    """The model's input (and the preview JPEG, when asked) from image bytes. With a preview: one decode at the
+    smallest JPEG scale that still gives the preview its size and the model its input, the model reading it
+    box-reduced (its vector matches a full decode's: bench/sync.py)."""
+    if not preview_size:
+        return encoder.preprocess(images.decode_rgb(data, max_pixels)), None
+    resolution = encoder.info.input_resolution
+    image = images.decode_rgb(data, max_pixels, min_longest=preview_size, min_shortest=resolution)
+    pixels = encoder.preprocess(images.shrink_for_model(image, resolution))
+    return pixels, images.jpeg_bytes(images.preview(image, preview_size))
+
+
+def encode_stream(
+    services: Services,
+    model: str,
+    items: Iterable[T],
+    task_of: Callable[[T], EncodeTask],
+    progress: JobProgress | None = None,
+) -> Iterator[tuple[T, Encoded]]:
+    """Each item with its vector (or why it has none), in order; ``progress.encoded_by`` counts where."""
+    if services.ray is not None:
+        stream = services.ray.encode(model, items, task_of)
+    else:
+        stream = _encode_here(services, model, items, task_of)
+    for item, encoded in stream:
+        if progress is not None and encoded.vector is not None:
+            progress.encoded_by[encoded.node] += 1
+        yield item, encoded
+
+
+def _encode_here(
+    services: Services, model: str, items: Iterable[T], task_of: Callable[[T], EncodeTask]
+) -> Iterator[tuple[T, Encoded]]:
+    encoder = services.models.get(model)
+    settings = services.settings
+    size = settings.encode_batch_size
+
+    def decode(item: T) -> tuple[T, Any, bytes | None, str | None]:
+        task = task_of(item)
+        try:
+            pixels, preview = prepare(
+                task.read(settings.max_image_bytes), encoder, settings.max_image_pixels, task.preview_size
+            )
+        except (images.InvalidImage, OSError) as exc:
+            return item, None, None, str(exc)
+        return item, pixels, preview, None
+
+    for batch in batched(bounded_map(services.decode_pool, decode, items, lookahead=2 * size + 2), size):
+        good = [entry for entry in batch if entry[3] is None]
+        vectors = iter(encoder.encode_pixels([pixels for _, pixels, _, _ in good]) if good else [])
+        for item, _, preview, error in batch:
+            yield item, (Encoded(None, error=error) if error is not None else Encoded(next(vectors), preview))

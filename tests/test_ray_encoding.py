@@ -1,0 +1,131 @@
+"""Encoding on a real local Ray cluster of two nodes (1 CPU each, token authentication, everything on 127.0.0.1):
+a re-embed whose vectors are the local encoder's and that both nodes encoded, a worker node killed mid-job, and a
+cluster that cannot be reached. The collection is loaded as ViT-B-16 from random feature files (nothing to
+encode) and re-embedded to RN50 on the cluster."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+
+from adapters import images
+from config import Settings
+from operations.ingest.sample_data import generate_split
+from tests.conftest import wait_for_job
+from tests.ray_cluster import two_node_cluster
+
+C = "rayed"
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
+    with two_node_cluster(tmp_path_factory.mktemp("ray")) as cluster:
+        yield cluster
+
+
+@pytest.fixture(scope="module")
+def vit_split(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """60 generated pictures with random 512-d features: a ViT-B-16 collection that loads without encoding."""
+    directory = tmp_path_factory.mktemp("rayed") / "split"
+    generate_split(directory, "train", 60, encoder=None, seed=5)
+    rng = np.random.default_rng(5)
+    with (directory / "train_imgs.img_feat.jsonl").open("w") as out:
+        for line in (directory / "train_imgs.tsv").open():
+            vector = rng.normal(size=512).astype(np.float32)
+            vector /= np.linalg.norm(vector)
+            out.write(json.dumps({"image_id": int(line.split("\t", 1)[0]), "feature": vector.tolist()}) + "\n")
+    return directory
+
+
+def _client(
+    make_settings: Callable[..., Settings], make_client: Callable[..., TestClient], data_root: Path, split: Path, **ray
+) -> TestClient:
+    if not (data_root / "rayed").exists():  # loads read below the data root only (links out are refused)
+        shutil.copytree(split, data_root / "rayed")
+    settings = make_settings(
+        ray_pool_size=2, ray_cpus_per_actor=1, ray_batch_size=4, ray_window=64, encode_batch_size=8, **ray
+    )
+    return make_client(settings)
+
+
+def _vit_collection(client: TestClient) -> None:
+    body = {"collection": C, "path": "rayed", "split": "train", "model": "ViT-B-16"}
+    job = wait_for_job(client, client.post("/img/load", json=body).json()["job_id"])
+    assert job["state"] == "succeeded" and job["loaded"] == 60, job
+
+
+def test_a_reembed_on_two_nodes_gives_the_local_vectors_and_both_nodes_encoded(
+    cluster, make_settings, make_client, data_root: Path, vit_split: Path
+) -> None:  # type: ignore[no-untyped-def]
+    import ray
+
+    with _client(make_settings, make_client, data_root, vit_split, ray_address=cluster.address) as client:
+        _vit_collection(client)
+        started = client.post(f"/collections/{C}/reembed", json={"model": "RN50"})
+        job = wait_for_job(client, started.json()["job_id"])
+        assert job["state"] == "succeeded" and job["loaded"] == 60 and job["failed"] == 0, job
+        nodes = {n["NodeManagerAddress"] for n in ray.nodes() if n["Alive"]}
+        assert nodes == {"127.0.0.1"} and len([n for n in ray.nodes() if n["Alive"]]) == 2  # both on loopback
+        encoded_by = job["result"]["encoded_by"]
+        assert len(encoded_by) == 2 and sum(encoded_by.values()) == 60, encoded_by  # each node did a part
+        assert all(name.startswith("127.0.0.1/") for name in encoded_by)
+
+        services = client.app.state.services  # type: ignore[attr-defined]
+        record = services.metadata.get_collection(C)
+        assert record.model == "RN50" and services.vectors.count(record.vector_collection) == 60
+        rows = services.metadata.fetch(C, [r for r, _ in next(services.metadata.iter_id_pages(C, 60))], with_data=True)
+        local = services.models.get("RN50")  # this process's encoder (torch); the actors run ONNX Runtime
+        ids = sorted(rows)[:12]
+        mine = local.encode_pixels([local.preprocess(images.decode_rgb(rows[i].data, 10**8)) for i in ids])
+        theirs = services.vectors.get(record.vector_collection, ids)
+        assert min(float(np.dot(mine[k], theirs[i])) for k, i in enumerate(ids)) >= 0.99999
+        result = client.post("/img/search", json={"collection": C, "text": "海边", "mode": "semantic"}).json()
+        assert result["model"] == "RN50" and len(result["hits"]) == 10
+
+
+def test_a_worker_node_killed_mid_job_still_ends_with_exact_counts(
+    cluster, make_settings, make_client, data_root: Path, vit_split: Path
+) -> None:  # type: ignore[no-untyped-def]
+    """Ray restarts the lost actor and retries its batches on the node that is left: the job succeeds, every image
+    encoded once in the new generation."""
+    worker = next(node for node in cluster.list_all_nodes() if not node.head)
+    with _client(make_settings, make_client, data_root, vit_split, ray_address=cluster.address) as client:
+        _vit_collection(client)
+        job_id = client.post(f"/collections/{C}/reembed", json={"model": "RN50"}).json()["job_id"]
+        deadline = time.monotonic() + 120
+        while (job := client.get(f"/jobs/{job_id}").json())["loaded"] < 8:
+            assert job["state"] in ("queued", "running") and time.monotonic() < deadline, job
+            time.sleep(0.05)
+        cluster.remove_node(worker, allow_graceful=False)  # the worker node dies with its actor
+        job = wait_for_job(client, job_id)
+        assert job["state"] == "succeeded" and job["loaded"] == 60 and job["failed"] == 0, job
+        services = client.app.state.services  # type: ignore[attr-defined]
+        record = services.metadata.get_collection(C)
+        assert services.vectors.count(record.vector_collection) == services.metadata.count(C) == 60
+    cluster.add_node(num_cpus=1, object_store_memory=200_000_000)  # back to two nodes for the tests after
+    cluster.wait_for_nodes()
+
+
+def test_an_unreachable_cluster_fails_the_job_clearly_and_a_rerun_completes_it(
+    cluster, make_settings, make_client, data_root: Path, vit_split: Path
+) -> None:  # type: ignore[no-untyped-def]
+    with _client(make_settings, make_client, data_root, vit_split, ray_address="127.0.0.1:1") as client:
+        _vit_collection(client)
+        job = wait_for_job(client, client.post(f"/collections/{C}/reembed", json={"model": "RN50"}).json()["job_id"])
+        assert job["state"] == "failed" and "Ray cluster at 127.0.0.1:1 unreachable" in job["message"], job
+        services = client.app.state.services  # type: ignore[attr-defined]
+        record = services.metadata.get_collection(C)
+        assert record.model == "ViT-B-16" and record.next_state == "building"  # nothing switched
+        assert services.vectors.count(record.next_vectors) == 0  # nothing half-written
+    # The same stores (this test's data folder), the cluster's real address this time.
+    with _client(make_settings, make_client, data_root, vit_split, ray_address=cluster.address) as client:
+        job = wait_for_job(client, client.post(f"/collections/{C}/reembed", json={"model": "RN50"}).json()["job_id"])
+        assert job["state"] == "succeeded" and job["loaded"] == 60, job  # the same re-embed, resumed
+        assert client.app.state.services.metadata.get_collection(C).model == "RN50"  # type: ignore[attr-defined]
