@@ -39,7 +39,7 @@ from adapters.stores.metadata_store import NewImage  # noqa: E402
 from adapters.stores.source_store import NewFile  # noqa: E402
 from adapters.stores.sql_schema import images as images_table  # noqa: E402
 from config import Settings  # noqa: E402
-from operations.ingest import ingest_job, sources, sync  # noqa: E402
+from operations.ingest import encode_stage, ingest_job, sources, sync  # noqa: E402
 from operations.ingest.file_sources import FileSource  # noqa: E402
 from operations.jobs.job_progress import JobProgress  # noqa: E402
 from operations.services import build_services  # noqa: E402
@@ -111,7 +111,7 @@ def fidelity(encoder, paths: list[Path], max_side: int) -> float:  # type: ignor
     lowest = 1.0
     for path in paths:
         data = path.read_bytes()
-        synced = sync._prepare(data, encoder, 10**9, max_side, encoder.info.input_resolution).pixels
+        synced = encode_stage.prepare(data, encoder, 10**9, max_side)[0]
         full = images.decode_rgb(data, 10**9)
         a, b = encoder.encode_pixels([synced, encoder.preprocess(full)])
         lowest = min(lowest, float(np.dot(a, b) / (np.linalg.norm(a) * np.linalg.norm(b))))

@@ -17,8 +17,10 @@ from fastapi.testclient import TestClient
 
 from adapters import images
 from config import Settings
+from operations.ingest.encode_stage import prepare
 from operations.ingest.sample_data import generate_split
 from tests.conftest import wait_for_job
+from tests.imagefiles import encode, photo
 from tests.ray_cluster import two_node_cluster
 
 C = "rayed"
@@ -129,3 +131,39 @@ def test_an_unreachable_cluster_fails_the_job_clearly_and_a_rerun_completes_it(
         job = wait_for_job(client, client.post(f"/collections/{C}/reembed", json={"model": "RN50"}).json()["job_id"])
         assert job["state"] == "succeeded" and job["loaded"] == 60, job  # the same re-embed, resumed
         assert client.app.state.services.metadata.get_collection(C).model == "RN50"  # type: ignore[attr-defined]
+
+
+def test_an_ingest_and_a_sync_encode_on_the_cluster_with_the_local_end_state(
+    cluster, make_settings, make_client, data_root: Path, vit_split: Path
+) -> None:  # type: ignore[no-untyped-def]
+    """Workers read the files themselves (the data root is shared: one machine) and make the previews."""
+    folder = data_root / f"ray_photos_{cluster.address.rsplit(':', 1)[1]}"
+    for i in range(24):
+        (folder / f"{i % 3}").mkdir(parents=True, exist_ok=True)
+        (folder / f"{i % 3}" / f"IMG_{i}.jpg").write_bytes(encode(photo(4000 + i, (1600, 1200)), "JPEG", quality=88))
+    ray = {"ray_address": cluster.address, "ray_shared_paths": True}
+    with _client(make_settings, make_client, data_root, vit_split, **ray) as client:
+        body = {"collection": "ray_ingest", "path": folder.relative_to(data_root).as_posix()}
+        job = wait_for_job(client, client.post("/img/ingest", json=body).json()["job_id"])
+        assert job["state"] == "succeeded" and job["loaded"] == 24, job
+        assert sum(job["result"]["encoded_by"].values()) == 24 and len(job["result"]["encoded_by"]) == 2, job
+
+        source = client.post("/collections/ray_sync/sources", json={"path": body["path"]}).json()
+        job = wait_for_job(client, client.post(f"/collections/ray_sync/sources/{source['id']}/sync").json()["job_id"])
+        assert job["state"] == "succeeded" and job["result"]["counts"]["stored"] == 24, job
+        assert sum(job["result"]["encoded_by"].values()) == 24
+        services = client.app.state.services  # type: ignore[attr-defined]
+        local = services.models.get("RN50")
+        for name, preview_size in (("ray_ingest", 0), ("ray_sync", 1280)):  # what this process would have made
+            ids = [r for r, _ in next(services.metadata.iter_id_pages(name, 24))]
+            stored = services.vectors.get(name, ids)
+            for row_id, paths in list(services.sources.paths_of(ids).items())[:6] if preview_size else []:
+                data = (data_root / paths[0][0].path / paths[0][1]).read_bytes()
+                mine = local.encode_pixels([prepare(data, local, 10**9, preview_size)[0]])[0]
+                assert float(np.dot(mine, stored[row_id])) >= 0.99999
+            if not preview_size:
+                rows = services.metadata.fetch(name, ids[:6], with_data=True)
+                mine = local.encode_pixels([prepare(rows[i].data, local, 10**9)[0] for i in ids[:6]])
+                assert min(float(np.dot(m, stored[i])) for m, i in zip(mine, ids[:6], strict=True)) >= 0.99999
+        previews = services.metadata.fetch("ray_sync", ids[:1], with_data=True)
+        assert max(images.probe(previews[ids[0]].data, 10**8, 10**9).width, 0) == 1280  # made on the cluster

@@ -68,11 +68,14 @@ def encode_stream(
     services: Services,
     model: str,
     items: Iterable[T],
-    task_of: Callable[[T], EncodeTask],
+    task_of: Callable[[T], EncodeTask | None],
     progress: JobProgress | None = None,
+    on_cluster: bool = True,
 ) -> Iterator[tuple[T, Encoded]]:
-    """Each item with its vector (or why it has none), in order; ``progress.encoded_by`` counts where."""
-    if services.ray is not None:
+    """Each item with its vector (or why it has none), in order; ``progress.encoded_by`` counts where. An item
+    whose task is None passes through unencoded (``Encoded(None)``, no error): it needs no vector. With
+    ``on_cluster`` false it is encoded here even when a Ray cluster is configured (an upload is answered now)."""
+    if services.ray is not None and on_cluster:
         stream = services.ray.encode(model, items, task_of)
     else:
         stream = _encode_here(services, model, items, task_of)
@@ -83,7 +86,7 @@ def encode_stream(
 
 
 def _encode_here(
-    services: Services, model: str, items: Iterable[T], task_of: Callable[[T], EncodeTask]
+    services: Services, model: str, items: Iterable[T], task_of: Callable[[T], EncodeTask | None]
 ) -> Iterator[tuple[T, Encoded]]:
     encoder = services.models.get(model)
     settings = services.settings
@@ -91,6 +94,8 @@ def _encode_here(
 
     def decode(item: T) -> tuple[T, Any, bytes | None, str | None]:
         task = task_of(item)
+        if task is None:
+            return item, None, None, None
         try:
             pixels, preview = prepare(
                 task.read(settings.max_image_bytes), encoder, settings.max_image_pixels, task.preview_size
@@ -100,7 +105,10 @@ def _encode_here(
         return item, pixels, preview, None
 
     for batch in batched(bounded_map(services.decode_pool, decode, items, lookahead=2 * size + 2), size):
-        good = [entry for entry in batch if entry[3] is None]
+        good = [entry for entry in batch if entry[1] is not None]
         vectors = iter(encoder.encode_pixels([pixels for _, pixels, _, _ in good]) if good else [])
-        for item, _, preview, error in batch:
-            yield item, (Encoded(None, error=error) if error is not None else Encoded(next(vectors), preview))
+        for item, pixels, preview, error in batch:
+            if pixels is None:
+                yield item, Encoded(None, error=error)
+            else:
+                yield item, Encoded(next(vectors), preview)

@@ -104,7 +104,7 @@ class FileSource:
             elif self._archive is not None:
                 yield Candidate(name, _zip_reader(self._archive, self._archive.getinfo(name)))
             else:
-                yield Candidate(name, _file_reader(self.path / name, self._confine_to))
+                yield Candidate(name, _file_reader(self.path / name, self._confine_to), path=str(self.path / name))
 
     def close(self) -> None:
         if self._archive is not None:

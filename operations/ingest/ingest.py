@@ -1,9 +1,9 @@
 """Ingest people's own image files (uploads, folders, zips) into a collection.
 
 Reader → decoder → encoder → writer, like clip-retrieval: files are read, type-checked and hashed on a
-small thread pool, duplicates (same content) are dropped, the new ones are decoded and preprocessed on the
-pool while the previous batch is being encoded, and each batch is written in the consistent order of
-``operations.ingest.writes``.
+small thread pool, duplicates (same content) are dropped, the new ones go through the encode stage
+(``operations.ingest.encode_stage``: decoded on the pool while the previous batch is encoded, or on a Ray
+cluster), and each batch is written in the consistent order of ``operations.ingest.writes``.
 """
 
 from __future__ import annotations
@@ -11,13 +11,12 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Future
 from dataclasses import dataclass
-from typing import Any, Literal, TypeVar
+from typing import Literal
 
 from adapters import images
-from adapters.encoders.encoder_base import EncoderBase
 from operations.collections import collections
+from operations.ingest.encode_stage import Encoded, EncodeTask, encode_stream
 from operations.ingest.streams import batched, bounded_map
 from operations.ingest.writes import ImageToWrite, write_batch
 from operations.jobs.job_progress import JobProgress
@@ -25,8 +24,6 @@ from operations.services import Services
 from operations.words import ocr
 
 logger = logging.getLogger(__name__)
-T = TypeVar("T")
-R = TypeVar("R")
 
 IMAGE_ID_PATTERN = r"^[^/\x00-\x1f]{1,255}$"
 _IMAGE_ID = re.compile(IMAGE_ID_PATTERN)
@@ -40,6 +37,7 @@ class Candidate:
     read: Callable[[int], bytes]
     image_id: str | None = None
     refusal: str | None = None  # listed, not read: why (a hidden file, an unsafe zip name)
+    path: str | None = None  # a file a Ray worker may read itself (IMGSEARCH_RAY_SHARED_PATHS)
 
 
 @dataclass(frozen=True)
@@ -111,31 +109,31 @@ def _split_duplicates(
     return outcomes, fresh
 
 
-def _decode(probed: _Probed, encoder: EncoderBase, max_pixels: int) -> Any:
-    return encoder.preprocess(images.decode_rgb(probed.data, max_pixels))
-
-
-def _encode_and_write(
-    services: Services, collection: str, model: str, decoding: list[tuple[_Probed, Future[Any]]], origin: str
+def _write(
+    services: Services, collection: str, model: str, batch: list[tuple[_Probed, Encoded]], origin: str
 ) -> list[Outcome]:
-    outcomes: list[Outcome] = []
-    ready: list[tuple[_Probed, Any]] = []
-    for probed, future in decoding:
-        try:
-            ready.append((probed, future.result()))
-        except images.InvalidImage as exc:
-            outcomes.append(Outcome(probed.candidate.name, "rejected", probed.image_id, reason=str(exc)))
+    outcomes = [
+        Outcome(p.candidate.name, "rejected", p.image_id, reason=encoded.error or "cannot decode the image")
+        for p, encoded in batch
+        if encoded.vector is None
+    ]
+    ready = [(p, encoded.vector) for p, encoded in batch if encoded.vector is not None]
     if ready:
         collections.ensure(services, collection, model)  # created with its first image: rejects change nothing
-        vectors = services.models.get(model).encode_pixels([pixels for _, pixels in ready])
-        items = [
-            ImageToWrite(p.image_id, p.data, p.facts, vector, p.candidate.name, origin)
-            for (p, _), vector in zip(ready, vectors, strict=True)
-        ]
+        items = [ImageToWrite(p.image_id, p.data, p.facts, vector, p.candidate.name, origin) for p, vector in ready]
         ids = write_batch(services, collection, items, model)
         ocr.after_write(services, collection, list(ids.values()))
         outcomes.extend(Outcome(p.candidate.name, "stored", p.image_id, ids.get(p.image_id)) for p, _ in ready)
     return outcomes
+
+
+def _count(progress: JobProgress, outcome: Outcome) -> None:
+    if outcome.status == "rejected":
+        progress.error(outcome.reason or "rejected", file=outcome.name)  # counts it as done
+    else:
+        progress.done += 1
+        progress.loaded += outcome.status == "stored"
+        progress.skipped += outcome.status == "duplicate"
 
 
 def ingest(
@@ -145,41 +143,44 @@ def ingest(
     progress: JobProgress | None = None,
     model: str | None = None,
     origin: str = "upload",
+    on_cluster: bool = False,
 ) -> Iterator[Outcome]:
-    """Yields one outcome per candidate, in batches; the collection is created when the first image is written.
-    ``origin`` is what a filtered search calls the images' source: "upload", or "ingest:<folder or zip>"."""
+    """Yields one outcome per candidate; the collection is created when the first image is written. ``origin``
+    is what a filtered search calls the images' source: "upload", or "ingest:<folder or zip>". ``on_cluster``:
+    a job's encode stage runs on the Ray cluster when one is configured (an upload, answered at once, never)."""
     settings = services.settings
     model = collections.model_for_writes(services, collection, model)
-    encoder = services.models.get(model)
     progress = progress or JobProgress()
-    pool = services.decode_pool
     seen: dict[str, str] = {}
     size = settings.encode_batch_size
     probe = lambda c: _read_and_probe(c, settings.max_image_bytes, settings.max_image_pixels)  # noqa: E731
-    in_flight: list[tuple[_Probed, Future[Any]]] | None = None
+    unreported: list[Outcome] = []  # refused and duplicate files, counted at once, yielded with the next batch
 
-    def report(outcomes: list[Outcome]) -> Iterator[Outcome]:
-        for outcome in outcomes:
-            if outcome.status == "rejected":
-                progress.error(outcome.reason or "rejected", file=outcome.name)  # counts it as done
-            else:
-                progress.done += 1
-                progress.loaded += outcome.status == "stored"
-                progress.skipped += outcome.status == "duplicate"
-            yield outcome
+    def new_images() -> Iterator[_Probed]:
+        for batch in batched(bounded_map(services.decode_pool, probe, candidates, lookahead=2 * size + 2), size):
+            if progress.should_stop():
+                return
+            probed = [item for item in batch if isinstance(item, _Probed)]
+            skipped, fresh = _split_duplicates(services, collection, probed, seen) if probed else ([], [])
+            for outcome in [item for item in batch if isinstance(item, Outcome)] + skipped:
+                _count(progress, outcome)
+                unreported.append(outcome)
+            if not fresh:
+                progress.flush()
+            yield from fresh
 
-    for batch in batched(bounded_map(pool, probe, candidates, lookahead=2 * size + 2), size):
+    def task(probed: _Probed) -> EncodeTask:
+        return EncodeTask(data=probed.data, path=probed.candidate.path)
+
+    encoded = encode_stream(services, model, new_images(), task, progress, on_cluster=on_cluster)
+    for batch in batched(encoded, size):
+        written = _write(services, collection, model, batch, origin)
+        for outcome in written:
+            _count(progress, outcome)
+        waiting, unreported[:] = list(unreported), []
+        yield from waiting + written
+        progress.flush()
         if progress.should_stop():
             return
-        rejected = [item for item in batch if isinstance(item, Outcome)]
-        probed = [item for item in batch if isinstance(item, _Probed)]
-        skipped, fresh = _split_duplicates(services, collection, probed, seen) if probed else ([], [])
-        yield from report(rejected + skipped)
-        decoding = [(p, pool.submit(_decode, p, encoder, settings.max_image_pixels)) for p in fresh]
-        if in_flight:  # encode the previous batch while this one decodes
-            yield from report(_encode_and_write(services, collection, model, in_flight, origin))
-            progress.flush()
-        in_flight = decoding
-    if in_flight:
-        yield from report(_encode_and_write(services, collection, model, in_flight, origin))
+    yield from unreported
     progress.flush()

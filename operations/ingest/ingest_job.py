@@ -24,7 +24,8 @@ def run(
     progress.total = source.count
     progress.flush()
     try:
-        for _ in ingest(services, collection, source.candidates(), progress, model, f"ingest:{source.path.name}"):
+        origin = f"ingest:{source.path.name}"
+        for _ in ingest(services, collection, source.candidates(), progress, model, origin, on_cluster=True):
             pass
         generations.flush(services, collection)  # a server indexes sealed data: once per ingest, not per batch
     finally:

@@ -23,6 +23,7 @@ from adapters import images
 from adapters.encoders.encoder_base import EncoderBase
 from operations.collections import collections, generations
 from operations.errors import NotFound
+from operations.ingest.encode_stage import EncodeTask, encode_stream
 from operations.ingest.file_sources import resolve_under_root
 from operations.ingest.flickr_format import (
     BadLine,
@@ -160,7 +161,7 @@ def _submit(
                 progress.error(str(exc), line=row.line, image_id=row.image_id)
         else:
             need_encoding.append((row, facts))
-    vectors.update(_encode(services, encoder, need_encoding, progress))
+    vectors.update(_encode(services, encoder.info.model, need_encoding, progress))
     items = [
         ImageToWrite(r.image_id, r.data, f, vectors[r.image_id], words=words.get(r.image_id))
         for r, f in todo
@@ -171,21 +172,16 @@ def _submit(
 
 
 def _encode(
-    services: Services, encoder: EncoderBase, rows: list[tuple[TsvRow, images.ImageFacts]], progress: JobProgress
+    services: Services, model: str, rows: list[tuple[TsvRow, images.ImageFacts]], progress: JobProgress
 ) -> dict[str, np.ndarray]:
-    """Images without a precomputed feature go through the collection's image encoder in batches."""
-    settings = services.settings
+    """Images without a precomputed feature go through the encode stage (here, or on the Ray cluster)."""
     out: dict[str, np.ndarray] = {}
-    size = settings.encode_batch_size
-    for start in range(0, len(rows), size):
-        decoded = []
-        for row, _ in rows[start : start + size]:
-            try:
-                decoded.append((row.image_id, images.decode_rgb(row.data, settings.max_image_pixels)))
-            except images.InvalidImage as exc:
-                progress.error(str(exc), line=row.line, image_id=row.image_id)
-        if decoded:
-            matrix = encoder.encode_images([image for _, image in decoded])
-            out.update({image_id: vector for (image_id, _), vector in zip(decoded, matrix, strict=True)})
-        progress.flush()  # heartbeat: encoding is the slow part
+    task = lambda pair: EncodeTask(data=pair[0].data)  # noqa: E731
+    for done, ((row, _), encoded) in enumerate(encode_stream(services, model, rows, task, progress), start=1):
+        if encoded.vector is None:
+            progress.error(encoded.error or "cannot decode the image", line=row.line, image_id=row.image_id)
+        else:
+            out[row.image_id] = encoded.vector
+        if done % services.settings.encode_batch_size == 0:
+            progress.flush()  # heartbeat: encoding is the slow part
     return out

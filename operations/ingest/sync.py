@@ -16,9 +16,12 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from adapters import images
 from adapters.stores.source_store import KnownFile, NewFile, RejectedFile, SourceRecord
 from operations.collections import collections, generations
+from operations.ingest.encode_stage import Encoded, EncodeTask, encode_stream
 from operations.ingest.ingest import content_image_id
 from operations.ingest.source_scan import FileStat, SourceFiles, scan
 from operations.ingest.sources import remove_orphans, source_folder
@@ -42,13 +45,13 @@ class _File:
     data: bytes = b""
     facts: images.ImageFacts | None = None
     refusal: str | None = None
-    prepared: _Prepared | None = None  # new content, decoded by the reading thread
+    prepared: _Prepared | None = None  # new content, encoded by the encode stage
 
 
 @dataclass(frozen=True)
 class _Prepared:
     preview: bytes
-    pixels: Any
+    vector: np.ndarray
 
 
 @dataclass
@@ -120,15 +123,17 @@ def run(
     progress.flush()
 
     size = services.settings.encode_batch_size
-    # Reading threads decode new content at once (a file whose content the collection has, a move, is not
-    # decoded), so decoding the next batch overlaps encoding this one.
-    prepare = _preparer(services, model, services.metadata.shas(source.collection))
+    # Reading threads read and hash the changed files; new content goes on to the encode stage (here or on Ray)
+    # at once, so encoding overlaps reading. Content the collection has already (a move) is not encoded.
+    known_shas = services.metadata.shas(source.collection)
     with SourceFiles(folder) as files:
-        read = lambda path: _read(files, path, scanned.files[path], services.settings, prepare)  # noqa: E731
-        for batch in batched(bounded_map(services.decode_pool, read, changed, lookahead=2 * size + 2), size):
+        read = lambda path: _read(files, path, scanned.files[path], services.settings)  # noqa: E731
+        task = _encode_task(services.settings, folder, files, known_shas)
+        read_files = bounded_map(services.decode_pool, read, changed, lookahead=2 * size + 2)
+        for batch in batched(encode_stream(services, model, read_files, task, progress), size):
             if progress.should_stop():
                 return JobOutcome(f"stopped: {_summary(state.counts)}", _result(state, scanned.skipped))
-            _sync_batch(state, batch)
+            _sync_batch(state, [_with_encoded(file, encoded) for file, encoded in batch])
             progress.flush()
     _remove_gone(state)
     generations.flush(services, source.collection)
@@ -139,40 +144,31 @@ def run(
     return JobOutcome(message, _result(state, scanned.skipped))
 
 
-def _preparer(services: Services, model: str, known_shas: set[str]) -> Callable[[_File], _File]:
-    settings = services.settings
-    encoder = services.models.get(model)
+def _encode_task(
+    settings: Any, folder: Path, files: SourceFiles, known_shas: set[str]
+) -> Callable[[_File], EncodeTask | None]:
+    """New content is encoded with a preview (decoded once: ``encode_stage.prepare``); a file a Ray worker can read
+    itself (a folder's, not a zip member) is named by its path too."""
 
-    def prepare(file: _File) -> _File:
+    def task(file: _File) -> EncodeTask | None:
         if file.facts is None or file.facts.sha256 in known_shas:
-            return file
-        return _with_prepared(file, encoder, settings)
+            return None
+        path = None if files.archive is not None else str(folder / file.path)
+        return EncodeTask(data=file.data, path=path, preview_size=settings.preview_size)
 
-    return prepare
-
-
-def _with_prepared(file: _File, encoder: Any, settings: Any) -> _File:
-    """The file with its preview and model input, or refused when its pixels cannot be decoded."""
-    try:
-        prepared = _prepare(
-            file.data, encoder, settings.max_image_pixels, settings.preview_size, encoder.info.input_resolution
-        )
-    except images.InvalidImage as exc:
-        return _File(file.path, file.stat, refusal=str(exc))
-    return replace(file, prepared=prepared)
+    return task
 
 
-def _prepare(data: bytes, encoder: Any, max_pixels: int, preview_size: int, resolution: int) -> _Prepared:
-    """One decode, at the smallest JPEG scale that still gives the preview its size and the model its input. The
-    model reads that decode box-reduced (its vector matches a full decode's: bench/sync.py); ``images.preview``
-    says how the preview is scaled."""
-    image = images.decode_rgb(data, max_pixels, min_longest=preview_size, min_shortest=resolution)
-    pixels = encoder.preprocess(images.shrink_for_model(image, resolution))
-    preview = images.preview(image, preview_size)
-    return _Prepared(images.jpeg_bytes(preview), pixels)
+def _with_encoded(file: _File, encoded: Encoded) -> _File:
+    """The file with its preview and vector, or refused when its pixels could not be decoded."""
+    if encoded.error is not None:
+        return _File(file.path, file.stat, refusal=encoded.error)
+    if encoded.vector is None:
+        return file
+    return replace(file, prepared=_Prepared(encoded.preview or b"", encoded.vector))
 
 
-def _read(files: SourceFiles, path: str, stat: FileStat, settings: Any, prepare: Callable[[_File], _File]) -> _File:
+def _read(files: SourceFiles, path: str, stat: FileStat, settings: Any) -> _File:
     """Reads and checks one new or changed file (the only files a sync opens)."""
     max_bytes, max_pixels = settings.max_image_bytes, settings.max_image_pixels
     try:
@@ -185,7 +181,7 @@ def _read(files: SourceFiles, path: str, stat: FileStat, settings: Any, prepare:
         facts = images.probe(data, max_bytes, max_pixels)
     except images.InvalidImage as exc:
         return _File(path, stat, refusal=str(exc))
-    return prepare(_File(path, stat, data, facts))
+    return _File(path, stat, data, facts)
 
 
 def _sync_batch(state: _Run, batch: list[_File]) -> None:
@@ -262,21 +258,23 @@ def _place(state: _Run, file: _File, image: int) -> None:
 
 def _encode_and_write(state: _Run, batch: list[_Encode]) -> None:
     services, settings = state.services, state.services.settings
-    encoder = services.models.get(state.model)
-    # Content the reading thread did not decode: its hash was in the collection then (a pending row left by an
-    # interrupted run).
-    decoded = [
-        item if item.file.prepared is not None else _Encode(_with_prepared(item.file, encoder, settings), item.edit_of)
-        for item in batch
-    ]
-    for item in decoded:
+    # Content not encoded on the way: its hash was in the collection when the sync began (a pending row left by
+    # an interrupted run).
+    late = [item for item in batch if item.file.prepared is None]
+    if late:
+        task = lambda item: EncodeTask(data=item.file.data, preview_size=settings.preview_size)  # noqa: E731
+        redone = {
+            id(item): _Encode(_with_encoded(item.file, result), item.edit_of)
+            for item, result in encode_stream(services, state.model, late, task, state.progress)
+        }
+        batch = [redone.get(id(item), item) for item in batch]
+    for item in batch:
         if item.file.prepared is None:
             _reject(state, item.file)
-    ready = [item for item in decoded if item.file.prepared is not None]
+    ready = [item for item in batch if item.file.prepared is not None]
     if not ready:
         return
-    vectors = encoder.encode_pixels([item.file.prepared.pixels for item in ready])  # type: ignore[union-attr]
-    new = [(item, item.file.prepared.preview, vector) for item, vector in zip(ready, vectors, strict=True)]  # type: ignore[union-attr]
+    new = [(item, item.file.prepared.preview, item.file.prepared.vector) for item in ready]  # type: ignore[union-attr]
     fresh = [(item, preview, vector) for item, preview, vector in new if item.edit_of is None]
     origin = f"source:{state.source.path}"
     if fresh:

@@ -87,7 +87,7 @@ class RayEncoding:
         for item in items:
             task = task_of(item)
             window.append((item, task))
-            size += task.size
+            size += task.size if task is not None else 0
             if len(window) >= self.settings.ray_window or size >= self.settings.ray_window_mb * 2**20:
                 yield from self._run(model, window, Encoded)
                 window, size = [], 0
@@ -106,7 +106,13 @@ class RayEncoding:
                 "preview": task.preview_size,
             }
             for i, (_, task) in enumerate(window)
+            if task is not None
         ]
+        position = 0
+        if not rows:  # nothing of this window needs a vector
+            for item, _ in window:
+                yield item, encoded(None)
+            return
         dataset = ray.data.from_items(rows).map_batches(
             EncoderActor,
             fn_constructor_kwargs={"settings": _worker_settings(settings), "model": model},
@@ -116,11 +122,13 @@ class RayEncoding:
             num_cpus=settings.ray_cpus_per_actor,
             num_gpus=settings.ray_gpus_per_actor or None,
         )
-        position = 0
         try:
             for batch in dataset.iter_batches(batch_size=None, batch_format="numpy"):
                 for row in range(len(batch["i"])):
                     index = int(batch["i"][row])
+                    while position < index and window[position][1] is None:  # no vector needed: passed through
+                        yield window[position][0], encoded(None)
+                        position += 1
                     if index != position:  # preserve_order is set: anything else is a bug, not a result
                         raise RuntimeError(f"Ray returned image {index} where {position} was expected")
                     error = str(batch["error"][row]) or None
@@ -128,6 +136,9 @@ class RayEncoding:
                     vector = None if error else np.asarray(batch["vector"][row], dtype=np.float32)
                     yield window[index][0], encoded(vector, preview, error, str(batch["node"][row]))
                     position += 1
+            while position < len(window) and window[position][1] is None:
+                yield window[position][0], encoded(None)
+                position += 1
         except (ray.exceptions.RaySystemError, ray.exceptions.RpcError, ConnectionError) as exc:
             self._connected = False
             raise RayUnavailable(f"the Ray cluster at {settings.ray_address} was lost mid-job: {exc}") from exc

@@ -108,7 +108,7 @@ def run_query(services: Services, query: Query) -> SearchResult:
         timings,
         query.filter,
         query.offset,
-        query.vector_collection,
+        query.vectors,
     )[0]
 
 
