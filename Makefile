@@ -49,6 +49,8 @@ bench: install
 	$(BIN)/python bench/scale.py
 	$(BIN)/python bench/sync.py
 	$(BIN)/python bench/words.py
+	$(BIN)/python bench/reembed.py
+	$(BIN)/python bench/distributed.py
 
 # 8 clients, mixed requests, 60 s, on loopback: zero errors and exact counts afterwards.
 soak: install

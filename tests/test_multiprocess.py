@@ -242,12 +242,14 @@ def test_a_reembed_runs_under_searches_and_writes_from_two_processes_and_survive
     fail). Then ViT-B-16 → RN50 with the process running the job killed: the other resumes it, it switches once."""
     env = {**shared_env, "IMGSEARCH_ENCODE_BATCH_SIZE": "4", "IMGSEARCH_ONNX_DIR": str(onnx_dir)}
     with serving(env) as (first, a), serving(env) as (second, b):
-        files = [("files", (f"p{i}.jpg", jpeg(i), "image/jpeg")) for i in range(10_000, 10_060)]
-        assert httpx.post(f"{a}/img/upload", data={"collection": "soak"}, files=files, timeout=300).status_code == 200
+        for start in (10_000, 10_030):  # at most 32 files per upload
+            files = [("files", (f"p{i}.jpg", jpeg(i), "image/jpeg")) for i in range(start, start + 30)]
+            uploaded = httpx.post(f"{a}/img/upload", data={"collection": "soak"}, files=files, timeout=300)
+            assert uploaded.status_code == 200, uploaded.text
         with _Soak([a, b], "soak") as soak:
             time.sleep(2)
             job_id = httpx.post(f"{a}/collections/soak/reembed", json={"model": "ViT-B-16"}, timeout=300).json()
-            job = wait_for_job_at(a, job_id["job_id"])
+            job = wait_for_job(httpx.Client(base_url=a, timeout=60), job_id["job_id"], timeout=600)
             time.sleep(3)  # searches and writes after the switch
         assert job["state"] == "succeeded", job
         assert soak.errors() == [] and len(soak.answers) > 50, soak.errors()[:5]
@@ -266,7 +268,7 @@ def test_a_reembed_runs_under_searches_and_writes_from_two_processes_and_survive
         victim, survivor = (first, b) if running["owner"].split(":")[1] == str(first.pid) else (second, a)
         os.killpg(victim.pid, signal.SIGKILL)
         victim.wait(timeout=30)
-        finished = wait_for_job_at(survivor, started)
+        finished = wait_for_job(httpx.Client(base_url=survivor, timeout=60), started, timeout=600)
         assert finished["state"] == "succeeded" and finished["attempts"] == 2, finished
         assert finished["skipped"] > 0  # what the killed process had made was kept, not made again
 
@@ -276,13 +278,3 @@ def test_a_reembed_runs_under_searches_and_writes_from_two_processes_and_survive
         assert (record.model, record.next_model, record.next_state) == ("RN50", "ViT-B-16", "previous")  # once
         rows = services.metadata.count("soak", include_pending=True)
         assert rows == services.vectors.count(record.vector_collection) == services.vectors.count(record.next_vectors)
-
-
-def wait_for_job_at(url: str, job_id: str, timeout: float = 600) -> dict:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        job = httpx.get(f"{url}/jobs/{job_id}", timeout=30).json()
-        if job["state"] in ("succeeded", "failed", "cancelled"):
-            return job
-        time.sleep(0.2)
-    raise AssertionError(f"job {job_id} did not finish in {timeout}s")

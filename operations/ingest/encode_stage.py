@@ -53,12 +53,13 @@ class Encoded:
 
 
 def prepare(data: bytes, encoder: Any, max_pixels: int, preview_size: int = 0) -> tuple[Any, bytes | None]:
-    """The model's input (and the preview JPEG, when asked) from image bytes. With a preview: one decode at the
-    smallest JPEG scale that still gives the preview its size and the model its input, the model reading it
-    box-reduced (its vector matches a full decode's: bench/sync.py)."""
-    if not preview_size:
-        return encoder.preprocess(images.decode_rgb(data, max_pixels)), None
+    """The model's input (and the preview JPEG, when asked) from image bytes: one decode at the smallest JPEG scale
+    that still gives the preview its size and the model twice its input, the model reading it box-reduced (its
+    vector matches a full decode's: bench/sync.py). A picture that small already is decoded whole, as before."""
     resolution = encoder.info.input_resolution
+    if not preview_size:
+        image = images.decode_rgb(data, max_pixels, min_shortest=2 * resolution)
+        return encoder.preprocess(images.shrink_for_model(image, resolution)), None
     image = images.decode_rgb(data, max_pixels, min_longest=preview_size, min_shortest=resolution)
     pixels = encoder.preprocess(images.shrink_for_model(image, resolution))
     return pixels, images.jpeg_bytes(images.preview(image, preview_size))

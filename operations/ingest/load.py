@@ -176,6 +176,8 @@ def _encode(
 ) -> dict[str, np.ndarray]:
     """Images without a precomputed feature go through the encode stage (here, or on the Ray cluster)."""
     out: dict[str, np.ndarray] = {}
+    if not rows:
+        return out
     task = lambda pair: EncodeTask(data=pair[0].data)  # noqa: E731
     for done, ((row, _), encoded) in enumerate(encode_stream(services, model, rows, task, progress), start=1):
         if encoded.vector is None:

@@ -81,7 +81,6 @@ class RayEncoding:
         """Each item with its ``Encoded``, in order, window after window."""
         from operations.ingest.encode_stage import Encoded
 
-        self.connect()
         window: list[tuple[T, Any]] = []
         size = 0
         for item in items:
@@ -113,6 +112,7 @@ class RayEncoding:
             for item, _ in window:
                 yield item, encoded(None)
             return
+        self.connect()  # only when something needs encoding: a job with nothing to encode needs no cluster
         dataset = ray.data.from_items(rows).map_batches(
             EncoderActor,
             fn_constructor_kwargs={"settings": _worker_settings(settings), "model": model},

@@ -1,0 +1,143 @@
+"""Encoding spread over a Ray cluster (issue 19): the same folder of phone-size JPEGs ingested with the local
+encoder (1 ONNX thread, 1 decode thread), on a 1-node Ray cluster and on a 2-node one (1 CPU per node, one actor
+per node, workers reading the files themselves), with the per-node split and the cluster's fixed costs.
+
+    .venv/bin/python bench/distributed.py [--photos 160]
+
+Every node and the driver stay on 127.0.0.1, with Ray's token authentication (tests/ray_cluster.py). Floors
+(issue 19): 2 nodes ≥ 1.7x one node; one node ≥ 0.8x the local encoder with 1 thread. Writes bench/RESULTS.md
+(section "distributed"); exit status 1 when a floor is missed.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # see bench/core.py
+
+import argparse
+import io
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from results_file import run_header, write_section  # noqa: E402
+from sync import phone_photo  # noqa: E402
+
+from config import Settings  # noqa: E402
+from operations.ingest import ingest_job  # noqa: E402
+from operations.ingest.file_sources import FileSource  # noqa: E402
+from operations.jobs.job_progress import JobProgress  # noqa: E402
+from operations.services import build_services  # noqa: E402
+from tests.ray_cluster import ray_environment  # noqa: E402
+
+FLOORS = {"two_vs_one": 1.7, "one_vs_local": 0.8}
+
+
+def make_photos(folder: Path, count: int) -> float:
+    folder.mkdir(parents=True)
+    total = 0
+    for i in range(count):
+        buffer = io.BytesIO()
+        phone_photo(i).save(buffer, format="JPEG", quality=92)
+        (folder / f"IMG_{i:04d}.jpg").write_bytes(buffer.getvalue())
+        total += buffer.tell()
+    return total / count / 2**20
+
+
+def ingest(work: Path, name: str, folder: Path, **settings: object) -> tuple[float, dict[str, int], float]:
+    """(images/s of the whole job, images per node, seconds of a 1-image job first: the actors' warm-up)."""
+    values = {"data_dir": work / name, "data_root": folder.parent, "weights": "random", "onnx_dir": work / "onnx"}
+    services = build_services(Settings(_env_file=None, **values, **settings))  # type: ignore[arg-type]
+    try:
+        services.encoder.load()
+        warm = folder.parent / f"warm_{name}"
+        warm.mkdir()
+        (warm / "one.jpg").write_bytes((folder / "IMG_0000.jpg").read_bytes())
+        started = time.perf_counter()
+        ingest_job.run(services, f"{name}_warm", FileSource.open(warm), JobProgress())
+        warm_s = time.perf_counter() - started
+        progress = JobProgress()
+        started = time.perf_counter()
+        ingest_job.run(services, name, FileSource.open(folder), progress)
+        seconds = time.perf_counter() - started
+        assert progress.loaded == len(list(folder.iterdir())) and not progress.failed, progress.counters()
+        return progress.loaded / seconds, dict(progress.encoded_by), warm_s
+    finally:
+        services.close()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--photos", type=int, default=160)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        mb = make_photos(work / "data" / "phone", args.photos)
+        folder = work / "data" / "phone"
+        print(f"{args.photos} photos of {mb:.1f} MB", flush=True)
+        local = ingest(work, "local", folder, onnx_threads=1, decode_workers=1)
+        print(f"local: {local[0]:.2f} images/s", flush=True)
+        with ray_environment(work):
+            from ray.cluster_utils import Cluster
+
+            ray_settings = {"ray_cpus_per_actor": 1, "ray_shared_paths": True, "decode_workers": 1}
+            started = time.perf_counter()
+            cluster = Cluster(
+                initialize_head=True,
+                head_node_args={"num_cpus": 1, "object_store_memory": 200_000_000, "include_dashboard": False},
+            )
+            head_s = time.perf_counter() - started
+            try:
+                one = ingest(work, "ray1", folder, ray_address=cluster.address, ray_pool_size=1, **ray_settings)
+                print(f"1 node: {one[0]:.2f} images/s", flush=True)
+                started = time.perf_counter()
+                cluster.add_node(num_cpus=1, object_store_memory=200_000_000)
+                cluster.wait_for_nodes()
+                node_s = time.perf_counter() - started
+                two = ingest(work, "ray2", folder, ray_address=cluster.address, ray_pool_size=2, **ray_settings)
+                print(f"2 nodes: {two[0]:.2f} images/s", flush=True)
+            finally:
+                import ray
+
+                ray.shutdown()
+                cluster.shutdown()
+    checks = {
+        f"2 nodes ≥ {FLOORS['two_vs_one']}x 1 node": two[0] / one[0] >= FLOORS["two_vs_one"],
+        f"1 node ≥ {FLOORS['one_vs_local']}x the local encoder (1 thread)": one[0] / local[0] >= FLOORS["one_vs_local"],
+    }
+    split = " / ".join(f"{count}" for count in sorted(two[1].values(), reverse=True))
+    lines = [
+        "## distributed: ingest of phone photos on a Ray cluster (bench/distributed.py)",
+        "",
+        f"{run_header()} · {args.photos} JPEGs 4032×3024 ({mb:.1f} MB each) from one folder · RN50 random weights "
+        "on ONNX Runtime · Ray 2.60 on 127.0.0.1 with token auth, 1 CPU per node, one encoder actor (1 thread) per "
+        "node, workers reading the files (shared paths) · Milvus Lite + SQLite",
+        "",
+        "| measured | images/s | vs 1 node | per-node split | warm-up (a 1-image job) |",
+        "|---|---|---|---|---|",
+        f"| local encoder, 1 ONNX thread, 1 decode thread | {local[0]:.2f} | {local[0] / one[0]:.2f}x | "
+        f"{local[1].get('local', 0)} here | {local[2]:.1f} s |",
+        f"| Ray, 1 node | {one[0]:.2f} | 1.00x | {sum(one[1].values())} | {one[2]:.1f} s |",
+        f"| Ray, 2 nodes | {two[0]:.2f} | {two[0] / one[0]:.2f}x | {split} | {two[2]:.1f} s |",
+        "",
+        f"- Fixed costs: the head node started in {head_s:.1f} s, the second node joined in {node_s:.1f} s; every "
+        "Ray Data run starts its encoder actors (the warm-up column: a job of one image, model load included).",
+        "",
+        "| floor | result |",
+        "|---|---|",
+        *[f"| {name} | {'pass' if ok else 'FAIL'} |" for name, ok in checks.items()],
+    ]
+    text = "\n".join(lines)
+    print(text)
+    write_section("distributed", text)
+    return 0 if all(checks.values()) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
