@@ -14,7 +14,6 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -33,19 +32,6 @@ logger = logging.getLogger(__name__)
 
 PAGE = 256  # rows checked against the new generation at a time
 MAX_PASSES = 3  # writes keep coming: a pass that finds nothing missing ends the build
-
-
-@dataclass(frozen=True)
-class Generations:
-    """What ``GET /collections`` shows of a re-embed."""
-
-    serving_model: str
-    other_model: str | None
-    state: str | None  # building, ready (built, not serving), previous (the old one, kept for a rollback)
-
-
-def describe(record: CollectionRecord) -> Generations:
-    return Generations(record.model, record.next_model, record.next_state)
 
 
 def start(services: Services, collection: str, model: str, switch: bool = True) -> dict[str, Any]:
