@@ -10,7 +10,7 @@ ifdef WEIGHTS
 export IMGSEARCH_WEIGHTS := $(WEIGHTS)
 endif
 
-.PHONY: install run test lint format sample bench soak faults faults-server fuzz lock clean
+.PHONY: install run test lint docs format sample bench soak faults faults-server fuzz lock clean
 
 $(BIN)/.installed: pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,10 @@ test: install
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+
+# The documentation site from docs/ into site/; strict: a broken link or a missing page fails the build.
+docs: install
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
 
 format: install
 	$(BIN)/ruff format .
@@ -51,6 +55,7 @@ bench: install
 	$(BIN)/python bench/words.py
 	$(BIN)/python bench/reembed.py
 	$(BIN)/python bench/distributed.py
+	$(BIN)/python bench/access.py
 
 # 8 clients, mixed requests, 60 s, on loopback: zero errors and exact counts afterwards.
 soak: install

@@ -10,6 +10,7 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+from app.cli_keys import add_commands as add_key_commands
 from app.cli_reembed import add_commands as add_reembed_commands
 from app.cli_sources import add_commands as add_source_commands
 from app.logging_setup import configure_logging
@@ -403,6 +404,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_source_commands(commands)
     add_reembed_commands(commands)
+    add_key_commands(commands)
 
     load = commands.add_parser("load", help="bulk-load a Flickr30k-CN-format split ({split}_imgs.tsv …)")
     load.add_argument("path", help="folder holding the split's files")

@@ -16,19 +16,22 @@ from starlette.staticfiles import StaticFiles
 
 from adapters import ocr
 from adapters.encoders.encoder_base import EncoderBase
-from app.access import ReadAccess
+from app.access import Authorized
+from app.audit_trail import AuditTrail
 from app.errors import install_error_handlers
 from app.limits import BodySizeLimit
 from app.metrics import Metrics
 from app.observability import RequestContext
 from app.openapi import install_openapi
 from app.routes import (
+    audit,
     collections,
     duplicates,
     embed,
     health,
     images,
     jobs,
+    keys,
     labels,
     models,
     search,
@@ -37,8 +40,10 @@ from app.routes import (
     texts,
     web,
 )
+from app.scopes import check_every_route_declared
 from app.startup import StartupState, start_when_stores_answer
 from config import Settings
+from operations.access.control import AccessControl
 from operations.ingest.watch import SourceWatcher, sync_submitter
 from operations.jobs.job_kinds import job_function
 from operations.jobs.jobs import JobRunner
@@ -82,6 +87,7 @@ def create_app(settings: Settings | None = None, encoder: EncoderBase | None = N
             raise
         watcher = SourceWatcher(services, runner.owner, sync_submitter(runner))
         watcher.start()
+        access.attach(services.metadata.engine)
         app.state.services, app.state.jobs, app.state.watcher = services, runner, watcher
         logger.info("service ready: model %s (%s weights, %s)", info.model, info.weights, info.device)
 
@@ -96,6 +102,7 @@ def create_app(settings: Settings | None = None, encoder: EncoderBase | None = N
                 retrying.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await retrying
+            await run_in_threadpool(access.close)
             if app.state.watcher is not None:
                 await run_in_threadpool(app.state.watcher.close)
             if app.state.jobs is not None:
@@ -108,23 +115,24 @@ def create_app(settings: Settings | None = None, encoder: EncoderBase | None = N
     install_error_handlers(app)
     install_openapi(app)
     app.add_middleware(BodySizeLimit, max_bytes=resolved.max_request_bytes)
+    access = AccessControl(resolved)
+    app.state.access = access
+    app.add_middleware(AuditTrail, access=access)  # inside RequestContext: entries carry the request id
     app.state.metrics = metrics
     app.state.startup = StartupState()
     app.add_middleware(RequestContext, metrics=metrics)  # outermost: its id and timing cover the 413s too
-    app.state.api_keys = [key.get_secret_value().encode("utf-8") for key in resolved.api_keys]
-    app.state.read_access = resolved.read_access
-    if app.state.api_keys:
-        logger.info("API keys: %d configured; reads are %s", len(app.state.api_keys), resolved.read_access)
+    if resolved.api_keys:
+        logger.info("API keys: %d in IMGSEARCH_API_KEYS; reads are %s", len(resolved.api_keys), resolved.read_access)
     else:
-        logger.warning("no API keys configured (IMGSEARCH_API_KEYS): anyone who reaches the service can change data")
+        logger.info("no keys in IMGSEARCH_API_KEYS: the service stays open until a key is created (imgsearch keys)")
     if resolved.ocr == "on" and not ocr.available():
         logger.warning("IMGSEARCH_OCR=on but %s: images are stored without OCR", ocr.MISSING)
     elif resolved.ocr == "on":
         logger.info("OCR on: new and changed images are read at ingest and sync")
-    # Routes that change data add WriteAccess themselves; health stays open for probes.
-    for module in (search, labels, tags, texts, images, collections, sources, duplicates, models, jobs, embed):
-        app.include_router(module.router, dependencies=[ReadAccess])
-    app.include_router(health.router)
-    app.include_router(web.router)
+    # Each route's scope is declared in app/scopes.py; `authorize` enforces it on every route, the page included.
+    routers = (search, labels, tags, texts, images, collections, sources, duplicates, models, jobs, embed, keys, audit)
+    for module in (*routers, health, web):
+        app.include_router(module.router, dependencies=[Authorized])
+    check_every_route_declared(app)
     app.mount("/static", StaticFiles(directory=web.WEB_DIR), name="static")
     return app

@@ -136,6 +136,17 @@ class Settings(BaseSettings):
         default_factory=list, description="Comma-separated API keys, each at least 16 characters."
     )
     read_access: Literal["open", "key"] = Field("open", description="key = search and image reads need a key too")
+    # Quotas (requests per window) while keys are in use; keys from api_keys are the operator's and have none.
+    rate_window_seconds: float = Field(60.0, ge=1, le=86400, description="Length of a quota window, in seconds.")
+    rate_limit_read: int = Field(3000, ge=0, description="Reads per window per key (0: no limit).")
+    rate_limit_write: int = Field(600, ge=0, description="Data-changing requests per window per key (0: no limit).")
+    rate_limit_admin: int = Field(120, ge=0, description="Admin requests per window per key (0: no limit).")
+    rate_limit_anonymous: int = Field(
+        1200, ge=0, description="Reads per window per client address without a key (read_access=open; 0: no limit)."
+    )
+    rate_flush_seconds: float = Field(
+        0.25, gt=0, le=10, description="How often a process shares its quota counts through the metadata DB."
+    )
 
     font_path: Path | None = Field(None, description="CJK font for result pictures; found automatically if unset.")
     log_level: str = "INFO"

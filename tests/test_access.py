@@ -13,8 +13,8 @@ import pytest
 from fastapi.testclient import TestClient
 from pydantic import ValidationError
 
-from app.access import key_matches
 from config import Settings
+from operations.access.keys import KeyDirectory
 from tests.conftest import wait_for_job
 from tests.imagefiles import jpeg
 
@@ -158,7 +158,8 @@ def test_short_keys_are_refused_at_start() -> None:
 
 
 def test_key_comparison() -> None:
-    keys = [KEY.encode(), OTHER_KEY.encode()]
-    assert key_matches(KEY, keys) and key_matches(OTHER_KEY, keys)
-    assert not key_matches(KEY[:-1], keys) and not key_matches(KEY + "x", keys) and not key_matches("", keys)
-    assert not key_matches("\udbcd" * 20, keys)  # a lone surrogate from a broken header is a wrong key, not a crash
+    directory = KeyDirectory([KEY.encode(), OTHER_KEY.encode()])
+    assert directory.is_env_key(KEY) and directory.is_env_key(OTHER_KEY)
+    assert not directory.is_env_key(KEY[:-1]) and not directory.is_env_key(KEY + "x")
+    assert not directory.is_env_key("")
+    assert not directory.is_env_key("\udbcd" * 20)  # a lone surrogate from a broken header: a wrong key, not a crash

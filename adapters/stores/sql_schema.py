@@ -236,6 +236,57 @@ text_grams = Table(
 )
 
 
+# API keys (issue 20): only a SHA-256 of each key is kept (keys are 256-bit random, so a fast hash is enough), with
+# its first characters to tell keys apart in lists. A revoked key keeps its row: the audit trail names it.
+api_keys = Table(
+    "api_keys",
+    metadata,
+    Column("id", _Id, primary_key=True, autoincrement=True),
+    Column("name", String(64), nullable=False),
+    Column("prefix", String(16), nullable=False),
+    Column("key_hash", String(64), nullable=False, unique=True),
+    Column("scopes", String(32), nullable=False),  # comma-separated: read, write, admin
+    Column("collections", Text, nullable=True),  # JSON list; NULL: every collection
+    Column("rate_limit", Integer, nullable=True),  # requests per window; NULL: the setting of the route's scope
+    Column("expires_at", _Time, nullable=True),
+    Column("created_at", _Time, nullable=False),
+    Column("last_used_at", _Time, nullable=True),
+    Column("revoked_at", _Time, nullable=True),
+    mysql_charset="utf8mb4",
+)
+# Who changed what: every data-changing request and every refused one (never the presented key).
+audit_log = Table(
+    "audit_log",
+    metadata,
+    Column("id", _Id, primary_key=True, autoincrement=True),
+    Column("at", _Time, nullable=False),
+    Column("key_name", String(64), nullable=True),  # NULL: no valid key was presented
+    Column("method", String(8), nullable=False),
+    Column("route", String(128), nullable=False),
+    Column("path", String(512), nullable=False),
+    Column("collection", String(64), nullable=True),
+    Column("target", String(512), nullable=True),  # the job, or the images, the request touched
+    Column("status", Integer, nullable=False),
+    Column("outcome", String(16), nullable=False),  # ok, refused, failed
+    Column("client", String(64), nullable=True),
+    Column("request_id", String(64), nullable=True),
+    Index("ix_audit_log_at", "at"),
+    Index("ix_audit_log_key", "key_name", "id"),
+    Index("ix_audit_log_collection", "collection", "id"),
+    mysql_charset="utf8mb4",
+)
+# Request counts per quota subject (a key, or an anonymous client address) and fixed window, shared by every
+# service process on this database: each adds what it counted since its last flush.
+rate_counts = Table(
+    "rate_counts",
+    metadata,
+    Column("subject", String(96), primary_key=True),
+    Column("window_no", BigInteger, primary_key=True),
+    Column("count", Integer, nullable=False),
+    mysql_charset="utf8mb4",
+)
+
+
 def chunks(items: Sequence, size: int = 500) -> Iterator[Sequence]:
     """``items`` in slices small enough for one ``IN (...)`` on both backends."""
     for start in range(0, len(items), size):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from starlette.concurrency import run_in_threadpool
 
-from app.access import WriteAccess
+from app.access import visible_collections
 from app.deps import JobsDep, ServicesDep
 from app.errors import documented
 from app.routes.jobs import job_accepted
@@ -41,8 +41,10 @@ def _out(summary: CollectionSummary) -> CollectionOut:
 
 
 @router.get("", response_model=list[CollectionOut], responses=ERRORS)
-async def list_collections(services: ServicesDep) -> list[CollectionOut]:
-    return [_out(s) for s in await run_in_threadpool(collections.list_all, services)]
+async def list_collections(services: ServicesDep, request: Request) -> list[CollectionOut]:
+    visible = visible_collections(request)
+    listed = await run_in_threadpool(collections.list_all, services)
+    return [_out(s) for s in listed if visible is None or s.record.name in visible]
 
 
 @router.post(
@@ -50,7 +52,6 @@ async def list_collections(services: ServicesDep) -> list[CollectionOut]:
     status_code=201,
     response_model=CollectionOut,
     responses=documented(404, 409, 422, 503),
-    dependencies=[WriteAccess],
 )
 async def create_collection(body: CreateCollectionRequest, services: ServicesDep) -> CollectionOut:
     """Create an empty collection bound to a model (its name, dim and input resolution), e.g. one on RN50 and one
@@ -59,16 +60,14 @@ async def create_collection(body: CreateCollectionRequest, services: ServicesDep
     return _out(await run_in_threadpool(collections.summarise, services, body.name))
 
 
-@router.delete("/{name}", response_model=DropResponse, responses=ERRORS, dependencies=[WriteAccess])
+@router.delete("/{name}", response_model=DropResponse, responses=ERRORS)
 async def drop_collection(name: CollectionPath, services: ServicesDep) -> DropResponse:
     """Drop the collection from both stores (vectors and image rows)."""
     removed = await run_in_threadpool(collections.drop, services, name)
     return DropResponse(collection=name, removed=removed)
 
 
-@router.post(
-    "/{name}/reconcile", status_code=202, response_model=JobAccepted, responses=ERRORS, dependencies=[WriteAccess]
-)
+@router.post("/{name}/reconcile", status_code=202, response_model=JobAccepted, responses=ERRORS)
 async def reconcile_collection(
     name: CollectionPath, services: ServicesDep, jobs: JobsDep, request: Request
 ) -> JobAccepted:
@@ -86,7 +85,6 @@ async def reconcile_collection(
     status_code=202,
     response_model=JobAccepted,
     responses=documented(401, 403, 404, 409, 422, 429, 503),
-    dependencies=[WriteAccess],
 )
 async def reembed_collection(
     name: CollectionPath, body: ReembedRequest, services: ServicesDep, jobs: JobsDep, request: Request
@@ -105,7 +103,6 @@ async def reembed_collection(
     "/{name}/reembed/switch",
     response_model=CollectionOut,
     responses=documented(401, 403, 404, 409, 503),
-    dependencies=[WriteAccess],
 )
 async def switch_collection(name: CollectionPath, services: ServicesDep) -> CollectionOut:
     """Serve the other generation: a re-embed that finished with ``switch: false``, or the new model again after
@@ -118,7 +115,6 @@ async def switch_collection(name: CollectionPath, services: ServicesDep) -> Coll
     "/{name}/reembed/rollback",
     response_model=CollectionOut,
     responses=documented(401, 403, 404, 409, 503),
-    dependencies=[WriteAccess],
 )
 async def rollback_collection(name: CollectionPath, services: ServicesDep, jobs: JobsDep) -> CollectionOut:
     """After a switch: serve the previous model again (the new vectors stay, kept current, ready to switch to).
@@ -137,7 +133,6 @@ async def rollback_collection(name: CollectionPath, services: ServicesDep, jobs:
     "/{name}/reembed/finalize",
     response_model=CollectionOut,
     responses=documented(401, 403, 404, 409, 503),
-    dependencies=[WriteAccess],
 )
 async def finalize_collection(name: CollectionPath, services: ServicesDep) -> CollectionOut:
     """Keep the model that serves now and drop the other vectors (after a switch: the old model's)."""

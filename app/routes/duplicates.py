@@ -6,7 +6,6 @@ from fastapi import APIRouter, Request
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
-from app.access import WriteAccess
 from app.deps import JobsDep, ServicesDep
 from app.errors import documented
 from app.routes.jobs import job_accepted
@@ -58,9 +57,7 @@ class DeleteDuplicatesResponse(BaseModel):
     deleted: list[str]
 
 
-@router.post(
-    "/{name}/duplicates", status_code=202, response_model=JobAccepted, responses=ERRORS, dependencies=[WriteAccess]
-)
+@router.post("/{name}/duplicates", status_code=202, response_model=JobAccepted, responses=ERRORS)
 async def find_duplicates(
     name: CollectionPath,
     services: ServicesDep,
@@ -103,7 +100,6 @@ async def list_duplicates(name: CollectionPath, services: ServicesDep, request: 
     "/{name}/duplicates/delete",
     response_model=DeleteDuplicatesResponse,
     responses=ERRORS,
-    dependencies=[WriteAccess],
 )
 async def delete_duplicates(
     name: CollectionPath, services: ServicesDep, body: DeleteDuplicatesRequest | None = None

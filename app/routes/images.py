@@ -9,7 +9,6 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from adapters import images
-from app.access import WriteAccess
 from app.deps import JobsDep, ServicesDep
 from app.errors import documented, error_response
 from app.routes.jobs import job_accepted
@@ -36,7 +35,7 @@ router = APIRouter(prefix="/img", tags=["images"])
 ERRORS = documented(401, 403, 404, 409, 413, 422, 429, 503)
 
 
-@router.post("/load", status_code=202, response_model=JobAccepted, responses=ERRORS, dependencies=[WriteAccess])
+@router.post("/load", status_code=202, response_model=JobAccepted, responses=ERRORS)
 async def load_split(body: LoadRequest, services: ServicesDep, jobs: JobsDep, request: Request) -> JobAccepted:
     """Bulk-load ``{split}_imgs.tsv`` (+ ``{split}_imgs.img_feat.jsonl`` when present) as a background job.
 
@@ -49,7 +48,7 @@ async def load_split(body: LoadRequest, services: ServicesDep, jobs: JobsDep, re
     return job_accepted(request, record.id)
 
 
-@router.post("/ingest", status_code=202, response_model=JobAccepted, responses=ERRORS, dependencies=[WriteAccess])
+@router.post("/ingest", status_code=202, response_model=JobAccepted, responses=ERRORS)
 async def ingest_files(body: IngestRequest, services: ServicesDep, jobs: JobsDep, request: Request) -> JobAccepted:
     """Ingest every image of a folder (recursively) or a .zip under the data root, as a background job.
 
@@ -63,7 +62,7 @@ async def ingest_files(body: IngestRequest, services: ServicesDep, jobs: JobsDep
     return job_accepted(request, record.id)
 
 
-@router.post("/evaluate", status_code=202, response_model=JobAccepted, responses=ERRORS, dependencies=[WriteAccess])
+@router.post("/evaluate", status_code=202, response_model=JobAccepted, responses=ERRORS)
 async def evaluate_split(body: EvaluateRequest, services: ServicesDep, jobs: JobsDep, request: Request) -> JobAccepted:
     """Recall@1/5/10 and mean recall of a loaded split in both directions, exactly as Chinese-CLIP's evaluation
     scripts compute them; the job's ``result`` has the numbers and the paths of the predictions files."""
@@ -76,7 +75,6 @@ async def evaluate_split(body: EvaluateRequest, services: ServicesDep, jobs: Job
     "/upload",
     response_model=UploadResponse,
     responses={**ERRORS, 200: {"model": UploadResponse}},
-    dependencies=[WriteAccess],
 )
 async def upload_images(
     services: ServicesDep,
@@ -186,9 +184,7 @@ def _not_modified(request: Request, etag: str) -> bool:
     return etag in [tag.strip().removeprefix("W/") for tag in sent.split(",")]
 
 
-@router.delete(
-    "/{collection}/{image_id}", response_model=DeleteImageResponse, responses=ERRORS, dependencies=[WriteAccess]
-)
+@router.delete("/{collection}/{image_id}", response_model=DeleteImageResponse, responses=ERRORS)
 async def delete_image(collection: CollectionPath, image_id: str, services: ServicesDep) -> DeleteImageResponse:
     """Remove the image's vector and row; it is never returned again."""
     await run_in_threadpool(collections.require, services, collection)

@@ -9,7 +9,7 @@ from starlette.concurrency import run_in_threadpool
 
 from adapters.stores.job_store import JobRecord
 from adapters.stores.sql_schema import utc_now
-from app.access import WriteAccess
+from app.access import visible_collections
 from app.deps import JobsDep
 from app.errors import documented
 from app.schemas import CollectionName, JobAccepted, JobOut
@@ -32,11 +32,17 @@ def _rate(record: JobRecord) -> float | None:
 @router.get("", response_model=list[JobOut], responses=documented(422))
 async def list_jobs(
     jobs: JobsDep,
+    request: Request,
     collection: Annotated[CollectionName | None, Query()] = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
 ) -> list[JobOut]:
-    """The newest jobs first, optionally of one collection."""
-    return [_out(record) for record in await run_in_threadpool(jobs.store.recent, limit, collection)]
+    """The newest jobs first, optionally of one collection (only those of its collections for a limited key)."""
+    visible = visible_collections(request)
+    if visible is None or collection is not None:
+        return [_out(record) for record in await run_in_threadpool(jobs.store.recent, limit, collection)]
+    listed = [await run_in_threadpool(jobs.store.recent, limit, name) for name in sorted(visible)]
+    newest = sorted((r for records in listed for r in records), key=lambda r: r.created_at or utc_now(), reverse=True)
+    return [_out(record) for record in newest[:limit]]
 
 
 @router.get("/{job_id}", name="get_job", response_model=JobOut, responses=documented(404))
@@ -44,9 +50,7 @@ async def get_job(job_id: str, jobs: JobsDep) -> JobOut:
     return _out(await run_in_threadpool(jobs.get, job_id))
 
 
-@router.post(
-    "/{job_id}/cancel", response_model=JobOut, responses=documented(401, 403, 404, 409), dependencies=[WriteAccess]
-)
+@router.post("/{job_id}/cancel", response_model=JobOut, responses=documented(401, 403, 404, 409))
 async def cancel_job(job_id: str, jobs: JobsDep) -> JobOut:
     """A queued job is cancelled at once; a running one stops at its next batch, whichever service process runs
     it (what it already stored stays, and running it again completes it). 409 if it already ended otherwise."""

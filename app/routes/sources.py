@@ -9,7 +9,6 @@ from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
-from app.access import WriteAccess
 from app.deps import JobsDep, ServicesDep
 from app.errors import documented
 from app.routes.jobs import job_accepted
@@ -78,7 +77,6 @@ def _out(summary: sources.SourceSummary) -> SourceOut:
     status_code=201,
     response_model=SourceOut,
     responses=ERRORS,
-    dependencies=[WriteAccess],
 )
 async def add_source(name: CollectionPath, body: SourceRequest, services: ServicesDep, request: Request) -> SourceOut:
     """Register a folder under the data root as a source of the collection (created if new). Its images are
@@ -99,7 +97,6 @@ async def list_sources(name: CollectionPath, services: ServicesDep) -> list[Sour
     "/collections/{name}/sources/{source_id}",
     response_model=SourceRemoved,
     responses=ERRORS,
-    dependencies=[WriteAccess],
 )
 async def remove_source(
     name: CollectionPath,
@@ -118,7 +115,6 @@ async def remove_source(
     status_code=202,
     response_model=JobAccepted,
     responses=ERRORS,
-    dependencies=[WriteAccess],
 )
 async def sync_source(
     name: CollectionPath,

@@ -7,7 +7,6 @@ from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
 from adapters.stores.tag_store import MAX_TAG_CHARS
-from app.access import WriteAccess
 from app.deps import JobsDep, ServicesDep
 from app.errors import documented
 from app.routes.jobs import job_accepted
@@ -61,7 +60,6 @@ class CollectionTagsOut(BaseModel):
     status_code=202,
     response_model=JobAccepted,
     responses=ERRORS,
-    dependencies=[WriteAccess],
 )
 async def tag_collection(
     name: CollectionPath, body: TagJobRequest, services: ServicesDep, jobs: JobsDep, request: Request
@@ -84,9 +82,7 @@ async def list_tags(name: CollectionPath, services: ServicesDep) -> CollectionTa
     return CollectionTagsOut(collection=name, tags=[TagCount(tag=t, count=n) for t, n in found])
 
 
-@router.put(
-    "/img/{collection}/{image_id}/tags", response_model=ImageTagsOut, responses=ERRORS, dependencies=[WriteAccess]
-)
+@router.put("/img/{collection}/{image_id}/tags", response_model=ImageTagsOut, responses=ERRORS)
 async def set_tags(
     collection: CollectionPath, image_id: str, body: SetTagsRequest, services: ServicesDep
 ) -> ImageTagsOut:

@@ -48,6 +48,24 @@ function thumbUrl(hit) {
   return `/img/${encodeURIComponent(collection())}/${encodeURIComponent(hit.image_id)}/thumb?size=320`;
 }
 
+// What the key may do decides what the page offers: a read-only key sees no upload, tagging or delete.
+async function loadRights() {
+  const note = $("key-rights");
+  let me;
+  try { me = await api("/keys/me"); } catch (error) {
+    document.body.classList.remove("can-write", "can-admin");
+    note.textContent = error.message;
+    return;
+  }
+  document.body.classList.toggle("can-write", me.scopes.includes("write"));
+  document.body.classList.toggle("can-admin", me.scopes.includes("admin"));
+  $("description").readOnly = !me.scopes.includes("write");
+  const scope = { read: "只读", write: "读写", admin: "管理" }[me.scopes[me.scopes.length - 1]] || "无权限";
+  const where = me.collections ? ` · 图库 ${me.collections.join("、")}` : "";
+  note.textContent = !me.keys_required ? "服务未启用密钥：可读可写"
+    : me.name ? `密钥 ${me.name}：${scope}${where}` : `未填写密钥：${me.scopes.length ? "只能搜索" : "需要密钥"}`;
+}
+
 async function loadCollections() {
   try {
     collections = await api("/collections");
@@ -499,7 +517,7 @@ function debounce(fn, wait) {
 
 function wire() {
   $("api-key").value = apiKey();
-  $("api-key").addEventListener("change", (e) => { localStorage.setItem("imgsearch-key", e.target.value.trim()); loadCollections(); });
+  $("api-key").addEventListener("change", (e) => { localStorage.setItem("imgsearch-key", e.target.value.trim()); loadRights(); loadCollections(); });
   $("collection").addEventListener("change", () => {
     localStorage.setItem("imgsearch-collection", collection());
     renderOverview();
@@ -534,4 +552,5 @@ function wire() {
 
 wire();
 checkWeights();
+loadRights();
 loadCollections().then(() => { loadTags(); refreshJobs(); });
