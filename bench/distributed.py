@@ -54,14 +54,40 @@ def make_photos(folder: Path, count: int) -> float:
 
 @contextlib.contextmanager
 def pinned(cores: set[int]) -> Iterator[None]:
-    """This process (and what it starts meanwhile: a Ray node's raylet and its workers, Milvus Lite) on ``cores``:
-    "a node of 1 CPU" then means one core, not a share of the machine's two."""
+    """This process (and what it starts meanwhile: Milvus Lite) on ``cores``."""
     before = os.sched_getaffinity(0)
     os.sched_setaffinity(0, cores)
     try:
         yield
     finally:
         os.sched_setaffinity(0, before)
+
+
+def _children() -> dict[int, list[int]]:
+    tree: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+                tree.setdefault(parent, []).append(int(entry.name))
+    return tree
+
+
+def pin_node(node: object, cores: set[int]) -> int:
+    """A Ray node's raylet, every thread of it and of its descendants (the workers it has started) on ``cores``;
+    workers it starts later inherit the raylet's. "A node of 1 CPU" then means one core, not a share of two.
+    Returns how many processes were pinned."""
+    tree = _children()
+    todo = [info.process.pid for info in node.all_processes.get("raylet", [])]  # type: ignore[attr-defined]
+    pinned_count = 0
+    while todo:
+        pid = todo.pop()
+        todo += tree.get(pid, [])
+        with contextlib.suppress(OSError):
+            for task in Path(f"/proc/{pid}/task").iterdir():
+                os.sched_setaffinity(int(task.name), cores)
+            pinned_count += 1
+    return pinned_count
 
 
 def ingest(work: Path, name: str, folder: Path, **settings: object) -> tuple[float, dict[str, int], float, float]:
@@ -105,19 +131,19 @@ def main() -> int:
 
             ray_settings = {"ray_cpus_per_actor": 1, "ray_shared_paths": True, "decode_workers": 1}
             started = time.perf_counter()
-            with pinned({0}):
-                cluster = Cluster(
-                    initialize_head=True,
-                    head_node_args={"num_cpus": 1, "object_store_memory": 200_000_000, "include_dashboard": False},
-                )
+            cluster = Cluster(
+                initialize_head=True,
+                head_node_args={"num_cpus": 1, "object_store_memory": 200_000_000, "include_dashboard": False},
+            )
             head_s = time.perf_counter() - started
+            print(f"head node pinned to core 0: {pin_node(cluster.head_node, {0})} processes", flush=True)
             try:
                 one = ingest(work, "ray1", folder, ray_address=cluster.address, ray_pool_size=1, **ray_settings)
                 print(f"1 node: {one[0]:.2f} images/s, steady {one[3]:.2f}", flush=True)
                 started = time.perf_counter()
-                with pinned({1}):
-                    cluster.add_node(num_cpus=1, object_store_memory=200_000_000)
-                    cluster.wait_for_nodes()
+                second = cluster.add_node(num_cpus=1, object_store_memory=200_000_000)
+                cluster.wait_for_nodes()
+                print(f"second node pinned to core 1: {pin_node(second, {1})} processes", flush=True)
                 node_s = time.perf_counter() - started
                 two = ingest(work, "ray2", folder, ray_address=cluster.address, ray_pool_size=2, **ray_settings)
                 print(f"2 nodes: {two[0]:.2f} images/s, steady {two[3]:.2f}", flush=True)

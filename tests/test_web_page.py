@@ -318,3 +318,39 @@ def test_page_finds_a_receipt_by_its_words_and_draws_the_ocr_boxes(live_server: 
     assert picture["x"] <= first["x"] and first["x"] + first["width"] <= picture["x"] + picture["width"] + 1
     assert picture["y"] <= first["y"] < picture["y"] + picture["height"] / 2  # the shop's name, near the top
     page.screenshot(path=str(ARTIFACTS / "web-ocr-boxes.png"))
+
+
+def test_page_offers_only_what_the_key_may_do(live_server: str, page) -> None:  # type: ignore[no-untyped-def]
+    """A read-only key of one collection: the page says so, still searches, and offers no upload, tagging,
+    duplicate deletion or description; the delete it cannot offer is refused by the API and in the audit trail;
+    once revoked, the page says that too."""
+    with httpx.Client(base_url=live_server) as client:
+        admin = {"X-API-Key": client.post("/keys", json={"name": "owner", "scopes": ["admin"]}).json()["key"]}
+        family = client.post(
+            "/keys", json={"name": "family", "scopes": ["read"], "collections": ["good"]}, headers=admin
+        )
+        key = family.json()["key"]
+    page.goto(live_server + "/")
+    page.wait_for_function("document.querySelector('#key-rights').textContent.includes('只能搜索')")
+    assert not page.locator("label.add").is_visible()  # keys exist now: without one, the page only searches
+    page.locator(".key summary").click()
+    page.locator("#api-key").fill(key)
+    page.locator("#api-key").dispatch_event("change")
+    page.wait_for_function("document.querySelector('#key-rights').textContent.includes('family')")
+    assert "只读" in page.locator("#key-rights").inner_text() and "good" in page.locator("#key-rights").inner_text()
+    for hidden in ("label.add", "#find-duplicates", "details.tagger", "#delete-duplicates"):
+        assert not page.locator(hidden).is_visible(), hidden
+    assert page.evaluate("document.querySelector('#description').readOnly")
+    page.locator("#query").fill(QUERY)
+    page.wait_for_selector('.card[data-rank="1"]')
+
+    with httpx.Client(base_url=live_server, headers={"X-API-Key": key}) as client:
+        image_id = page.locator('.card[data-rank="1"]').get_attribute("data-image-id")
+        refused = client.delete(f"/img/good/{image_id}")
+        assert refused.status_code == 403 and "needs write" in refused.json()["error"]["message"]
+    with httpx.Client(base_url=live_server, headers=admin) as client:
+        trail = client.get("/audit", params={"key": "family", "outcome": "refused"}).json()["entries"]
+        assert [(e["method"], e["path"], e["status"]) for e in trail] == [("DELETE", f"/img/good/{image_id}", 403)]
+        assert client.delete("/keys/family").status_code == 200
+    page.reload()
+    page.wait_for_function("document.querySelector('#key-rights').textContent.includes('revoked')")
