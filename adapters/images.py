@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 from pillow_heif import register_heif_opener
 
 try:  # in the ocr extra (rapidocr's dependency): faster previews when present
@@ -156,7 +156,8 @@ def decode_rgb(data: bytes, max_pixels: int, min_longest: int = 0, min_shortest:
             if scale > 1:
                 image.draft("RGB", (-(-width // scale), -(-height // scale)))
         image.seek(0)
-        image = ImageOps.exif_transpose(image)
+        if image.getexif().get(ExifTags.Base.Orientation, 1) != 1:  # else exif_transpose only copies the pixels
+            image = ImageOps.exif_transpose(image)
         return image if image.mode == "RGB" else image.convert("RGB")
     except (OSError, SyntaxError, ValueError) as exc:
         raise InvalidImage(f"corrupt or truncated image: {exc}") from exc

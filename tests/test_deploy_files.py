@@ -120,7 +120,9 @@ def test_the_serving_install_has_no_torch_and_dev_has_the_export_extra() -> None
     heavy = {"torch", "torchvision", "cn-clip", "cn_clip"}
     assert not {r.split("==")[0].lower() for r in project["dependencies"]} & heavy
     assert {r.split("==")[0].lower() for r in project["optional-dependencies"]["export"]} >= {"torch", "cn_clip"}
-    assert f"{project['name']}[export,ocr,distributed]" in project["optional-dependencies"]["dev"]  # OCR, Ray too
+    assert (
+        f"{project['name']}[export,ocr,distributed,docs]" in project["optional-dependencies"]["dev"]
+    )  # OCR, Ray, docs too
     assert "ray" not in {r.split("[")[0].split("==")[0] for r in project["dependencies"]}  # serving stays without
     data = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]
     vocab = data["adapters.encoders"]

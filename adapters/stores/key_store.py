@@ -98,7 +98,7 @@ class KeyStore:
         """Revokes the active key of that name (or id); None when there is none."""
         with self.engine.begin() as conn:
             match = api_keys.c.name == name_or_id
-            if name_or_id.isdigit():
+            if name_or_id.isdigit() and len(name_or_id) <= 18:
                 match = match | (api_keys.c.id == int(name_or_id))
             row = conn.execute(select(api_keys).where(match, api_keys.c.revoked_at.is_(None))).first()
             if row is None:

@@ -14,6 +14,7 @@ from starlette.concurrency import run_in_threadpool
 from adapters.stores.key_store import KeyRecord, KeyStore
 from app.access import api_key_header, bearer_scheme, presented_key, principal_of
 from app.errors import documented
+from app.schemas import CollectionName
 from operations.access import keys
 from operations.access.keys import OPEN, SCOPES
 from operations.errors import NotReady
@@ -23,11 +24,15 @@ ERRORS = documented(401, 403, 404, 409, 422, 429, 503)
 
 
 class CreateKeyRequest(BaseModel):
-    name: str = Field(min_length=1, max_length=64, examples=["family"])
+    name: str = Field(min_length=1, max_length=64, pattern=r"^[\w.@:+\- ]+$", examples=["family"])
     scopes: list[str] = Field(description=f"Some of {', '.join(SCOPES)}; each includes the ones before it.")
-    collections: list[str] | None = Field(None, description="The collections it may touch; leave out for all.")
+    collections: list[CollectionName] | None = Field(
+        None, max_length=1000, description="The collections it may touch; leave out for all."
+    )
     expires_at: dt.datetime | None = Field(None, description="UTC, e.g. 2027-01-31T00:00:00Z; leave out: never.")
-    rate_limit: int | None = Field(None, ge=0, description="Requests per quota window (0: none); default by scope.")
+    rate_limit: int | None = Field(
+        None, ge=0, le=10_000_000, description="Requests per quota window (0: none); default by scope."
+    )
 
 
 class KeyOut(BaseModel):

@@ -73,6 +73,16 @@ class NewKey:
     record: KeyRecord
 
 
+def naive_utc(value: dt.datetime) -> dt.datetime:
+    """UTC without a zone, as the DB columns keep it; a time out of range is bad input, not a crash."""
+    if value.tzinfo is None:
+        return value
+    try:
+        return value.astimezone(dt.UTC).replace(tzinfo=None)
+    except OverflowError as exc:
+        raise InvalidInput(f"{value.isoformat()} is out of range") from exc
+
+
 def normalized_scopes(scopes: list[str]) -> list[str]:
     unknown = sorted(set(scopes) - set(SCOPES))
     if unknown or not scopes:
@@ -193,8 +203,7 @@ def create(
     if not name or len(name) > 64:
         raise InvalidInput("a key's name is 1 to 64 characters")
     if expires_at is not None:
-        if expires_at.tzinfo is not None:
-            expires_at = expires_at.astimezone(dt.UTC).replace(tzinfo=None)
+        expires_at = naive_utc(expires_at)
         if expires_at <= utc_now():
             raise InvalidInput("expires_at is in the past")
     if rate_limit is not None and rate_limit < 0:

@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 import numpy as np
 
 from adapters import images
-from operations.ingest.streams import batched, bounded_map
+from operations.ingest.streams import batched, bounded_map, run_ahead
 from operations.jobs.job_progress import JobProgress
 from operations.services import Services
 
@@ -54,15 +54,17 @@ class Encoded:
 
 def prepare(data: bytes, encoder: Any, max_pixels: int, preview_size: int = 0) -> tuple[Any, bytes | None]:
     """The model's input (and the preview JPEG, when asked) from image bytes: one decode at the smallest JPEG scale
-    that still gives the preview its size and the model twice its input, the model reading it box-reduced (its
-    vector matches a full decode's: bench/sync.py). A picture that small already is decoded whole, as before."""
+    that still gives the preview its size and the model twice its input, the model reading it (or the preview,
+    when that is twice its input too) box-reduced (its vector matches a full decode's: bench/sync.py). A picture
+    that small already is decoded whole, as before."""
     resolution = encoder.info.input_resolution
     if not preview_size:
         image = images.decode_rgb(data, max_pixels, min_shortest=2 * resolution)
         return encoder.preprocess(images.shrink_for_model(image, resolution)), None
     image = images.decode_rgb(data, max_pixels, min_longest=preview_size, min_shortest=resolution)
-    pixels = encoder.preprocess(images.shrink_for_model(image, resolution))
-    return pixels, images.jpeg_bytes(images.preview(image, preview_size))
+    preview = images.preview(image, preview_size)
+    model_input = preview if min(preview.size) >= 2 * resolution else image  # the smaller one, when big enough
+    return encoder.preprocess(images.shrink_for_model(model_input, resolution)), images.jpeg_bytes(preview)
 
 
 def encode_stream(
@@ -80,7 +82,7 @@ def encode_stream(
         stream = services.ray.encode(model, items, task_of)
     else:
         stream = _encode_here(services, model, items, task_of)
-    for item, encoded in stream:
+    for item, encoded in run_ahead(stream, 2 * services.settings.encode_batch_size, "encode-ahead"):
         if progress is not None and encoded.vector is not None:
             progress.encoded_by[encoded.node] += 1
         yield item, encoded
