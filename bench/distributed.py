@@ -18,6 +18,7 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # see bench/core.py
 import argparse
 import contextlib
 import io
+import shutil
 import sys
 import tempfile
 import time
@@ -138,11 +139,20 @@ def ingest(work: Path, name: str, folder: Path, **settings: object) -> tuple[flo
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--photos", type=int, default=160)
+    parser.add_argument("--keep", type=Path, help="a folder to keep the generated photos in, and reuse them from")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        mb = make_photos(work / "data" / "phone", args.photos)
         folder = work / "data" / "phone"
+        if args.keep is not None and len(list(args.keep.glob("IMG_*.jpg"))) == args.photos:
+            folder.mkdir(parents=True)
+            for kept in args.keep.glob("IMG_*.jpg"):
+                os.link(kept, folder / kept.name)  # the same files, inside this run's data root
+            mb = sum(p.stat().st_size for p in folder.iterdir()) / args.photos / 2**20
+        else:
+            mb = make_photos(folder, args.photos)
+            if args.keep is not None:
+                shutil.copytree(folder, args.keep, dirs_exist_ok=True)
         print(f"{args.photos} photos of {mb:.1f} MB", flush=True)
         decode_ms, encode_ms = one_core_costs(work, folder)
         print(f"one core: decode {decode_ms:.0f} ms, encode {encode_ms:.0f} ms per photo", flush=True)

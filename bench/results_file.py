@@ -20,13 +20,26 @@ def run_header() -> str:
     )
 
 
+def _markers(key: str) -> tuple[str, str]:
+    """Snippet markers around each section, so the docs include one section by name (docs/*.md:
+    ``--8<-- "bench/RESULTS.md:KEY"``) instead of copying figures that would go stale."""
+    return f"<!-- --8<-- [start:{key}] -->", f"<!-- --8<-- [end:{key}] -->"
+
+
 def write_section(key: str, text: str, path: Path = RESULTS) -> None:
-    """Replace the section whose heading starts with ``## {key}:`` (or append it)."""
+    """Replace the section ``key`` (between its markers, or from its heading ``## {key}:``) or append it."""
     existing = (
         path.read_text() if path.exists() else "# Benchmark results\n\nEach section is rewritten by its script.\n\n"
     )
-    start = existing.find(f"## {key}:")
+    begin, finish = _markers(key)
+    start = existing.find(begin)
     if start >= 0:
-        end = existing.find("\n## ", start + 1)
-        existing = existing[:start] + existing[end + 1 if end >= 0 else len(existing) :]
-    path.write_text(existing.rstrip("\n") + "\n\n" + text.rstrip("\n") + "\n")
+        end = existing.find(finish, start)
+        existing = existing[:start] + existing[end + len(finish) :].lstrip("\n")
+    else:
+        start = existing.find(f"## {key}:")
+        if start >= 0:
+            end = existing.find("\n## ", start + 1)
+            existing = existing[:start] + existing[end + 1 if end >= 0 else len(existing) :]
+    section = f"{begin}\n{text.strip(chr(10))}\n{finish}"
+    path.write_text(existing.rstrip("\n") + "\n\n" + section + "\n")

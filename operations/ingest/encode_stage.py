@@ -79,10 +79,10 @@ def encode_stream(
     whose task is None passes through unencoded (``Encoded(None)``, no error): it needs no vector. With
     ``on_cluster`` false it is encoded here even when a Ray cluster is configured (an upload is answered now)."""
     if services.ray is not None and on_cluster:
-        stream = services.ray.encode(model, items, task_of)
+        stream = services.ray.encode(model, items, task_of)  # Ray Data streams ahead of the writes itself
     else:
-        stream = _encode_here(services, model, items, task_of)
-    for item, encoded in run_ahead(stream, 2 * services.settings.encode_batch_size, "encode-ahead"):
+        stream = run_ahead(_encode_here(services, model, items, task_of), 2 * services.settings.encode_batch_size)
+    for item, encoded in stream:
         if progress is not None and encoded.vector is not None:
             progress.encoded_by[encoded.node] += 1
         yield item, encoded
