@@ -156,8 +156,10 @@ def decode_rgb(data: bytes, max_pixels: int, min_longest: int = 0, min_shortest:
             if scale > 1:
                 image.draft("RGB", (-(-width // scale), -(-height // scale)))
         image.seek(0)
-        if image.getexif().get(ExifTags.Base.Orientation, 1) != 1:  # else exif_transpose only copies the pixels
+        if image.getexif().get(ExifTags.Base.Orientation, 1) != 1:
             image = ImageOps.exif_transpose(image)
+        else:
+            image.load()  # decoded here, so a broken file fails here; exif_transpose would only copy the pixels
         return image if image.mode == "RGB" else image.convert("RGB")
     except (OSError, SyntaxError, ValueError) as exc:
         raise InvalidImage(f"corrupt or truncated image: {exc}") from exc

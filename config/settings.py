@@ -18,21 +18,26 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="IMGSEARCH_", env_file=".env", extra="ignore")
 
     # Where things live. Unset paths and URLs are derived from data_dir.
-    data_dir: Path = Path("data")
+    data_dir: Path = Field(
+        Path("data"), description="Base folder of the derived defaults (Milvus Lite, SQLite, models)."
+    )
     data_root: Path | None = Field(None, description="Server-side loads may only read below this folder.")
     milvus_uri: str | None = Field(None, description="Milvus Lite file (*.db) or http://host:19530.")
-    milvus_token: SecretStr | None = None
+    milvus_token: SecretStr | None = Field(None, description="Milvus server credentials (user:password or API token).")
     milvus_db: str = Field("default", description="Database on a Milvus server (ignored by Milvus Lite).")
     metadata_url: str | None = Field(None, description="sqlite:///file.db or mysql+pymysql://user:pw@host/db")
 
     # Model.
-    model_name: ModelName = "RN50"
+    model_name: ModelName = Field("RN50", description="RN50, ViT-B-16, ViT-L-14, ViT-L-14-336 or ViT-H-14.")
     checkpoint_path: Path | None = Field(None, description="Local Chinese-CLIP .pt checkpoint.")
     model_dir: Path | None = Field(None, description="Download / cache folder for checkpoints by name.")
-    weights: Literal["pretrained", "random"] = "pretrained"
+    weights: Literal["pretrained", "random"] = Field(
+        "pretrained",
+        description="pretrained (checkpoint by name or path) or random (seeded, offline, results meaningless).",
+    )
     max_loaded_models: int = Field(2, ge=1, le=16, description="Models kept in memory at once.")
     preload_models: list[str] = Field(default_factory=list, description="Loaded at start-up besides model_name.")
-    seed: int = 0
+    seed: int = Field(0, description="Seed of the random weights.")
     device: str = Field("auto", description="auto, cpu, cuda or cuda:N")
     torch_threads: int = Field(0, ge=0, description="0 = number of cores")
     backend: Literal["auto", "torch", "onnx"] = Field(
@@ -54,8 +59,15 @@ class Settings(BaseSettings):
     )
 
     # Micro-batching of concurrent search texts (max size 1 turns it off).
-    microbatch_max_size: int = Field(16, ge=1, le=256)
-    microbatch_max_wait_ms: float = Field(3.0, ge=0, le=1000)
+    microbatch_max_size: int = Field(
+        16,
+        ge=1,
+        le=256,
+        description="Most concurrent searches encoded in one forward pass (1 turns micro-batching off).",
+    )
+    microbatch_max_wait_ms: float = Field(
+        3.0, ge=0, le=1000, description="How long a search waits for others to share its pass (only while busy)."
+    )
 
     # Vector index, for new collections: unset = FLAT (exact) on Milvus Lite, HNSW on a Milvus server.
     index_type: str | None = Field(None, description="FLAT, IVF_FLAT, IVF_SQ8, HNSW or AUTOINDEX")
@@ -64,22 +76,30 @@ class Settings(BaseSettings):
     search_ef: int = Field(128, ge=1, le=32768, description="HNSW search breadth (raised to top_k when smaller)")
     search_nprobe: int = Field(16, ge=1, le=65536, description="IVF clusters searched")
     # Searches read at this level; reads that must see every earlier write (reconcile, counts) use Strong.
-    search_consistency: Literal["Strong", "Session", "Bounded", "Eventually"] = "Session"
+    search_consistency: Literal["Strong", "Session", "Bounded", "Eventually"] = Field(
+        "Session", description="Milvus consistency of searches (counts and reconcile always read Strong)."
+    )
     # Milvus Lite only: FLAT collections are also held in memory and searched with numpy (exact, ~3x faster than
     # Lite's own search at 30k; adapters/exact_mirror.py). A collection that does not fit goes to Lite. 0 = off.
     lite_mirror_mb: int = Field(2048, ge=0, description="Memory for in-process exact search on Milvus Lite (MB)")
 
     # Limits and batch sizes.
-    max_top_k: int = Field(100, ge=1, le=16384)
+    max_top_k: int = Field(100, ge=1, le=16384, description="Largest top_k a search may ask for.")
     max_offset: int = Field(1000, ge=0, le=16000, description="Deepest page a search may ask for (offset).")
-    max_text_chars: int = Field(512, ge=1)
-    max_embed_texts: int = Field(256, ge=1)
-    max_image_bytes: int = Field(10 * 1024 * 1024, ge=1024, le=15 * 1024 * 1024)
-    max_image_pixels: int = Field(50_000_000, ge=1)
+    max_text_chars: int = Field(512, ge=1, description="Longest query text accepted.")
+    max_embed_texts: int = Field(256, ge=1, description="Most texts per /embed/text call.")
+    max_image_bytes: int = Field(
+        10 * 1024 * 1024, ge=1024, le=15 * 1024 * 1024, description="Largest image file accepted, in bytes."
+    )
+    max_image_pixels: int = Field(
+        50_000_000, ge=1, description="Most pixels of an image, checked from its header before decoding."
+    )
     max_request_bytes: int = Field(64 * 1024 * 1024, ge=1024, description="Whole request body, uploads included.")
-    max_upload_files: int = Field(32, ge=1, le=1000)
-    load_batch_size: int = Field(500, ge=1, le=5000)
-    encode_batch_size: int = Field(16, ge=1, le=1024)
+    max_upload_files: int = Field(32, ge=1, le=1000, description="Most files in one upload or image search.")
+    load_batch_size: int = Field(500, ge=1, le=5000, description="Rows per write batch of a load.")
+    encode_batch_size: int = Field(
+        16, ge=1, le=1024, description="Images per encoder forward pass in jobs and uploads."
+    )
     sync_interval: float = Field(
         3600.0, gt=0, description="Seconds between full syncs of each watched source (the safety net under events)."
     )
@@ -149,7 +169,7 @@ class Settings(BaseSettings):
     )
 
     font_path: Path | None = Field(None, description="CJK font for result pictures; found automatically if unset.")
-    log_level: str = "INFO"
+    log_level: str = Field("INFO", description="Log level of the service and the imgsearch commands.")
     log_format: Literal["text", "json"] = Field("text", description="json = one JSON object per line")
 
     @field_validator("api_keys", mode="before")

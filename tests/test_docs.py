@@ -40,3 +40,18 @@ def test_the_readme_is_short_and_links_pages_that_exist() -> None:
     for page in ("getting-started", "access", "settings", "benchmarks", "architecture", "api"):
         assert f"docs/{page}.md" in readme and (ROOT / "docs" / f"{page}.md").exists()
     assert "make test" in readme and "make run" in readme
+
+
+def test_a_rewritten_benchmark_section_keeps_every_section_includable(tmp_path: Path) -> None:
+    sys.path.insert(0, str(ROOT / "bench"))
+    from results_file import write_section
+
+    results = tmp_path / "RESULTS.md"
+    write_section("one", "## one: first\n\n| a |\n", results)
+    write_section("two", "## two: second\n\nb", results)
+    write_section("one", "## one: again\n\nc", results)
+    text = results.read_text()
+    assert text.count("[start:one]") == text.count("[end:one]") == 1 and "## one: first" not in text
+    assert text.count("[start:two]") == text.count("[end:two]") == 1 and "## two: second" in text
+    real = (ROOT / "bench" / "RESULTS.md").read_text()
+    assert real.count("[start:") == real.count("[end:") == real.count("\n## ")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -50,6 +51,9 @@ def fuzz_target(
         app = create_app(settings, encoder=encoder)
         try:
             with serve(app) as base, httpx.Client(base_url=base, headers={"X-API-Key": KEY}) as client:
+                deadline = time.monotonic() + 120  # a busy machine can make Milvus Lite slow to open (conftest)
+                while app.state.services is None and time.monotonic() < deadline:
+                    time.sleep(0.2)
                 assert load_split(client, "fuzzbase", "small", "valid")["state"] == "succeeded"  # type: ignore[arg-type]
                 yield base, app.state.services
         finally:
