@@ -129,8 +129,9 @@ class KeyDirectory:
 
     def cached(self, presented: str) -> Principal | None:
         """The caller when the key is an environment key or fresh in the cache; None: ``lookup`` it."""
-        if self.is_env_key(presented):
-            return Principal(f"env:{self._env_index(presented)}", frozenset(SCOPES), operator=True)
+        number = self.env_key_number(presented)
+        if number is not None:
+            return Principal(f"env:{number}", frozenset(SCOPES), operator=True)
         entry = self._cache.get(hash_key(presented))
         if entry is None or time.monotonic() - entry[0] >= self.ttl:
             return None
@@ -164,16 +165,18 @@ class KeyDirectory:
             record.name, frozenset(record.scopes), collections, record.id, record.rate_limit, record.expires_at
         )
 
-    def is_env_key(self, presented: str) -> bool:
+    def env_key_number(self, presented: str) -> int | None:
+        """Which environment key (1-based) ``presented`` is, or None; every key is compared, so the time does not
+        tell which one matched."""
         candidate = presented.encode("utf-8", "surrogatepass")
-        matched = False
-        for key in self.env_keys:  # no early exit: the time does not tell which key matched
-            matched |= hmac.compare_digest(candidate, key)
-        return matched
+        number = None
+        for index, key in enumerate(self.env_keys, 1):
+            if hmac.compare_digest(candidate, key):
+                number = index
+        return number
 
-    def _env_index(self, presented: str) -> int:
-        candidate = presented.encode("utf-8", "surrogatepass")
-        return next(i for i, key in enumerate(self.env_keys, 1) if hmac.compare_digest(candidate, key))
+    def is_env_key(self, presented: str) -> bool:
+        return self.env_key_number(presented) is not None
 
     def flush_last_used(self) -> None:
         """Writes the keys' last-used times (called every few seconds by the access flusher, not per request)."""
