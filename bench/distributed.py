@@ -1,8 +1,9 @@
-"""Encoding spread over a Ray cluster (issue 19): the same folder of phone-size JPEGs ingested with the local
-encoder (1 ONNX thread, 1 decode thread), on a 1-node Ray cluster and on a 2-node one (1 CPU per node, one actor
-per node, workers reading the files themselves), with the per-node split and the cluster's fixed costs.
+"""Encoding spread over a Ray cluster (issue 19): the same folder of phone-size JPEGs synced as a source (referenced
+in place, a preview kept: how a photo library is ingested) with the local encoder (1 ONNX thread, 1 decode
+thread), on a 1-node Ray cluster and on a 2-node one (1 CPU per node, one actor per node, workers reading the
+files and making the previews themselves), with the per-node split and the cluster's fixed costs.
 
-    .venv/bin/python bench/distributed.py [--photos 160]
+    .venv/bin/python bench/distributed.py [--photos 80 --copies 4] [--keep DIR]
 
 Every node and the driver stay on 127.0.0.1, with Ray's token authentication (tests/ray_cluster.py). Floors
 (issue 19): 2 nodes ≥ 1.7x one node; one node ≥ 0.8x the local encoder with 1 thread. Writes bench/RESULTS.md
@@ -30,11 +31,10 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from results_file import run_header, write_section  # noqa: E402
-from sync import phone_photo  # noqa: E402
+from sync import phone_photo, write_copies  # noqa: E402
 
 from config import Settings  # noqa: E402
-from operations.ingest import encode_stage, ingest_job  # noqa: E402
-from operations.ingest.file_sources import FileSource  # noqa: E402
+from operations.ingest import encode_stage, sources, sync  # noqa: E402
 from operations.jobs.job_progress import JobProgress  # noqa: E402
 from operations.services import build_encoder, build_services  # noqa: E402
 from tests.ray_cluster import ray_environment  # noqa: E402
@@ -101,7 +101,7 @@ def one_core_costs(work: Path, folder: Path, count: int = 16) -> tuple[float, fl
     photos = sorted(folder.iterdir())[:count]
     with pinned({0}):
         started = time.perf_counter()
-        pixels = [encode_stage.prepare(p.read_bytes(), encoder, 10**9)[0] for p in photos]
+        pixels = [encode_stage.prepare(p.read_bytes(), encoder, 10**9, settings.preview_size)[0] for p in photos]
         decode_ms = (time.perf_counter() - started) / len(photos) * 1000
         encoder.encode_pixels(pixels[:2])  # warm
         started = time.perf_counter()
@@ -111,53 +111,59 @@ def one_core_costs(work: Path, folder: Path, count: int = 16) -> tuple[float, fl
     return decode_ms, encode_ms
 
 
-def ingest(work: Path, name: str, folder: Path, **settings: object) -> tuple[float, dict[str, int], float, float]:
-    """(images/s of the whole job, images per node, seconds of a 1-image job first: the actors' warm-up, and the
-    steady rate: the images after the first over the job's time less the warm-up job's)."""
+def synced(work: Path, name: str, folder: Path, **settings: object) -> tuple[float, dict[str, int], float, float]:
+    """Syncs ``folder`` as a source of a new collection: (images/s of the whole job, images per node, seconds of a
+    1-image sync first: the actors' warm-up, and the steady rate: the images after the first over the job's time
+    less the warm-up's)."""
     values = {"data_dir": work / name, "data_root": folder.parent, "weights": "random", "onnx_dir": work / "onnx"}
     services = build_services(Settings(_env_file=None, **values, **settings))  # type: ignore[arg-type]
     try:
         services.encoder.load()
         warm = folder.parent / f"warm_{name}"
         warm.mkdir()
-        (warm / "one.jpg").write_bytes((folder / "IMG_0000.jpg").read_bytes())
+        (warm / "one.jpg").write_bytes(next(folder.iterdir()).read_bytes())
         started = time.perf_counter()
-        ingest_job.run(services, f"{name}_warm", FileSource.open(warm), JobProgress())
+        sync.run(services, sources.add(services, f"{name}_warm", warm.name, [], False), JobProgress())
         warm_s = time.perf_counter() - started
         progress = JobProgress()
+        record = sources.add(services, name, folder.name, [], False)
         started, cpu = time.perf_counter(), time.process_time()
-        ingest_job.run(services, name, FileSource.open(folder), progress)
+        outcome = sync.run(services, record, progress)
         seconds = time.perf_counter() - started
-        DRIVER_CPU[name] = (time.process_time() - cpu) / max(progress.loaded, 1) * 1000
-        assert progress.loaded == len(list(folder.iterdir())) and not progress.failed, progress.counters()
-        steady = (progress.loaded - 1) / max(seconds - warm_s, 1e-6)
-        return progress.loaded / seconds, dict(progress.encoded_by), warm_s, steady
+        stored = outcome.result["counts"]["stored"] if outcome.result else 0
+        DRIVER_CPU[name] = (time.process_time() - cpu) / max(stored, 1) * 1000
+        assert stored == len(list(folder.iterdir())) and not progress.errors, progress.errors[:3]
+        steady = (stored - 1) / max(seconds - warm_s, 1e-6)
+        return stored / seconds, dict(progress.encoded_by), warm_s, steady
     finally:
         services.close()
 
 
 def main() -> int:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--photos", type=int, default=160)
+    parser.add_argument("--photos", type=int, default=80, help="12 MP JPEGs generated")
+    parser.add_argument("--copies", type=int, default=4, help="files synced per generated photo (bench/sync.py)")
     parser.add_argument("--keep", type=Path, help="a folder to keep the generated photos in, and reuse them from")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        folder = work / "data" / "phone"
+        generated = work / "generated"
         if args.keep is not None and len(list(args.keep.glob("IMG_*.jpg"))) == args.photos:
-            folder.mkdir(parents=True)
+            generated.mkdir(parents=True)
             for kept in args.keep.glob("IMG_*.jpg"):
-                os.link(kept, folder / kept.name)  # the same files, inside this run's data root
-            mb = sum(p.stat().st_size for p in folder.iterdir()) / args.photos / 2**20
+                os.link(kept, generated / kept.name)
+            mb = sum(p.stat().st_size for p in generated.iterdir()) / args.photos / 2**20
         else:
-            mb = make_photos(folder, args.photos)
+            mb = make_photos(generated, args.photos)
             if args.keep is not None:
-                shutil.copytree(folder, args.keep, dirs_exist_ok=True)
-        print(f"{args.photos} photos of {mb:.1f} MB", flush=True)
+                shutil.copytree(generated, args.keep, dirs_exist_ok=True)
+        folder = work / "data" / "phone"
+        files = write_copies(sorted(generated.iterdir()), folder, args.copies)
+        print(f"{files} files ({args.photos} photos of {mb:.1f} MB, {args.copies} copies each)", flush=True)
         decode_ms, encode_ms = one_core_costs(work, folder)
         print(f"one core: decode {decode_ms:.0f} ms, encode {encode_ms:.0f} ms per photo", flush=True)
         with pinned({0}):  # the whole service on one core: what one node has
-            local = ingest(work, "local", folder, onnx_threads=1, decode_workers=1)
+            local = synced(work, "local", folder, onnx_threads=1, decode_workers=1)
         print(f"local: {local[0]:.2f} images/s, steady {local[3]:.2f}", flush=True)
         with ray_environment(work):
             from ray.cluster_utils import Cluster
@@ -171,14 +177,14 @@ def main() -> int:
             head_s = time.perf_counter() - started
             print(f"head node pinned to core 0: {pin_node(cluster.head_node, {0})} processes", flush=True)
             try:
-                one = ingest(work, "ray1", folder, ray_address=cluster.address, ray_pool_size=1, **ray_settings)
+                one = synced(work, "ray1", folder, ray_address=cluster.address, ray_pool_size=1, **ray_settings)
                 print(f"1 node: {one[0]:.2f} images/s, steady {one[3]:.2f}", flush=True)
                 started = time.perf_counter()
                 second = cluster.add_node(num_cpus=1, object_store_memory=200_000_000)
                 cluster.wait_for_nodes()
                 print(f"second node pinned to core 1: {pin_node(second, {1})} processes", flush=True)
                 node_s = time.perf_counter() - started
-                two = ingest(work, "ray2", folder, ray_address=cluster.address, ray_pool_size=2, **ray_settings)
+                two = synced(work, "ray2", folder, ray_address=cluster.address, ray_pool_size=2, **ray_settings)
                 print(f"2 nodes: {two[0]:.2f} images/s, steady {two[3]:.2f}", flush=True)
             finally:
                 import ray
@@ -192,9 +198,10 @@ def main() -> int:
     }
     split = " / ".join(f"{count}" for count in sorted(two[1].values(), reverse=True))
     lines = [
-        "## distributed: ingest of phone photos on a Ray cluster (bench/distributed.py)",
+        "## distributed: phone photos synced on a Ray cluster (bench/distributed.py)",
         "",
-        f"{run_header()} · {args.photos} JPEGs 4032×3024 ({mb:.1f} MB each) from one folder · RN50 random weights "
+        f"{run_header()} · {files} JPEGs 4032×3024 ({mb:.1f} MB each; {args.photos} generated, {args.copies} copies "
+        "of each with another JPEG comment) synced from one source folder · RN50 random weights "
         "on ONNX Runtime · Ray 2.60 on 127.0.0.1 with token auth, 1 CPU per node, one encoder actor (1 thread) per "
         "node, workers reading the files (shared paths); each node pinned to its own core (the local run too), the "
         "service process not pinned in the Ray runs · Milvus Lite + SQLite · steady = the images after the first "
@@ -208,12 +215,12 @@ def main() -> int:
         f"| Ray, 2 nodes (1 core each) | {two[0]:.2f} | {two[3]:.2f} | {two[3] / one[3]:.2f}x | {split} | "
         f"{two[2]:.1f} s |",
         "",
-        f"- One core's time per photo: {decode_ms:.0f} ms to decode it (1/2-scale JPEG decode, EXIF, the model's "
-        f"input) and {encode_ms:.0f} ms to encode it (RN50, batch 16, 1 ONNX thread).",
+        f"- One core's time per photo: {decode_ms:.0f} ms to decode it (1/2-scale JPEG decode, EXIF, the "
+        f"preview and the model's input) and {encode_ms:.0f} ms to encode it (RN50, batch 16, 1 ONNX thread).",
         f"- The service process itself (not pinned in the Ray runs) used {DRIVER_CPU['local']:.0f} ms of CPU per "
         f"image encoding locally, {DRIVER_CPU['ray1']:.0f} ms with 1 node and {DRIVER_CPU['ray2']:.0f} ms with 2 "
-        "(reading and hashing each file, the writes, Ray Data's driver): on this 2-core machine that time comes out "
-        "of the two nodes' cores, which is what keeps 2 nodes under 2x here; on separate machines it does not.",
+        "(scanning, reading and hashing each file, the writes, Ray Data's driver): on this 2-core machine that time "
+        "comes out of the two nodes' cores; on separate machines it does not.",
         f"- Fixed costs: the head node started in {head_s:.1f} s, the second node joined in {node_s:.1f} s; every "
         "Ray Data run starts its encoder actors (the warm-up column: a job of one image, model load included).",
         "",

@@ -96,7 +96,10 @@ def main() -> int:
     parser.add_argument("--images", type=int, default=30000)
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument(
-        "--search-rate", type=float, default=5.0, help="searches a second during the job; 0: back to back"
+        "--search-rate",
+        type=float,
+        default=1.0,
+        help="searches a second during the job (a person at the page); 0: back to back",
     )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
@@ -113,6 +116,7 @@ def main() -> int:
         }
         settings = Settings(_env_file=None, data_dir=work / "svc", weights="random", encode_batch_size=args.batch)
         floors = [encoder_floor(settings, images_tsv(split, "main"), args.batch)]
+        print(f"floor before: {floors[0]:.1f} images/s", flush=True)
         port = free_port()
         process = run_service(env, port, log=work / "service.log")
         try:

@@ -151,7 +151,7 @@ def test_an_ingest_and_a_sync_encode_on_the_cluster_with_the_local_end_state(
         source = client.post("/collections/ray_sync/sources", json={"path": body["path"]}).json()
         job = wait_for_job(client, client.post(f"/collections/ray_sync/sources/{source['id']}/sync").json()["job_id"])
         assert job["state"] == "succeeded" and job["result"]["counts"]["stored"] == 24, job
-        assert sum(job["result"]["encoded_by"].values()) == 24
+        assert sum(job["result"]["encoded_by"].values()) == 24 and len(job["result"]["encoded_by"]) == 2, job
         services = client.app.state.services  # type: ignore[attr-defined]
         local = services.models.get("RN50")
         for name, preview_size in (("ray_ingest", 0), ("ray_sync", 1280)):  # what this process would have made

@@ -127,7 +127,10 @@ def run(
     # at once, so encoding overlaps reading. Content the collection has already (a move) is not encoded.
     known_shas = services.metadata.shas(source.collection)
     with SourceFiles(folder) as files:
-        read = lambda path: _read(files, path, scanned.files[path], services.settings)  # noqa: E731
+        # Ray workers that read the files themselves need only their paths: the bytes read here for the hash are
+        # not kept (a window of 1024 phone photos would hold 4 GB).
+        keep = services.ray is None or not services.settings.ray_shared_paths or files.archive is not None
+        read = lambda path: _read(files, path, scanned.files[path], services.settings, keep)  # noqa: E731
         task = _encode_task(services.settings, folder, files, known_shas)
         read_files = bounded_map(services.decode_pool, read, changed, lookahead=2 * size + 2)
         for batch in batched(encode_stream(services, model, read_files, task, progress), size):
@@ -154,7 +157,7 @@ def _encode_task(
         if file.facts is None or file.facts.sha256 in known_shas:
             return None
         path = None if files.archive is not None else str(folder / file.path)
-        return EncodeTask(data=file.data, path=path, preview_size=settings.preview_size)
+        return EncodeTask(data=file.data or None, path=path, preview_size=settings.preview_size)
 
     return task
 
@@ -168,8 +171,9 @@ def _with_encoded(file: _File, encoded: Encoded) -> _File:
     return replace(file, prepared=_Prepared(encoded.preview or b"", encoded.vector))
 
 
-def _read(files: SourceFiles, path: str, stat: FileStat, settings: Any) -> _File:
-    """Reads and checks one new or changed file (the only files a sync opens)."""
+def _read(files: SourceFiles, path: str, stat: FileStat, settings: Any, keep: bool = True) -> _File:
+    """Reads and checks one new or changed file (the only files a sync opens); ``keep``: its bytes stay with it
+    for the encoder."""
     max_bytes, max_pixels = settings.max_image_bytes, settings.max_image_pixels
     try:
         data = files.read(path, max_bytes + 1)
@@ -181,7 +185,7 @@ def _read(files: SourceFiles, path: str, stat: FileStat, settings: Any) -> _File
         facts = images.probe(data, max_bytes, max_pixels)
     except images.InvalidImage as exc:
         return _File(path, stat, refusal=str(exc))
-    return _File(path, stat, data, facts)
+    return _File(path, stat, data if keep else b"", facts)
 
 
 def _sync_batch(state: _Run, batch: list[_File]) -> None:
@@ -262,7 +266,11 @@ def _encode_and_write(state: _Run, batch: list[_Encode]) -> None:
     # an interrupted run).
     late = [item for item in batch if item.file.prepared is None]
     if late:
-        task = lambda item: EncodeTask(data=item.file.data, preview_size=settings.preview_size)  # noqa: E731
+        task = lambda item: EncodeTask(  # noqa: E731
+            data=item.file.data or None,
+            path=None if item.file.data else str(state.folder / item.file.path),  # bytes not kept: see run()
+            preview_size=settings.preview_size,
+        )
         redone = {
             id(item): _Encode(_with_encoded(item.file, result), item.edit_of)
             for item, result in encode_stream(services, state.model, late, task, state.progress)

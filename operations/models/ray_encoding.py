@@ -114,7 +114,10 @@ class RayEncoding:
                 yield item, encoded(None)
             return
         self.connect()  # only when something needs encoding: a job with nothing to encode needs no cluster
-        dataset = ray.data.from_items(rows).map_batches(
+        # One block per actor batch: from_items makes a single block of a small window otherwise, and a block goes
+        # to one actor, so a second node would sit idle.
+        blocks = -(-len(rows) // settings.ray_batch_size)
+        dataset = ray.data.from_items(rows, override_num_blocks=blocks).map_batches(
             EncoderActor,
             fn_constructor_kwargs={"settings": _worker_settings(settings), "model": model},
             compute=ray.data.ActorPoolStrategy(size=settings.ray_pool_size),
