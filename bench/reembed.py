@@ -158,7 +158,7 @@ def main() -> int:
         "",
         f"{run_header()} · {args.images:,} generated JPEGs loaded as ViT-B-16 (random 512-d features), re-embedded "
         f"to RN50 (random weights, ONNX Runtime, batch {args.batch}) · Milvus Lite 2.5.1 FLAT + SQLite · one client "
-        f"searching {f'{args.search_rate:g} times a second' if args.search_rate else 'back to back'} throughout",
+        f"searching {f'{args.search_rate:g} time(s) a second' if args.search_rate else 'back to back'} throughout",
         "",
         "| measured | images/s | vs the floor |",
         "|---|---|---|",
