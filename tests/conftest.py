@@ -163,6 +163,14 @@ def make_settings(tmp_path: Path, data_root: Path, onnx_dir: Path) -> Callable[.
     return build
 
 
+def wait_for_stores(app: FastAPI, seconds: float = 120.0) -> None:
+    """Returns once the app's lifespan has its stores (or after ``seconds``): on a busy machine Milvus Lite can be
+    slow to open, and the service starts anyway, answering 503 until they answer."""
+    deadline = time.monotonic() + seconds
+    while app.state.services is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+
+
 class ReadyClient(TestClient):
     """A TestClient whose ``with`` returns once the service is ready. On a busy machine Milvus Lite can take longer
     than the first connection attempt allows; the service then starts anyway and answers 503 until its stores
@@ -173,9 +181,7 @@ class ReadyClient(TestClient):
 
     def __enter__(self) -> ReadyClient:
         super().__enter__()
-        deadline = time.monotonic() + self.wait_ready_s
-        while self.app.state.services is None and time.monotonic() < deadline:  # type: ignore[attr-defined]
-            time.sleep(0.2)
+        wait_for_stores(self.app, self.wait_ready_s)
         return self
 
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,7 +20,7 @@ from app.main import create_app
 from config import Settings
 from operations.collections import collections
 from operations.services import Services
-from tests.conftest import load_split, serve
+from tests.conftest import load_split, serve, wait_for_stores
 
 KEY = "fuzz-key-0123456789abcdef"
 EXAMPLES = int(os.environ.get("IMGSEARCH_FUZZ_EXAMPLES", "25"))
@@ -51,9 +50,7 @@ def fuzz_target(
         app = create_app(settings, encoder=encoder)
         try:
             with serve(app) as base, httpx.Client(base_url=base, headers={"X-API-Key": KEY}) as client:
-                deadline = time.monotonic() + 120  # a busy machine can make Milvus Lite slow to open (conftest)
-                while app.state.services is None and time.monotonic() < deadline:
-                    time.sleep(0.2)
+                wait_for_stores(app)
                 assert load_split(client, "fuzzbase", "small", "valid")["state"] == "succeeded"  # type: ignore[arg-type]
                 yield base, app.state.services
         finally:

@@ -74,6 +74,7 @@ class _Run:
     gone_by_content: dict[tuple[int, str], list[str]] = field(default_factory=dict)
     counts: Counter = field(default_factory=Counter)
     renamed: set[int] = field(default_factory=set)  # images whose paths changed: their names are indexed again
+    archive: bool = False  # the source is a zip: its members have no path a Ray worker could read
 
     @property
     def collection(self) -> str:
@@ -129,9 +130,10 @@ def run(
     with SourceFiles(folder) as files:
         # Ray workers that read the files themselves need only their paths: the bytes read here for the hash are
         # not kept (a window of 1024 phone photos would hold 4 GB).
-        keep = services.ray is None or not services.settings.ray_shared_paths or files.archive is not None
+        state.archive = files.archive is not None
+        keep = services.ray is None or not services.settings.ray_shared_paths or state.archive
         read = lambda path: _read(files, path, scanned.files[path], services.settings, keep)  # noqa: E731
-        task = _encode_task(services.settings, folder, files, known_shas)
+        task = _new_content_task(state, known_shas)
         read_files = bounded_map(services.decode_pool, read, changed, lookahead=2 * size + 2)
         for batch in batched(encode_stream(services, model, read_files, task, progress), size):
             if progress.should_stop():
@@ -147,19 +149,16 @@ def run(
     return JobOutcome(message, _result(state, scanned.skipped))
 
 
-def _encode_task(
-    settings: Any, folder: Path, files: SourceFiles, known_shas: set[str]
-) -> Callable[[_File], EncodeTask | None]:
-    """New content is encoded with a preview (decoded once: ``encode_stage.prepare``); a file a Ray worker can read
-    itself (a folder's, not a zip member) is named by its path too."""
+def _encode_task(state: _Run, file: _File) -> EncodeTask:
+    """A file encoded with a preview (decoded once: ``encode_stage.prepare``); a file a Ray worker can read itself (a
+    folder's, not a zip member) is named by its path too, and its bytes may not have been kept (see ``run``)."""
+    path = None if state.archive else str(state.folder / file.path)
+    return EncodeTask(data=file.data or None, path=path, preview_size=state.services.settings.preview_size)
 
-    def task(file: _File) -> EncodeTask | None:
-        if file.facts is None or file.facts.sha256 in known_shas:
-            return None
-        path = None if files.archive is not None else str(folder / file.path)
-        return EncodeTask(data=file.data or None, path=path, preview_size=settings.preview_size)
 
-    return task
+def _new_content_task(state: _Run, known_shas: set[str]) -> Callable[[_File], EncodeTask | None]:
+    """Only new content goes to the encode stage on the way; content already in the collection is a move."""
+    return lambda file: None if file.facts is None or file.facts.sha256 in known_shas else _encode_task(state, file)
 
 
 def _with_encoded(file: _File, encoded: Encoded) -> _File:
@@ -261,16 +260,12 @@ def _place(state: _Run, file: _File, image: int) -> None:
 
 
 def _encode_and_write(state: _Run, batch: list[_Encode]) -> None:
-    services, settings = state.services, state.services.settings
+    services = state.services
     # Content not encoded on the way: its hash was in the collection when the sync began (a pending row left by
     # an interrupted run).
     late = [item for item in batch if item.file.prepared is None]
     if late:
-        task = lambda item: EncodeTask(  # noqa: E731
-            data=item.file.data or None,
-            path=None if item.file.data else str(state.folder / item.file.path),  # bytes not kept: see run()
-            preview_size=settings.preview_size,
-        )
+        task = lambda item: _encode_task(state, item.file)  # noqa: E731
         redone = {
             id(item): _Encode(_with_encoded(item.file, result), item.edit_of)
             for item, result in encode_stream(services, state.model, late, task, state.progress)
