@@ -213,6 +213,16 @@ def jpeg_of(image: Image.Image, size: int, quality: int = 82) -> bytes:
     return jpeg_bytes(fit(image, size), quality)
 
 
+def longest_side(data: bytes) -> int:
+    """The longer side of the image in ``data``, from its header (no pixel decoded)."""
+    return max(_open(data).size)
+
+
+def picture_for_ocr(data: bytes, max_pixels: int, max_side: int) -> Image.Image:
+    """What OCR reads: the image upright, scaled to at most ``max_side`` on its longer side."""
+    return fit(decode_rgb(data, max_pixels, min_longest=max_side), max_side)
+
+
 def thumbnail_jpeg(data: bytes, size: int, max_pixels: int) -> bytes:
     """A JPEG whose longer side is at most ``size`` (upright, first frame): grids load these, not originals."""
     return jpeg_of(decode_rgb(data, max_pixels, min_longest=size), size)

@@ -13,7 +13,7 @@ from PIL import Image
 
 from adapters import ocr
 from tests.conftest import wait_for_job
-from tests.text_pictures import draw, jpeg_of, lines_for
+from tests.text_pictures import draw, lines_for, text_pictures
 
 
 def test_the_reader_reads_chinese_lines_with_their_boxes() -> None:
@@ -38,21 +38,8 @@ def _upload(client, collection: str, pictures: dict[str, bytes]) -> dict[str, st
     return {r["file"]: r["image_id"] for r in body["results"]}
 
 
-def _pictures(count: int, seed: int) -> tuple[dict[str, bytes], dict[str, list[str]]]:
-    rng = random.Random(seed)
-    pictures, texts = {}, {}
-    kinds = ["receipt", "timetable", "sign", "chat"]
-    for i in range(count):
-        lines = lines_for(kinds[i % len(kinds)], rng)
-        image = draw(lines, rng, busy=i % 2 == 1)
-        # Four times the drawn size: larger than OCR reads (IMGSEARCH_OCR_MAX_SIDE), so its boxes are scaled back.
-        pictures[f"{kinds[i % len(kinds)]}{i}.jpg"] = jpeg_of(image.resize((image.width * 4, image.height * 4)))
-        texts[f"{kinds[i % len(kinds)]}{i}.jpg"] = lines
-    return pictures, texts
-
-
 def test_uploads_are_read_at_ingest_and_found_by_their_words(metadata_url, make_settings, make_client) -> None:
-    pictures, texts = _pictures(4, seed=11)
+    pictures, texts = text_pictures(4, seed=11)
     with make_client(make_settings(metadata_url, ocr="on")) as client:
         assert client.get("/healthz").json()["ocr"] == "on"
         ids = _upload(client, "receipts", pictures)
@@ -76,7 +63,7 @@ def test_uploads_are_read_at_ingest_and_found_by_their_words(metadata_url, make_
 
 
 def test_the_ocr_job_reads_a_collection_once_and_again_on_request(metadata_url, make_settings, make_client) -> None:
-    pictures, texts = _pictures(4, seed=12)
+    pictures, texts = text_pictures(4, seed=12)
     with make_client(make_settings(metadata_url)) as client:
         assert client.get("/healthz").json()["ocr"] == "off"
         ids = _upload(client, "signs", pictures)
@@ -102,7 +89,7 @@ def test_without_the_ocr_extra_the_service_starts_and_says_so(
     metadata_url, make_settings, make_client, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(ocr, "available", lambda: False)
-    pictures, _ = _pictures(1, seed=13)
+    pictures, _ = text_pictures(1, seed=13)
     with make_client(make_settings(metadata_url, ocr="on")) as client:
         assert client.get("/healthz").json()["ocr"] == "unavailable"
         ids = _upload(client, "plain", pictures)  # stored, not read
@@ -117,7 +104,7 @@ def test_a_synced_folder_is_read_and_found_by_its_words_and_file_names(
 ) -> None:
     folder = data_root / f"scans_{uuid.uuid4().hex[:8]}"
     (folder / "2024").mkdir(parents=True)
-    pictures, texts = _pictures(2, seed=14)
+    pictures, texts = text_pictures(2, seed=14)
     for name, data in pictures.items():
         (folder / "2024" / name).write_bytes(data)
     with make_client(make_settings(metadata_url, ocr="on")) as client:

@@ -16,12 +16,14 @@ import pytest
 from fastapi.testclient import TestClient
 
 from adapters import images
+from adapters.ocr import OcrReader
 from config import Settings
 from operations.ingest.encode_stage import prepare
 from operations.ingest.sample_data import generate_split
 from tests.conftest import wait_for_job
 from tests.imagefiles import encode, photo
 from tests.ray_cluster import two_node_cluster
+from tests.text_pictures import text_pictures
 
 C = "rayed"
 
@@ -51,9 +53,8 @@ def _client(
 ) -> TestClient:
     if not (data_root / "rayed").exists():  # loads read below the data root only (links out are refused)
         shutil.copytree(split, data_root / "rayed")
-    settings = make_settings(
-        ray_pool_size=2, ray_cpus_per_actor=1, ray_batch_size=4, ray_window=64, encode_batch_size=8, **ray
-    )
+    defaults = {"ray_pool_size": 2, "ray_cpus_per_actor": 1, "ray_batch_size": 4, "ray_window": 64}
+    settings = make_settings(encode_batch_size=8, **{**defaults, **ray})
     return make_client(settings)
 
 
@@ -167,3 +168,52 @@ def test_an_ingest_and_a_sync_encode_on_the_cluster_with_the_local_end_state(
                 assert min(float(np.dot(m, stored[i])) for m, i in zip(mine, ids[:6], strict=True)) >= 0.99999
         previews = services.metadata.fetch("ray_sync", ids[:1], with_data=True)
         assert max(images.probe(previews[ids[0]].data, 10**8, 10**9).width, 0) == 1280  # made on the cluster
+
+
+def test_ocr_reads_on_the_cluster_at_sync_and_as_a_job(
+    cluster, make_settings, make_client, data_root: Path, vit_split: Path
+) -> None:  # type: ignore[no-untyped-def]
+    """With IMGSEARCH_OCR=on the encoder actors read each synced picture's text on the decode they make anyway, and
+    the OCR job reads the stored pictures on OCR actors: the service process never loads an OCR reader."""
+    folder = data_root / f"ray_scans_{cluster.address.rsplit(':', 1)[1]}"
+    folder.mkdir()
+    pictures, texts = text_pictures(6, seed=21)
+    for name, data in pictures.items():
+        (folder / name).write_bytes(data)
+    # A picture a batch: six batches, so both actors have work while the other loads its models.
+    ray = {"ray_address": cluster.address, "ray_shared_paths": True, "ocr": "on", "ray_batch_size": 1}
+    with _client(make_settings, make_client, data_root, vit_split, **ray) as client:
+        source = client.post("/collections/ray_scans/sources", json={"path": folder.name}).json()
+        job = wait_for_job(client, client.post(f"/collections/ray_scans/sources/{source['id']}/sync").json()["job_id"])
+        assert job["state"] == "succeeded" and job["result"]["counts"]["stored"] == 6, job
+        assert len(job["result"]["encoded_by"]) == 2, job
+        services = client.app.state.services  # type: ignore[attr-defined]
+
+        def found_by_words() -> dict[str, dict]:
+            hits = {}
+            for name, lines in texts.items():
+                query = {"collection": "ray_scans", "text": lines[0], "mode": "keyword", "top_k": 10}
+                found = client.post("/img/search", json=query).json()["hits"]
+                assert f"{folder.name}/{name}" in [path for hit in found for path in hit["paths"]], (name, lines)
+                hit = next(h for h in found if f"{folder.name}/{name}" in h["paths"])
+                hits[name] = {"id": hit["id"], **client.get(f"/img/ray_scans/{hit['image_id']}/text").json()}
+            return hits
+
+        synced = found_by_words()
+        assert "ocr" not in vars(services)  # read on the cluster: this process never built its reader
+        receipt = synced["receipt0.jpg"]
+        assert "增值税普通发票" in receipt["ocr"].replace(" ", "")
+        # Boxes in the original's pixels (four times the drawing), not those of the 1280-pixel preview OCR read.
+        width = images.probe(pictures["receipt0.jpg"], 10**8, 10**9).width
+        assert 1280 < max(x for line in receipt["ocr_lines"] for x, _ in line["box"]) <= width + 1
+
+        job = wait_for_job(client, client.post("/collections/ray_scans/ocr", json={"redo": True}).json()["job_id"])
+        assert job["state"] == "succeeded" and (job["loaded"], job["failed"]) == (6, 0), job
+        assert len(job["result"]["encoded_by"]) == 2 and sum(job["result"]["encoded_by"].values()) == 6, job
+        again = found_by_words()
+        assert "ocr" not in vars(services)
+        # The job read the stored preview: what this process would read of it, line for line.
+        receipt_id = again["receipt0.jpg"]["id"]
+        preview = services.metadata.fetch("ray_scans", [receipt_id], with_data=True)[receipt_id].data
+        local = OcrReader(threads=1).read(images.picture_for_ocr(preview, 10**9, services.settings.ocr_max_side))
+        assert [line["text"] for line in again["receipt0.jpg"]["ocr_lines"]] == [line.text for line in local]

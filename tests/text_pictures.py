@@ -68,3 +68,17 @@ def jpeg_of(image: Image.Image) -> bytes:
     out = io.BytesIO()
     image.save(out, format="JPEG", quality=90)
     return out.getvalue()
+
+
+def text_pictures(count: int, seed: int) -> tuple[dict[str, bytes], dict[str, list[str]]]:
+    """``count`` JPEGs of receipts, timetables, signs and chats by file name, and the lines drawn into each. Each is
+    four times its drawn size: larger than OCR reads (IMGSEARCH_OCR_MAX_SIDE), so its boxes are scaled back."""
+    rng = random.Random(seed)
+    pictures, texts = {}, {}
+    kinds = ["receipt", "timetable", "sign", "chat"]
+    for i in range(count):
+        lines = lines_for(kinds[i % len(kinds)], rng)
+        image = draw(lines, rng, busy=i % 2 == 1)
+        pictures[f"{kinds[i % len(kinds)]}{i}.jpg"] = jpeg_of(image.resize((image.width * 4, image.height * 4)))
+        texts[f"{kinds[i % len(kinds)]}{i}.jpg"] = lines
+    return pictures, texts

@@ -14,7 +14,8 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from adapters import images
+from adapters import images, ocr
+from adapters.ocr import OcrLine
 from operations.ingest.streams import batched, bounded_map, run_ahead
 from operations.jobs.job_progress import JobProgress
 from operations.services import Services
@@ -50,6 +51,7 @@ class Encoded:
     preview: bytes | None = None
     error: str | None = None
     node: str = LOCAL
+    text: list[OcrLine] | None = None  # the lines read on a Ray node (``read_text``); None: not read there
 
 
 def prepare(data: bytes, encoder: Any, max_pixels: int, preview_size: int = 0) -> tuple[Any, bytes | None]:
@@ -57,14 +59,25 @@ def prepare(data: bytes, encoder: Any, max_pixels: int, preview_size: int = 0) -
     that still gives the preview its size and the model twice its input, the model reading it (or the preview,
     when that is twice its input too) box-reduced (its vector matches a full decode's: bench/sync.py). A picture
     that small already is decoded whole, as before."""
+    pixels, preview, _ = prepare_all(data, encoder, max_pixels, preview_size)
+    return pixels, preview
+
+
+def prepare_all(
+    data: bytes, encoder: Any, max_pixels: int, preview_size: int = 0, ocr_side: int = 0
+) -> tuple[Any, bytes | None, images.Image.Image | None]:
+    """``prepare``, and with ``ocr_side`` the picture OCR reads, from the same decode: the preview when there is
+    one (what OCR reads of a stored source image), else the image at ``ocr_side`` (``images.picture_for_ocr``)."""
     resolution = encoder.info.input_resolution
     if not preview_size:
-        image = images.decode_rgb(data, max_pixels, min_shortest=2 * resolution)
-        return encoder.preprocess(images.shrink_for_model(image, resolution)), None
+        image = images.decode_rgb(data, max_pixels, min_longest=ocr_side, min_shortest=2 * resolution)
+        picture = images.fit(image, ocr_side) if ocr_side else None
+        return encoder.preprocess(images.shrink_for_model(image, resolution)), None, picture
     image = images.decode_rgb(data, max_pixels, min_longest=preview_size, min_shortest=resolution)
     preview = images.preview(image, preview_size)
     model_input = preview if min(preview.size) >= 2 * resolution else image  # the smaller one, when big enough
-    return encoder.preprocess(images.shrink_for_model(model_input, resolution)), images.jpeg_bytes(preview)
+    pixels = encoder.preprocess(images.shrink_for_model(model_input, resolution))
+    return pixels, images.jpeg_bytes(preview), preview if ocr_side else None
 
 
 def encode_stream(
@@ -74,12 +87,16 @@ def encode_stream(
     task_of: Callable[[T], EncodeTask | None],
     progress: JobProgress | None = None,
     on_cluster: bool = True,
+    read_text: bool = False,
 ) -> Iterator[tuple[T, Encoded]]:
     """Each item with its vector (or why it has none), in order; ``progress.encoded_by`` counts where. An item
     whose task is None passes through unencoded (``Encoded(None)``, no error): it needs no vector. With
-    ``on_cluster`` false it is encoded here even when a Ray cluster is configured (an upload is answered now)."""
+    ``on_cluster`` false it is encoded here even when a Ray cluster is configured (an upload is answered now).
+    ``read_text``: the images are about to be read by OCR (IMGSEARCH_OCR=on at ingest and sync); on Ray the
+    encoder actors read them on the same decode (``Encoded.text``), here OCR reads them once they are stored."""
     if services.ray is not None and on_cluster:
-        stream = services.ray.encode(model, items, task_of)  # Ray Data streams ahead of the writes itself
+        read_text = read_text and services.settings.ocr == "on" and ocr.available()
+        stream = services.ray.encode(model, items, task_of, read_text)  # Ray Data streams ahead of the writes
     else:
         stream = run_ahead(_encode_here(services, model, items, task_of), 2 * services.settings.encode_batch_size)
     for item, encoded in stream:

@@ -122,7 +122,8 @@ def _write(
         collections.ensure(services, collection, model)  # created with its first image: rejects change nothing
         items = [ImageToWrite(p.image_id, p.data, p.facts, vector, p.candidate.name, origin) for p, vector in ready]
         ids = write_batch(services, collection, items, model)
-        ocr.after_write(services, collection, list(ids.values()))
+        read = {ids[p.image_id]: encoded.text for p, encoded in batch if encoded.text is not None and p.image_id in ids}
+        ocr.after_write(services, collection, list(ids.values()), read)
         outcomes.extend(Outcome(p.candidate.name, "stored", p.image_id, ids.get(p.image_id)) for p, _ in ready)
     return outcomes
 
@@ -172,7 +173,7 @@ def ingest(
     def task(probed: _Probed) -> EncodeTask:
         return EncodeTask(data=probed.data, path=probed.candidate.path)
 
-    encoded = encode_stream(services, model, new_images(), task, progress, on_cluster=on_cluster)
+    encoded = encode_stream(services, model, new_images(), task, progress, on_cluster=on_cluster, read_text=True)
     for batch in batched(encoded, size):
         written = _write(services, collection, model, batch, origin)
         for outcome in written:

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from adapters import images
+from adapters.ocr import OcrLine
 from adapters.stores.source_store import KnownFile, NewFile, RejectedFile, SourceRecord
 from operations.collections import collections, generations
 from operations.ingest.encode_stage import Encoded, EncodeTask, encode_stream
@@ -52,6 +53,7 @@ class _File:
 class _Prepared:
     preview: bytes
     vector: np.ndarray
+    text: list[OcrLine] | None = None  # read on a Ray node on the same decode (IMGSEARCH_OCR=on)
 
 
 @dataclass
@@ -135,7 +137,7 @@ def run(
         read = lambda path: _read(files, path, scanned.files[path], services.settings, keep)  # noqa: E731
         task = _new_content_task(state, known_shas)
         read_files = bounded_map(services.decode_pool, read, changed, lookahead=2 * size + 2)
-        for batch in batched(encode_stream(services, model, read_files, task, progress), size):
+        for batch in batched(encode_stream(services, model, read_files, task, progress, read_text=True), size):
             if progress.should_stop():
                 return JobOutcome(f"stopped: {_summary(state.counts)}", _result(state, scanned.skipped))
             _sync_batch(state, [_with_encoded(file, encoded) for file, encoded in batch])
@@ -167,7 +169,7 @@ def _with_encoded(file: _File, encoded: Encoded) -> _File:
         return _File(file.path, file.stat, refusal=encoded.error)
     if encoded.vector is None:
         return file
-    return replace(file, prepared=_Prepared(encoded.preview or b"", encoded.vector))
+    return replace(file, prepared=_Prepared(encoded.preview or b"", encoded.vector, encoded.text))
 
 
 def _read(files: SourceFiles, path: str, stat: FileStat, settings: Any, keep: bool = True) -> _File:
@@ -268,7 +270,7 @@ def _encode_and_write(state: _Run, batch: list[_Encode]) -> None:
         task = lambda item: _encode_task(state, item.file)  # noqa: E731
         redone = {
             id(item): _Encode(_with_encoded(item.file, result), item.edit_of)
-            for item, result in encode_stream(services, state.model, late, task, state.progress)
+            for item, result in encode_stream(services, state.model, late, task, state.progress, read_text=True)
         }
         batch = [redone.get(id(item), item) for item in batch]
     for item in batch:
@@ -280,6 +282,7 @@ def _encode_and_write(state: _Run, batch: list[_Encode]) -> None:
     new = [(item, item.file.prepared.preview, item.file.prepared.vector) for item in ready]  # type: ignore[union-attr]
     fresh = [(item, preview, vector) for item, preview, vector in new if item.edit_of is None]
     origin = f"source:{state.source.path}"
+    ids: dict[str, int] = {}
     if fresh:
         ids = write_batch(
             services,
@@ -310,8 +313,12 @@ def _encode_and_write(state: _Run, batch: list[_Encode]) -> None:
     for item, preview, vector in new:
         if item.edit_of is not None:
             _rewrite(state, item, preview, vector)
-    edited = [item.edit_of.image for item, _, _ in new if item.edit_of is not None]
-    ocr.after_write(services, state.collection, [*ids.values(), *edited] if fresh else edited)
+
+    def image_of(item: _Encode) -> int:
+        return item.edit_of.image if item.edit_of else ids[content_image_id(item.file.facts.sha256)]  # type: ignore[union-attr]
+
+    read = {image_of(item): item.file.prepared.text for item in ready if item.file.prepared.text is not None}  # type: ignore[union-attr]
+    ocr.after_write(services, state.collection, [image_of(item) for item in ready], read)
 
 
 def _rewrite(state: _Run, item: _Encode, preview: bytes, vector: Any) -> None:

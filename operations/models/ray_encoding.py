@@ -2,7 +2,8 @@
 actors, each loading the model once (``map_batches`` with a callable class and an actor-pool strategy), with
 ONNX Runtime threads = the actor's CPUs, or its CUDA provider for actors given GPUs. The images go in windows of
 ``IMGSEARCH_RAY_WINDOW`` (and at most ``IMGSEARCH_RAY_WINDOW_MB`` of bytes): one Ray Data run each, its results
-read back in order, so the service writes them in the order it always has.
+read back in order, so the service writes them in the order it always has. The OCR job's pictures go through
+the same windows to OCR actors (``operations.models.ray_actors``).
 
 Workers read a source's files themselves when the cluster shares the data root (``IMGSEARCH_RAY_SHARED_PATHS``);
 otherwise the service sends the bytes. A worker node lost mid-run is Ray's to handle (it restarts the actor and
@@ -11,11 +12,12 @@ running it again completes it: every job is idempotent."""
 
 from __future__ import annotations
 
+import json
 import logging
 import socket
 import threading
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import numpy as np
@@ -78,10 +80,53 @@ class RayEncoding:
             if n.get("Alive")
         ]
 
-    def encode(self, model: str, items: Iterable[T], task_of: Callable[[T], Any]) -> Iterator[tuple[T, Any]]:
-        """Each item with its ``Encoded``, in order, window after window."""
+    def encode(
+        self, model: str, items: Iterable[T], task_of: Callable[[T], Any], read_text: bool = False
+    ) -> Iterator[tuple[T, Any]]:
+        """Each item with its ``Encoded``, in order, window after window; ``read_text``: the actors also read the
+        text in each picture (``Encoded.text``)."""
+        from adapters.ocr import OcrLine
         from operations.ingest.encode_stage import Encoded
+        from operations.models.ray_actors import EncoderActor
 
+        shared = self.settings.ray_shared_paths
+        ocr_side = self.settings.ocr_max_side if read_text else 0
+        actor_args = {"settings": _worker_settings(self.settings), "model": model, "ocr_side": ocr_side}
+
+        def row_of(task: Any) -> dict[str, Any]:
+            data = task.data if task.data is not None and not (shared and task.path) else b""
+            return {"data": data, "path": task.path or "", "preview": task.preview_size}
+
+        def encoded(batch: dict[str, np.ndarray], row: int) -> Encoded:
+            error = str(batch["error"][row]) or None
+            preview = bytes(batch["preview"][row]) or None
+            vector = None if error else np.asarray(batch["vector"][row], dtype=np.float32)
+            text = [OcrLine(**line) for line in json.loads(batch["text"][row])] if ocr_side and not error else None
+            return Encoded(vector, preview, error, str(batch["node"][row]), text)
+
+        for window in self._windows(items, task_of):
+            yield from self._run(window, EncoderActor, actor_args, row_of, encoded, Encoded(None))
+
+    def read_text(self, items: Iterable[T], task_of: Callable[[T], Any]) -> Iterator[tuple[T, TextRead]]:
+        """Each item's lines (or why it has none), in order: OCR of stored pictures on the cluster. A task has
+        ``data`` (the picture) and ``longest`` (its original's longer side, for the boxes)."""
+        from adapters.ocr import OcrLine
+        from operations.models.ray_actors import OcrActor
+
+        def read(batch: dict[str, np.ndarray], row: int) -> TextRead:
+            error = str(batch["error"][row]) or None
+            lines = [] if error else [OcrLine(**line) for line in json.loads(batch["text"][row])]
+            return TextRead(lines, error, str(batch["node"][row]))
+
+        def row_of(task: Any) -> dict[str, Any]:
+            return {"data": task.data, "longest": task.longest}
+
+        actor_args = {"settings": _worker_settings(self.settings)}
+        for window in self._windows(items, task_of):
+            yield from self._run(window, OcrActor, actor_args, row_of, read, TextRead([], None))
+
+    def _windows(self, items: Iterable[T], task_of: Callable[[T], Any]) -> Iterator[list[tuple[T, Any]]]:
+        """The items with their tasks, in windows of at most IMGSEARCH_RAY_WINDOW items and _WINDOW_MB bytes."""
         window: list[tuple[T, Any]] = []
         size = 0
         for item in items:
@@ -89,39 +134,43 @@ class RayEncoding:
             window.append((item, task))
             size += task.size if task is not None else 0
             if len(window) >= self.settings.ray_window or size >= self.settings.ray_window_mb * 2**20:
-                yield from self._run(model, window, Encoded)
+                yield window
                 window, size = [], 0
         if window:
-            yield from self._run(model, window, Encoded)
+            yield window
 
-    def _run(self, model: str, window: list[tuple[T, Any]], encoded: type) -> Iterator[tuple[T, Any]]:
+    def _run(
+        self,
+        window: list[tuple[T, Any]],
+        actor: type,
+        actor_args: dict[str, Any],
+        row_of: Callable[[Any], dict[str, Any]],
+        result_of: Callable[[dict[str, np.ndarray], int], Any],
+        nothing: Any,
+    ) -> Iterator[tuple[T, Any]]:
+        """One Ray Data run of ``actor`` over a window: each item with its result, in order; an item without a
+        task passes through as ``nothing``."""
         import ray.data
 
         settings = self.settings
-        rows = [
-            {
-                "i": i,
-                "data": task.data if task.data is not None and not (settings.ray_shared_paths and task.path) else b"",
-                "path": task.path or "",
-                "preview": task.preview_size,
-            }
-            for i, (_, task) in enumerate(window)
-            if task is not None
-        ]
+        rows = [{"i": i, **row_of(task)} for i, (_, task) in enumerate(window) if task is not None]
         position = 0
-        if not rows:  # nothing of this window needs a vector
+        if not rows:  # nothing of this window needs the cluster
             for item, _ in window:
-                yield item, encoded(None)
+                yield item, nothing
             return
-        self.connect()  # only when something needs encoding: a job with nothing to encode needs no cluster
-        # One block per actor batch: from_items makes a single block of a small window otherwise, and a block goes
-        # to one actor, so a second node would sit idle.
+        self.connect()  # only when something needs the cluster: a job with nothing to encode needs none
+        # One block per actor batch (at most IMGSEARCH_RAY_BATCH_SIZE rows, as even as Ray splits them), each block
+        # one batch (``batch_size=None``): from_items makes a single block of a small window otherwise, and with a
+        # batch size Ray bundles blocks smaller than it into one task; either way one actor gets the work of two.
         blocks = -(-len(rows) // settings.ray_batch_size)
         dataset = ray.data.from_items(rows, override_num_blocks=blocks).map_batches(
-            EncoderActor,
-            fn_constructor_kwargs={"settings": _worker_settings(settings), "model": model},
-            compute=ray.data.ActorPoolStrategy(size=settings.ray_pool_size),
-            batch_size=settings.ray_batch_size,
+            actor,
+            fn_constructor_kwargs=actor_args,
+            # One batch at a time per actor: with Ray's default of two, the first actor ready takes two batches while
+            # the other still loads its model, and at a window's end one node idles while the other works its queue.
+            compute=ray.data.ActorPoolStrategy(size=settings.ray_pool_size, max_tasks_in_flight_per_actor=1),
+            batch_size=None,
             batch_format="numpy",
             num_cpus=settings.ray_cpus_per_actor,
             num_gpus=settings.ray_gpus_per_actor or None,
@@ -130,24 +179,30 @@ class RayEncoding:
             for batch in dataset.iter_batches(batch_size=None, batch_format="numpy"):
                 for row in range(len(batch["i"])):
                     index = int(batch["i"][row])
-                    while position < index and window[position][1] is None:  # no vector needed: passed through
-                        yield window[position][0], encoded(None)
+                    while position < index and window[position][1] is None:  # nothing to do: passed through
+                        yield window[position][0], nothing
                         position += 1
                     if index != position:  # preserve_order is set: anything else is a bug, not a result
                         raise RuntimeError(f"Ray returned image {index} where {position} was expected")
-                    error = str(batch["error"][row]) or None
-                    preview = bytes(batch["preview"][row]) or None
-                    vector = None if error else np.asarray(batch["vector"][row], dtype=np.float32)
-                    yield window[index][0], encoded(vector, preview, error, str(batch["node"][row]))
+                    yield window[index][0], result_of(batch, row)
                     position += 1
             while position < len(window) and window[position][1] is None:
-                yield window[position][0], encoded(None)
+                yield window[position][0], nothing
                 position += 1
         except (ray.exceptions.RaySystemError, ray.exceptions.RpcError, ConnectionError) as exc:
             self._connected = False
             raise RayUnavailable(f"the Ray cluster at {settings.ray_address} was lost mid-job: {exc}") from exc
         if position != len(window):
             raise RuntimeError(f"Ray returned {position} of {len(window)} images")
+
+
+@dataclass(frozen=True)
+class TextRead:
+    """The lines OCR read in one picture, boxes in its original's pixels (or why it could not be read)."""
+
+    lines: list[Any]
+    error: str | None = None
+    node: str = ""
 
 
 def _reachable(address: str, timeout_s: float = 5.0) -> None:
@@ -170,60 +225,3 @@ def _worker_settings(settings: Settings) -> dict[str, Any]:
     values["onnx_threads"] = max(1, int(settings.ray_cpus_per_actor))
     values["ray_address"] = None
     return values
-
-
-class EncoderActor:
-    """A Ray Data actor: the model loads once in ``__init__``; each call decodes and encodes one batch."""
-
-    def __init__(self, settings: dict[str, Any], model: str) -> None:
-        import ray
-
-        from operations.models.models import build_encoder
-
-        if ray.get_runtime_context().get_assigned_resources().get("GPU", 0):
-            settings = {**settings, "onnx_device": "cuda"}
-        self.settings = Settings(_env_file=None, **settings)  # type: ignore[call-arg]
-        self.encoder = build_encoder(self.settings, model)
-        self.encoder.load()
-        # Decoding a 12 MP JPEG costs ~56 ms of one core (entropy decoding): an actor given several CPUs (a GPU
-        # actor above all) decodes its batch on as many threads, or the encoder would wait on one.
-        self.decoders = ThreadPoolExecutor(max_workers=self.settings.onnx_threads, thread_name_prefix="decode")
-        self.node = f"{ray.util.get_node_ip_address()}/{ray.get_runtime_context().get_node_id()[:8]}"
-
-    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, Any]:
-        from adapters import images
-        from operations.ingest.encode_stage import EncodeTask, prepare
-
-        settings = self.settings
-        count = len(batch["i"])
-
-        def decode(row: int) -> tuple[Any, bytes | None, str]:
-            task = EncodeTask(
-                data=bytes(batch["data"][row]) or None,
-                path=str(batch["path"][row]) or None,
-                preview_size=int(batch["preview"][row]),
-            )
-            try:
-                prepared, preview = prepare(
-                    task.read(settings.max_image_bytes), self.encoder, settings.max_image_pixels, task.preview_size
-                )
-            except (images.InvalidImage, OSError) as exc:
-                return None, None, str(exc) or type(exc).__name__
-            return prepared, preview, ""
-
-        decoded = list(self.decoders.map(decode, range(count)))
-        good = [row for row in range(count) if decoded[row][0] is not None]
-        pixels = [decoded[row][0] for row in good]
-        previews = [decoded[row][1] or b"" for row in range(count)]
-        errors = [decoded[row][2] for row in range(count)]
-        dim = self.encoder.info.dim
-        vectors = np.zeros((count, dim), dtype=np.float32)
-        if good:
-            vectors[good] = self.encoder.encode_pixels(pixels)
-        return {
-            "i": batch["i"],
-            "vector": vectors,
-            "preview": np.array(previews, dtype=object),
-            "error": np.array(errors, dtype=object),
-            "node": np.array([self.node] * count, dtype=object),
-        }
