@@ -112,6 +112,23 @@ def encoder_floor(encoder, paths: list[Path], batch: int) -> float:  # type: ign
     return len(pixels) / (time.perf_counter() - started)
 
 
+def cpu_per_photo(encoder, paths: list[Path], batch: int, preview_size: int) -> tuple[float, float]:  # type: ignore[no-untyped-def]
+    """CPU ms per photo (all threads) of what a sync must do besides encoding (read, probe and hash, the scaled
+    decode, the preview JPEG, the model's input) and of the encoder's forward passes. Two cores at 100% and no
+    other cost would sync at encode / (encode + the rest) of the encoder-alone rate: the ceiling on these cores."""
+    started = time.process_time()
+    pixels = []
+    for path in paths:
+        data = path.read_bytes()
+        images.probe(data, 10**9, 10**9)
+        pixels.append(encode_stage.prepare(data, encoder, 10**9, preview_size)[0])
+    prepare_ms = (time.process_time() - started) / len(paths) * 1000
+    started = time.process_time()
+    for start in range(0, len(pixels), batch):
+        encoder.encode_pixels(pixels[start : start + batch])
+    return prepare_ms, (time.process_time() - started) / len(paths) * 1000
+
+
 def timed_sync(services, collection: str, relative: str) -> tuple[float, dict]:  # type: ignore[no-untyped-def]
     record = sources.add(services, collection, relative, [], False)
     progress = JobProgress()
@@ -217,6 +234,8 @@ def main() -> int:
                 sync_rates.append(counts["stored"] / sync_s)
                 floors.append(encoder_floor(encoder, photos, args.batch))
             floor, sync_rate = float(np.mean(floors)), float(np.mean(sync_rates))
+            prepare_ms, encode_ms = cpu_per_photo(encoder, photos, args.batch, settings.preview_size)
+            ceiling = encode_ms / (encode_ms + prepare_ms)
             heic_dir = data / "heics"
             heic_dir.mkdir()
             for path in sorted((data / "phone").glob("*.heic")):
@@ -263,6 +282,14 @@ def main() -> int:
             f"{heic_counts['stored'] / max(heic_s, 1e-9) / floor:.2f}x |",
             f"| the old folder ingest (full decode, original stored) | {ingest_rate:.1f} | "
             f"{ingest_rate / floor:.2f}x |",
+            "",
+            f"- CPU per photo, all threads: {prepare_ms:.0f} ms to read, hash and decode it at the scale the "
+            f"{settings.preview_size}-pixel preview needs, make the preview JPEG and the model's input; "
+            f"{encode_ms:.0f} ms to encode it (2 threads, batch {args.batch}). With both cores busy and nothing else "
+            f"to do, a sync could reach at most {encode_ms:.0f} / ({encode_ms:.0f} + {prepare_ms:.0f}) = "
+            f"**{ceiling:.2f}x** the encoder alone on these cores; the sync above reached "
+            f"{sync_rate / floor / ceiling:.0%} of that ceiling (the rest: the writes to both stores, Python, "
+            "threads waiting on each other).",
             "",
             "| measured | value |",
             "|---|---|",
