@@ -11,8 +11,8 @@ from typing import Any
 from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from adapters.stores.audit_store import AuditEntry
-from adapters.stores.sql_schema import utc_now
+from adapters.stores.sql.audit_store import AuditEntry
+from adapters.stores.sql.sql_schema import utc_now
 from app.observability import REQUEST_ID
 from operations.access.control import AccessControl
 

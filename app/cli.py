@@ -227,7 +227,7 @@ def _evaluate(args: argparse.Namespace, settings: Settings) -> int:
 def _export_onnx(args: argparse.Namespace, settings: Settings) -> int:
     from adapters.encoders.encoder_base import ARCHITECTURES
     from adapters.encoders.torchvision_encoder import TORCHVISION_MODELS
-    from adapters.stores.metadata_store import MetadataStore
+    from adapters.stores.sql.metadata_store import MetadataStore
     from operations.models.export_onnx import export
     from operations.services import build_encoder
 

@@ -15,7 +15,7 @@ from config import Settings
 
 @contextlib.contextmanager
 def _engine(settings: Settings) -> Iterator[Engine]:
-    from adapters.stores.sql_schema import create_metadata_engine
+    from adapters.stores.sql.sql_schema import create_metadata_engine
 
     engine = create_metadata_engine(str(settings.metadata_url))
     try:
@@ -29,7 +29,7 @@ def _when(value: dt.datetime | None) -> str:
 
 
 def _create(args: argparse.Namespace, settings: Settings) -> int:
-    from adapters.stores.key_store import KeyStore
+    from adapters.stores.sql.key_store import KeyStore
     from app.cli import _out
     from operations.access import keys
 
@@ -51,7 +51,7 @@ def _create(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _list(args: argparse.Namespace, settings: Settings) -> int:
-    from adapters.stores.key_store import KeyStore
+    from adapters.stores.sql.key_store import KeyStore
     from app.cli import _out
 
     with _engine(settings) as engine:
@@ -67,7 +67,7 @@ def _list(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _revoke(args: argparse.Namespace, settings: Settings) -> int:
-    from adapters.stores.key_store import KeyStore
+    from adapters.stores.sql.key_store import KeyStore
     from app.cli import _out
     from operations.access import keys
 
@@ -78,7 +78,7 @@ def _revoke(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _audit(args: argparse.Namespace, settings: Settings) -> int:
-    from adapters.stores.audit_store import AuditFilter, AuditStore
+    from adapters.stores.sql.audit_store import AuditFilter, AuditStore
     from app.cli import _out
 
     since = dt.datetime.now(dt.UTC).replace(tzinfo=None) - dt.timedelta(hours=args.hours) if args.hours else None

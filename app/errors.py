@@ -14,9 +14,9 @@ from starlette.exceptions import HTTPException
 
 from adapters.encoders.encoder_base import ModelLoadError
 from adapters.images import InvalidImage
-from adapters.stores.milvus_guard import MILVUS_ERRORS, VectorStoreUnavailable
-from adapters.stores.milvus_guard import one_line as milvus_one_line
-from adapters.stores.sql_health import one_line
+from adapters.stores.milvus.milvus_guard import MILVUS_ERRORS, VectorStoreUnavailable
+from adapters.stores.milvus.milvus_guard import one_line as milvus_one_line
+from adapters.stores.sql.sql_health import one_line
 from operations.errors import AppError
 
 logger = logging.getLogger(__name__)

@@ -14,9 +14,9 @@ from dataclasses import dataclass
 
 from sqlalchemy.exc import DBAPIError
 
-from adapters.stores.milvus_guard import MILVUS_ERRORS
-from adapters.stores.milvus_guard import one_line as milvus_one_line
-from adapters.stores.sql_health import one_line as sql_one_line
+from adapters.stores.milvus.milvus_guard import MILVUS_ERRORS
+from adapters.stores.milvus.milvus_guard import one_line as milvus_one_line
+from adapters.stores.sql.sql_health import one_line as sql_one_line
 
 logger = logging.getLogger(__name__)
 

@@ -31,8 +31,8 @@ sys.path.insert(0, str(ROOT / "bench"))
 from core import QUERIES, drop_database, free_port, run_service, wait_job, write_random_features  # noqa: E402
 from results_file import run_header, write_section  # noqa: E402
 
-from adapters.stores.key_store import KeyStore  # noqa: E402
-from adapters.stores.sql_schema import create_metadata_engine  # noqa: E402
+from adapters.stores.sql.key_store import KeyStore  # noqa: E402
+from adapters.stores.sql.sql_schema import create_metadata_engine  # noqa: E402
 from config import Settings  # noqa: E402
 from operations.access import keys  # noqa: E402
 from operations.access.control import AccessControl  # noqa: E402

@@ -39,7 +39,7 @@ from core import pct  # noqa: E402
 from load import children, loaded_segments, rss_mb, tree_mb, wait_quiet, wait_served  # noqa: E402
 from results_file import run_header, write_section  # noqa: E402
 
-from adapters.stores.vector_store import MilvusVectorStore  # noqa: E402
+from adapters.stores.milvus.vector_store import MilvusVectorStore  # noqa: E402
 from tests.milvus_server import LocalMilvusServer  # noqa: E402
 
 DIM = 1024

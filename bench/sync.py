@@ -34,9 +34,9 @@ sys.path.insert(0, str(ROOT / "bench"))
 from results_file import run_header, write_section  # noqa: E402
 
 from adapters import images  # noqa: E402
-from adapters.stores.metadata_store import NewImage  # noqa: E402
-from adapters.stores.source_store import NewFile  # noqa: E402
-from adapters.stores.sql_schema import images as images_table  # noqa: E402
+from adapters.stores.sql.metadata_store import NewImage  # noqa: E402
+from adapters.stores.sql.source_store import NewFile  # noqa: E402
+from adapters.stores.sql.sql_schema import images as images_table  # noqa: E402
 from config import Settings  # noqa: E402
 from operations.ingest import encode_stage, ingest_job, sources, sync  # noqa: E402
 from operations.ingest.file_sources import FileSource  # noqa: E402

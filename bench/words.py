@@ -35,8 +35,8 @@ from core import drop_database  # noqa: E402
 from results_file import run_header, write_section  # noqa: E402
 
 from adapters import ocr  # noqa: E402
-from adapters.stores.metadata_store import MetadataStore, NewImage  # noqa: E402
-from adapters.stores.text_store import TextStore  # noqa: E402
+from adapters.stores.sql.metadata_store import MetadataStore, NewImage  # noqa: E402
+from adapters.stores.sql.text_store import TextStore  # noqa: E402
 from config import Settings  # noqa: E402
 from operations.ingest import ingest_job  # noqa: E402
 from operations.ingest.file_sources import FileSource  # noqa: E402

@@ -11,12 +11,12 @@ from typing import TYPE_CHECKING
 from adapters.encoders.clip_tokenizer import ClipTokenizer
 from adapters.encoders.encoder_base import EncoderBase
 from adapters.ocr import OcrReader
-from adapters.stores.generation_store import GenerationStore
-from adapters.stores.job_store import JobStore
-from adapters.stores.metadata_store import MetadataStore
-from adapters.stores.source_store import SourceStore
-from adapters.stores.text_store import TextStore
-from adapters.stores.vector_store import MilvusVectorStore, VectorStore
+from adapters.stores.milvus.vector_store import MilvusVectorStore, VectorStore
+from adapters.stores.sql.generation_store import GenerationStore
+from adapters.stores.sql.job_store import JobStore
+from adapters.stores.sql.metadata_store import MetadataStore
+from adapters.stores.sql.source_store import SourceStore
+from adapters.stores.sql.text_store import TextStore
 from config import Settings
 from operations.labels.label_vectors import LabelVectors
 from operations.models.models import ModelRegistry, build_encoder

@@ -16,7 +16,7 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from adapters.encoders.clip_encoder import ChineseClipEncoder
-from adapters.stores.job_store import JobStore
+from adapters.stores.sql.job_store import JobStore
 from config import Settings
 from operations.ingest.sample_data import generate_split
 from tests.conftest import load_split, wait_for_job

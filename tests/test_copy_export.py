@@ -15,8 +15,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from adapters.encoders.clip_encoder import ChineseClipEncoder
-from adapters.stores.metadata_store import MetadataStore, NewImage
-from adapters.stores.vector_store import MilvusVectorStore
+from adapters.stores.milvus.vector_store import MilvusVectorStore
+from adapters.stores.sql.metadata_store import MetadataStore, NewImage
 from app.cli import main
 from app.main import create_app
 from config import Settings

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from adapters.stores.exact_mirror import ExactMirror
-from adapters.stores.vector_store import MilvusVectorStore
+from adapters.stores.milvus.exact_mirror import ExactMirror
+from adapters.stores.milvus.vector_store import MilvusVectorStore
 
 
 def _unit(rows: int, dim: int, seed: int = 0) -> np.ndarray:

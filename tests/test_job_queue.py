@@ -11,8 +11,8 @@ from collections import Counter
 import pytest
 from sqlalchemy import update
 
-from adapters.stores.job_store import JobStore, QueueFull
-from adapters.stores.sql_schema import create_metadata_engine, jobs
+from adapters.stores.sql.job_store import JobStore, QueueFull
+from adapters.stores.sql.sql_schema import create_metadata_engine, jobs
 
 
 @pytest.fixture

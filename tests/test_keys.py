@@ -15,8 +15,8 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import create_engine, func, select
 
-from adapters.stores import sql_schema
-from adapters.stores.key_store import KeyStore
+from adapters.stores.sql import sql_schema
+from adapters.stores.sql.key_store import KeyStore
 from app.cli import main as cli_main
 from app.scopes import RULES, Rule, undeclared_routes
 from config import Settings

@@ -10,9 +10,9 @@ from types import SimpleNamespace
 
 import pytest
 
-from adapters.stores.metadata_store import MetadataStore, NewImage
-from adapters.stores.tag_store import Tag, TagStore
-from adapters.stores.text_store import TextStore
+from adapters.stores.sql.metadata_store import MetadataStore, NewImage
+from adapters.stores.sql.tag_store import Tag, TagStore
+from adapters.stores.sql.text_store import TextStore
 from operations.search import hybrid, keyword
 
 ROWS = 2000
@@ -190,7 +190,7 @@ def test_ranking_prefers_descriptions_then_more_occurrences(indexed) -> None:
 
 
 def test_snippets_highlight_the_words_in_the_text_a_person_reads() -> None:
-    from adapters.stores.text_store import ImageTexts
+    from adapters.stores.sql.text_store import ImageTexts
 
     texts = ImageTexts(caption="乘坐地铁２号线到南京路", description=None, ocr="发票\n开具增值税发票 ¥38.00")
     snippets = {s.field: s for s in keyword.snippets(texts, "2号线 发票")}

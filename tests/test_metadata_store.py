@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from adapters.stores.metadata_store import MetadataStore, NewImage
+from adapters.stores.sql.metadata_store import MetadataStore, NewImage
 
 
 @pytest.fixture

@@ -22,8 +22,8 @@ from fastapi.testclient import TestClient
 from pymilvus import MilvusClient
 from pymilvus.client.cache import GlobalCache
 
-from adapters.stores import vector_store
-from adapters.stores.milvus_guard import GuardedClient, VectorStoreUnavailable
+from adapters.stores.milvus import vector_store
+from adapters.stores.milvus.milvus_guard import GuardedClient, VectorStoreUnavailable
 from adapters.stores.store_health import StoreHealth
 from config import Settings
 from tests.conftest import IN_CI, load_split

@@ -110,8 +110,8 @@ def _wait_until(condition, timeout: float = 20.0) -> None:  # type: ignore[no-un
 
 
 def test_job_runner_counts_and_releases_slots(tmp_path: Path) -> None:
-    from adapters.stores.job_store import JobStore
-    from adapters.stores.sql_schema import create_metadata_engine
+    from adapters.stores.sql.job_store import JobStore
+    from adapters.stores.sql.sql_schema import create_metadata_engine
 
     finished: list[tuple[str, str]] = []
     gate = threading.Event()
@@ -153,8 +153,8 @@ def test_over_long_query_is_truncated_and_says_so(client: TestClient) -> None:
 def test_jobs_of_a_dead_process_are_resumed_or_failed_without_a_restart(tmp_path: Path) -> None:
     """kill -9 leaves a job 'running' under a lease nobody renews: the live process resumes it while attempts
     remain, or marks it failed saying why; its own job, silent for longer than the lease, is left alone."""
-    from adapters.stores.job_store import JobStore
-    from adapters.stores.sql_schema import create_metadata_engine
+    from adapters.stores.sql.job_store import JobStore
+    from adapters.stores.sql.sql_schema import create_metadata_engine
 
     engine = create_metadata_engine(f"sqlite:///{tmp_path / 'jobs.db'}")
     store = JobStore(engine)

@@ -14,9 +14,9 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import create_engine
 
-from adapters.stores.key_store import KeyStore
-from adapters.stores.rate_store import RateStore
-from adapters.stores.sql_schema import create_metadata_engine
+from adapters.stores.sql.key_store import KeyStore
+from adapters.stores.sql.rate_store import RateStore
+from adapters.stores.sql.sql_schema import create_metadata_engine
 from config import Settings
 from operations.access import keys
 from operations.access.quotas import RateLimiter

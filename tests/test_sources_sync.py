@@ -17,7 +17,7 @@ from fastapi.testclient import TestClient
 from PIL import Image
 from sqlalchemy import select
 
-from adapters.stores.sql_schema import images
+from adapters.stores.sql.sql_schema import images
 from config import Settings
 from operations.ingest import sync
 from tests.conftest import wait_for_job

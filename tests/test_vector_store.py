@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
-from adapters.stores.vector_store import MilvusVectorStore
+from adapters.stores.milvus.vector_store import MilvusVectorStore
 from config import Settings
 
 

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
-from adapters.stores.audit_store import AuditEntry, AuditFilter
+from adapters.stores.sql.audit_store import AuditEntry, AuditFilter
 from app.errors import documented
 from operations.access.keys import naive_utc
 

@@ -7,8 +7,8 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request
 from starlette.concurrency import run_in_threadpool
 
-from adapters.stores.job_store import JobRecord
-from adapters.stores.sql_schema import utc_now
+from adapters.stores.sql.job_store import JobRecord
+from adapters.stores.sql.sql_schema import utc_now
 from app.access import visible_collections
 from app.deps import JobsDep
 from app.errors import documented

@@ -11,7 +11,7 @@ from fastapi.security import HTTPAuthorizationCredentials
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
-from adapters.stores.key_store import KeyRecord, KeyStore
+from adapters.stores.sql.key_store import KeyRecord, KeyStore
 from app.access import api_key_header, bearer_scheme, presented_key, principal_of
 from app.errors import documented
 from app.schemas import CollectionName

@@ -10,9 +10,9 @@ import time
 
 from sqlalchemy.engine import Engine
 
-from adapters.stores.audit_store import AuditEntry, AuditFilter, AuditStore
-from adapters.stores.key_store import KeyStore
-from adapters.stores.rate_store import RateStore
+from adapters.stores.sql.audit_store import AuditEntry, AuditFilter, AuditStore
+from adapters.stores.sql.key_store import KeyStore
+from adapters.stores.sql.rate_store import RateStore
 from config import Settings
 from operations.access.keys import KeyDirectory, Principal
 from operations.access.quotas import RateLimiter

@@ -16,8 +16,8 @@ import threading
 import time
 from dataclasses import dataclass
 
-from adapters.stores.key_store import KeyRecord, KeyStore
-from adapters.stores.sql_schema import utc_now
+from adapters.stores.sql.key_store import KeyRecord, KeyStore
+from adapters.stores.sql.sql_schema import utc_now
 from operations.errors import Conflict, Forbidden, InvalidInput, NotFound
 
 logger = logging.getLogger(__name__)

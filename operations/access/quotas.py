@@ -13,7 +13,7 @@ import math
 import threading
 import time
 
-from adapters.stores.rate_store import RateStore, Slot
+from adapters.stores.sql.rate_store import RateStore, Slot
 
 logger = logging.getLogger(__name__)
 

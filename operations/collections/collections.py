@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from adapters.encoders.encoder_base import EncoderBase
-from adapters.stores.metadata_store import CollectionRecord, ImageRecord
+from adapters.stores.sql.metadata_store import CollectionRecord, ImageRecord
 from operations.errors import Conflict, InvalidInput, NotFound
 from operations.services import Services
 

@@ -19,10 +19,10 @@ from pathlib import Path
 import numpy as np
 from sqlalchemy.engine import make_url
 
-from adapters.stores.metadata_store import CollectionRecord, ImageRecord, MetadataStore, NewImage
-from adapters.stores.tag_store import TagStore
-from adapters.stores.text_store import TextStore
-from adapters.stores.vector_store import MilvusVectorStore, VectorStore
+from adapters.stores.milvus.vector_store import MilvusVectorStore, VectorStore
+from adapters.stores.sql.metadata_store import CollectionRecord, ImageRecord, MetadataStore, NewImage
+from adapters.stores.sql.tag_store import TagStore
+from adapters.stores.sql.text_store import TextStore
 from config import Settings
 from config.index_choice import index_choice
 from operations.collections.collections import validate_name

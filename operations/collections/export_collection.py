@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
-from adapters.stores.text_store import ImageTexts, TextStore
+from adapters.stores.sql.text_store import ImageTexts, TextStore
 from operations.collections.copy_collection import BATCH_SIZE, Stores, source_collection
 from operations.errors import InvalidInput
 from operations.ingest.flickr_format import (

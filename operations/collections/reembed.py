@@ -18,8 +18,8 @@ from typing import Any
 
 import numpy as np
 
-from adapters.stores.generation_store import BUILDING, PREVIOUS, READY
-from adapters.stores.metadata_store import CollectionRecord, ImageRecord
+from adapters.stores.sql.generation_store import BUILDING, PREVIOUS, READY
+from adapters.stores.sql.metadata_store import CollectionRecord, ImageRecord
 from operations.collections import collections
 from operations.errors import Conflict
 from operations.ingest.encode_stage import EncodeTask, encode_stream

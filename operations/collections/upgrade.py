@@ -14,7 +14,7 @@ import time
 
 import numpy as np
 
-from adapters.stores.sql_schema import schema_lock
+from adapters.stores.sql.sql_schema import schema_lock
 from operations.ingest.vector_fields import fields_for_ids
 from operations.services import Services
 

@@ -9,8 +9,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from adapters.stores.metadata_store import ImageRecord
-from adapters.stores.source_store import SourceRecord
+from adapters.stores.sql.metadata_store import ImageRecord
+from adapters.stores.sql.source_store import SourceRecord
 from operations.collections import collections
 from operations.errors import Conflict, InvalidInput, NotFound
 from operations.ingest.file_sources import resolve_under_root

@@ -20,7 +20,7 @@ import numpy as np
 
 from adapters import images
 from adapters.ocr import OcrLine
-from adapters.stores.source_store import KnownFile, NewFile, RejectedFile, SourceRecord
+from adapters.stores.sql.source_store import KnownFile, NewFile, RejectedFile, SourceRecord
 from operations.collections import collections, generations
 from operations.ingest.encode_stage import Encoded, EncodeTask, encode_stream
 from operations.ingest.ingest import content_image_id

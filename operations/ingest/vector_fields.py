@@ -10,8 +10,7 @@ from typing import Any
 import numpy as np
 
 from adapters.images import ImageFacts
-from adapters.stores.metadata_store import ImageRecord, MetadataStore
-from adapters.stores.milvus_schema import (
+from adapters.stores.milvus.milvus_schema import (
     ADDED,
     CAMERA,
     HEIGHT,
@@ -26,7 +25,8 @@ from adapters.stores.milvus_schema import (
     UNKNOWN_TAKEN,
     WIDTH,
 )
-from adapters.stores.tag_store import TagStore
+from adapters.stores.sql.metadata_store import ImageRecord, MetadataStore
+from adapters.stores.sql.tag_store import TagStore
 from operations.services import Services
 
 

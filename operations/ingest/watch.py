@@ -21,7 +21,7 @@ from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver, ObservedWatch
 from watchdog.observers.polling import PollingObserver
 
-from adapters.stores.source_store import SourceRecord
+from adapters.stores.sql.source_store import SourceRecord
 from operations.ingest.source_scan import excluded, is_zip
 from operations.ingest.sources import source_folder
 from operations.jobs.jobs import JobRunner

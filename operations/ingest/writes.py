@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from adapters.images import ImageFacts
-from adapters.stores.metadata_store import NewImage
+from adapters.stores.sql.metadata_store import NewImage
 from operations.collections import generations
 from operations.errors import NotFound
 from operations.ingest.vector_fields import photo_fields

@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from adapters.stores.job_store import JobRecord
+from adapters.stores.sql.job_store import JobRecord
 from operations.collections import reconcile, reembed
 from operations.evaluation import evaluation
 from operations.ingest import ingest_job, load, sources, sync

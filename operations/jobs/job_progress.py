@@ -12,7 +12,7 @@ from typing import Any
 from pymilvus.exceptions import MilvusException
 from sqlalchemy.exc import DBAPIError
 
-from adapters.stores.job_store import JobStore
+from adapters.stores.sql.job_store import JobStore
 
 MAX_ERROR_SAMPLES = 100
 

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from adapters.stores.job_store import FINISHED_STATES, JobRecord, JobStore, QueueFull
+from adapters.stores.sql.job_store import FINISHED_STATES, JobRecord, JobStore, QueueFull
 from operations.errors import Busy, Conflict, NotFound
 from operations.jobs.job_progress import JobOutcome, JobProgress, describe_failure, is_store_outage
 

@@ -14,7 +14,7 @@ from dataclasses import replace
 
 import numpy as np
 
-from adapters.stores.duplicate_store import DuplicateStore, GroupsReport
+from adapters.stores.sql.duplicate_store import DuplicateStore, GroupsReport
 from operations.collections import collections
 from operations.errors import InvalidInput, NotFound
 from operations.ingest import writes

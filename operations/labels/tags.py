@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from adapters.stores.tag_store import MAX_TAG_CHARS, MAX_TAGS_PER_IMAGE, Tag, TagStore
+from adapters.stores.sql.tag_store import MAX_TAG_CHARS, MAX_TAGS_PER_IMAGE, Tag, TagStore
 from operations.collections import collections
 from operations.errors import InvalidInput
 from operations.ingest import vector_fields

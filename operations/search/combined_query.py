@@ -13,7 +13,7 @@ import numpy as np
 
 from adapters import images
 from adapters.encoders.encoder_base import EncoderBase
-from adapters.stores.metadata_store import CollectionRecord
+from adapters.stores.sql.metadata_store import CollectionRecord
 from operations.collections import collections
 from operations.errors import Conflict, InvalidInput
 from operations.search.search import (

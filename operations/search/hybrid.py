@@ -18,7 +18,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from adapters import text_grams
-from adapters.stores.metadata_store import CollectionRecord
+from adapters.stores.sql.metadata_store import CollectionRecord
 from operations.collections import collections
 from operations.errors import InvalidInput
 from operations.search import combined_query, keyword

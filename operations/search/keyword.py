@@ -9,7 +9,7 @@ import math
 from dataclasses import dataclass
 
 from adapters import text_grams
-from adapters.stores.text_store import FIELDS, ImageTexts
+from adapters.stores.sql.text_store import FIELDS, ImageTexts
 from operations.errors import InvalidInput
 from operations.search.search_batch import Snippet
 from operations.services import Services

@@ -23,11 +23,11 @@ import numpy as np
 
 from adapters.encoders.encoder_base import EncoderBase
 from adapters.encoders.micro_batch import MicroBatcher
-from adapters.stores.metadata_store import ImageRecord, MetadataStore
-from adapters.stores.source_store import SourceStore
-from adapters.stores.tag_store import TagStore
-from adapters.stores.text_store import TextStore
-from adapters.stores.vector_store import VectorStore
+from adapters.stores.milvus.vector_store import VectorStore
+from adapters.stores.sql.metadata_store import ImageRecord, MetadataStore
+from adapters.stores.sql.source_store import SourceStore
+from adapters.stores.sql.tag_store import TagStore
+from adapters.stores.sql.text_store import TextStore
 
 logger = logging.getLogger(__name__)
 _STOP = object()

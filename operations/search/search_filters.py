@@ -9,8 +9,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from adapters.stores.metadata_store import CollectionRecord
-from adapters.stores.milvus_schema import (
+from adapters.stores.milvus.milvus_schema import (
     ADDED,
     CAMERA,
     HEIGHT,
@@ -24,7 +23,8 @@ from adapters.stores.milvus_schema import (
     UNKNOWN_TAKEN,
     WIDTH,
 )
-from adapters.stores.tag_store import TagStore
+from adapters.stores.sql.metadata_store import CollectionRecord
+from adapters.stores.sql.tag_store import TagStore
 from operations.errors import Conflict, InvalidInput
 from operations.ingest.vector_fields import unix_seconds
 from operations.services import Services

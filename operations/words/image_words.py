@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from adapters.stores.text_store import ImageTexts
+from adapters.stores.sql.text_store import ImageTexts
 from operations.collections import collections
 from operations.search.search import validate_text
 from operations.services import Services

@@ -16,7 +16,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 from adapters import images, ocr
-from adapters.stores.metadata_store import ImageRecord
+from adapters.stores.sql.metadata_store import ImageRecord
 from operations.collections import collections
 from operations.errors import Conflict
 from operations.ingest.streams import batched

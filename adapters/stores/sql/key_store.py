@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from sqlalchemy import func, insert, select, update
 from sqlalchemy.engine import Engine
 
-from adapters.stores.sql_schema import api_keys, utc_now
+from adapters.stores.sql.sql_schema import api_keys, utc_now
 
 
 @dataclass(frozen=True)

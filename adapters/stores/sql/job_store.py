@@ -16,7 +16,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, func, insert, select, text, update
 
-from adapters.stores.sql_schema import jobs, utc_now
+from adapters.stores.sql.sql_schema import jobs, utc_now
 
 ACTIVE_STATES = ("queued", "running")
 FINISHED_STATES = ("succeeded", "failed", "cancelled")

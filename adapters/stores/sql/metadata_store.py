@@ -13,8 +13,8 @@ from sqlalchemy import Engine, delete, func, insert, select, text, update
 from sqlalchemy.exc import IntegrityError
 
 from adapters.images import ImageFacts
-from adapters.stores.sql_health import watch_engine
-from adapters.stores.sql_schema import chunks, collections, create_metadata_engine, images, utc_now
+from adapters.stores.sql.sql_health import watch_engine
+from adapters.stores.sql.sql_schema import chunks, collections, create_metadata_engine, images, utc_now
 
 
 @dataclass(frozen=True)

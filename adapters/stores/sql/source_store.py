@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from sqlalchemy import Engine, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
-from adapters.stores.sql_schema import chunks, image_files, rejected_files, sources, utc_now
+from adapters.stores.sql.sql_schema import chunks, image_files, rejected_files, sources, utc_now
 
 
 @dataclass(frozen=True)

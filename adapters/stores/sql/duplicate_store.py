@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import Engine, delete, insert, select
 
-from adapters.stores.sql_schema import duplicate_groups, images, utc_now
+from adapters.stores.sql.sql_schema import duplicate_groups, images, utc_now
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import Engine, and_, delete, func, insert, select
 
-from adapters.stores.sql_schema import chunks, image_tags, images
+from adapters.stores.sql.sql_schema import chunks, image_tags, images
 
 MAX_TAGS_PER_IMAGE = 64  # the Milvus array field's capacity
 MAX_TAG_CHARS = 64

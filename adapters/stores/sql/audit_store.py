@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass
 from sqlalchemy import insert, select
 from sqlalchemy.engine import Engine
 
-from adapters.stores.sql_schema import audit_log
+from adapters.stores.sql.sql_schema import audit_log
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy import Engine, and_, delete, func, insert, select, update
 
 from adapters import text_grams
-from adapters.stores.sql_schema import (
+from adapters.stores.sql.sql_schema import (
     chunks,
     image_files,
     image_tags,
@@ -25,7 +25,7 @@ from adapters.stores.sql_schema import (
     sources,
     utc_now,
 )
-from adapters.stores.sql_schema import (
+from adapters.stores.sql.sql_schema import (
     text_grams as grams_table,
 )
 

@@ -11,7 +11,7 @@ from sqlalchemy.dialects.mysql import insert as mysql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Engine
 
-from adapters.stores.sql_schema import chunks, rate_counts
+from adapters.stores.sql.sql_schema import chunks, rate_counts
 
 Slot = tuple[str, int]  # (subject, window number)
 

@@ -14,11 +14,11 @@ from typing import Any, Protocol
 import numpy as np
 from pymilvus import MilvusClient
 
-from adapters.stores.exact_mirror import ExactMirror
-from adapters.stores.milvus_connection import connect, forget_session_timestamps
-from adapters.stores.milvus_guard import GuardedClient, VectorStoreUnavailable
-from adapters.stores.milvus_loads import CollectionLoads
-from adapters.stores.milvus_schema import (
+from adapters.stores.milvus.exact_mirror import ExactMirror
+from adapters.stores.milvus.milvus_connection import connect, forget_session_timestamps
+from adapters.stores.milvus.milvus_guard import GuardedClient, VectorStoreUnavailable
+from adapters.stores.milvus.milvus_loads import CollectionLoads
+from adapters.stores.milvus.milvus_schema import (
     ID_FIELD,
     LATITUDE,
     LONGITUDE,

@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 from pymilvus.client.types import LoadState
 
-from adapters.stores.milvus_guard import GuardedClient, VectorStoreUnavailable
+from adapters.stores.milvus.milvus_guard import GuardedClient, VectorStoreUnavailable
 
 logger = logging.getLogger(__name__)
 

@@ -10,8 +10,8 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.engine import Engine
 
-from adapters.stores.metadata_store import CollectionRecord
-from adapters.stores.sql_schema import collections
+from adapters.stores.sql.metadata_store import CollectionRecord
+from adapters.stores.sql.sql_schema import collections
 
 BUILDING, READY, PREVIOUS = "building", "ready", "previous"
 _CLEARED = {"next_model": None, "next_dim": None, "next_vectors": None, "next_state": None}

@@ -1,0 +1,1 @@
+"""The metadata stores on SQLAlchemy: an embedded SQLite file or MySQL/MariaDB, one module per kind of record."""
