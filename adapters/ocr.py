@@ -37,6 +37,11 @@ def available() -> bool:
     return importlib.util.find_spec(PACKAGE) is not None
 
 
+def reads_at_write(settings: Any) -> bool:
+    """IMGSEARCH_OCR=on and the extra installed: new and changed images are read as they are stored."""
+    return settings.ocr == "on" and available()
+
+
 class OcrReader:
     """One PP-OCR pipeline per process, loaded on first use (a locked, idempotent ``load``); ``read`` is
     serialised: the pipeline's ONNX sessions already use every thread they are given."""

@@ -103,30 +103,26 @@ def stored_bytes(services, collection: str) -> int:  # type: ignore[no-untyped-d
         return int(conn.execute(query).scalar() or 0)
 
 
-def encoder_floor(encoder, paths: list[Path], batch: int) -> float:  # type: ignore[no-untyped-def]
-    """Images/s of the encoder's forward passes alone, on decoded and preprocessed photos (decoding not timed)."""
+def encoder_floor(encoder, paths: list[Path], batch: int) -> tuple[float, float]:  # type: ignore[no-untyped-def]
+    """Images/s of the encoder's forward passes alone, on decoded and preprocessed photos (decoding not timed), and
+    their CPU ms per photo (all threads)."""
     pixels = [encoder.preprocess(images.decode_rgb(p.read_bytes(), 10**9)) for p in paths]
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     for start in range(0, len(pixels), batch):
         encoder.encode_pixels(pixels[start : start + batch])
-    return len(pixels) / (time.perf_counter() - started)
+    return len(pixels) / (time.perf_counter() - started), (time.process_time() - cpu) / len(pixels) * 1000
 
 
-def cpu_per_photo(encoder, paths: list[Path], batch: int, preview_size: int) -> tuple[float, float]:  # type: ignore[no-untyped-def]
-    """CPU ms per photo (all threads) of what a sync must do besides encoding (read, probe and hash, the scaled
-    decode, the preview JPEG, the model's input) and of the encoder's forward passes. Two cores at 100% and no
-    other cost would sync at encode / (encode + the rest) of the encoder-alone rate: the ceiling on these cores."""
+def prepare_cpu(encoder, paths: list[Path], preview_size: int) -> float:  # type: ignore[no-untyped-def]
+    """CPU ms per photo of what a sync must do besides encoding: read, probe and hash, the scaled decode, the
+    preview JPEG, the model's input. Two cores at 100% and no other cost would sync at encode / (encode + this)
+    of the encoder-alone rate: the ceiling on these cores."""
     started = time.process_time()
-    pixels = []
     for path in paths:
         data = path.read_bytes()
         images.probe(data, 10**9, 10**9)
-        pixels.append(encode_stage.prepare(data, encoder, 10**9, preview_size)[0])
-    prepare_ms = (time.process_time() - started) / len(paths) * 1000
-    started = time.process_time()
-    for start in range(0, len(pixels), batch):
-        encoder.encode_pixels(pixels[start : start + batch])
-    return prepare_ms, (time.process_time() - started) / len(paths) * 1000
+        encode_stage.prepare(data, encoder, 10**9, preview_size)
+    return (time.process_time() - started) / len(paths) * 1000
 
 
 def timed_sync(services, collection: str, relative: str) -> tuple[float, dict]:  # type: ignore[no-untyped-def]
@@ -226,15 +222,17 @@ def main() -> int:
             photos = sorted((data / "phone").glob("*.jpg"))
             # The floor is measured before, between and after the syncs (these machines are noisy): both rates are
             # means over the same stretch of time.
-            floors, sync_rates = [encoder_floor(encoder, photos, args.batch)], []
+            floor_runs, sync_rates = [encoder_floor(encoder, photos, args.batch)], []
             for round_ in range(SYNC_ROUNDS):
                 synced = write_copies(photos, data / f"jpegs{round_}", args.copies)
                 sync_s, counts = timed_sync(services, "phone" if round_ == 0 else f"phone{round_}", f"jpegs{round_}")
                 assert counts["stored"] == synced, counts
                 sync_rates.append(counts["stored"] / sync_s)
-                floors.append(encoder_floor(encoder, photos, args.batch))
+                floor_runs.append(encoder_floor(encoder, photos, args.batch))
+            floors = [rate for rate, _ in floor_runs]
             floor, sync_rate = float(np.mean(floors)), float(np.mean(sync_rates))
-            prepare_ms, encode_ms = cpu_per_photo(encoder, photos, args.batch, settings.preview_size)
+            encode_ms = float(np.mean([cpu for _, cpu in floor_runs]))
+            prepare_ms = prepare_cpu(encoder, photos, settings.preview_size)
             ceiling = encode_ms / (encode_ms + prepare_ms)
             heic_dir = data / "heics"
             heic_dir.mkdir()
@@ -285,8 +283,9 @@ def main() -> int:
             "",
             f"- CPU per photo, all threads: {prepare_ms:.0f} ms to read, hash and decode it at the scale the "
             f"{settings.preview_size}-pixel preview needs, make the preview JPEG and the model's input; "
-            f"{encode_ms:.0f} ms to encode it (2 threads, batch {args.batch}). With both cores busy and nothing else "
-            f"to do, a sync could reach at most {encode_ms:.0f} / ({encode_ms:.0f} + {prepare_ms:.0f}) = "
+            f"{encode_ms:.0f} ms to encode it (2 threads, batch {args.batch}; the floor runs). With both cores busy "
+            f"and nothing else to do, a sync could reach at most {encode_ms:.0f} / ({encode_ms:.0f} + "
+            f"{prepare_ms:.0f}) = "
             f"**{ceiling:.2f}x** the encoder alone on these cores; the sync above reached "
             f"{sync_rate / floor / ceiling:.0%} of that ceiling (the rest: the writes to both stores, Python, "
             "threads waiting on each other).",

@@ -95,7 +95,7 @@ def encode_stream(
     ``read_text``: the images are about to be read by OCR (IMGSEARCH_OCR=on at ingest and sync); on Ray the
     encoder actors read them on the same decode (``Encoded.text``), here OCR reads them once they are stored."""
     if services.ray is not None and on_cluster:
-        read_text = read_text and services.settings.ocr == "on" and ocr.available()
+        read_text = read_text and ocr.reads_at_write(services.settings)
         stream = services.ray.encode(model, items, task_of, read_text)  # Ray Data streams ahead of the writes
     else:
         stream = run_ahead(_encode_here(services, model, items, task_of), 2 * services.settings.encode_batch_size)

@@ -15,7 +15,14 @@ from config import Settings
 
 
 def lines_json(lines: list[Any]) -> str:
+    """OCR lines as an actor returns them (a string travels in Ray Data's numpy batches as it is)."""
     return json.dumps([line.as_dict() for line in lines], ensure_ascii=False)
+
+
+def lines_from_json(text: str) -> list[Any]:
+    from adapters.ocr import OcrLine
+
+    return [OcrLine(**line) for line in json.loads(text)]
 
 
 class _Actor:

@@ -12,7 +12,6 @@ running it again completes it: every job is idempotent."""
 
 from __future__ import annotations
 
-import json
 import logging
 import socket
 import threading
@@ -85,9 +84,8 @@ class RayEncoding:
     ) -> Iterator[tuple[T, Any]]:
         """Each item with its ``Encoded``, in order, window after window; ``read_text``: the actors also read the
         text in each picture (``Encoded.text``)."""
-        from adapters.ocr import OcrLine
         from operations.ingest.encode_stage import Encoded
-        from operations.models.ray_actors import EncoderActor
+        from operations.models.ray_actors import EncoderActor, lines_from_json
 
         shared = self.settings.ray_shared_paths
         ocr_side = self.settings.ocr_max_side if read_text else 0
@@ -101,7 +99,7 @@ class RayEncoding:
             error = str(batch["error"][row]) or None
             preview = bytes(batch["preview"][row]) or None
             vector = None if error else np.asarray(batch["vector"][row], dtype=np.float32)
-            text = [OcrLine(**line) for line in json.loads(batch["text"][row])] if ocr_side and not error else None
+            text = lines_from_json(batch["text"][row]) if ocr_side and not error else None
             return Encoded(vector, preview, error, str(batch["node"][row]), text)
 
         for window in self._windows(items, task_of):
@@ -110,12 +108,11 @@ class RayEncoding:
     def read_text(self, items: Iterable[T], task_of: Callable[[T], Any]) -> Iterator[tuple[T, TextRead]]:
         """Each item's lines (or why it has none), in order: OCR of stored pictures on the cluster. A task has
         ``data`` (the picture) and ``longest`` (its original's longer side, for the boxes)."""
-        from adapters.ocr import OcrLine
-        from operations.models.ray_actors import OcrActor
+        from operations.models.ray_actors import OcrActor, lines_from_json
 
         def read(batch: dict[str, np.ndarray], row: int) -> TextRead:
             error = str(batch["error"][row]) or None
-            lines = [] if error else [OcrLine(**line) for line in json.loads(batch["text"][row])]
+            lines = [] if error else lines_from_json(batch["text"][row])
             return TextRead(lines, error, str(batch["node"][row]))
 
         def row_of(task: Any) -> dict[str, Any]:

@@ -151,7 +151,8 @@ def after_write(
 ) -> None:
     """With IMGSEARCH_OCR=on, new and changed images are read as they are stored (ingest and sync); ``read``: the
     lines of those the encoder actors read already (on Ray), stored as they are."""
-    if services.settings.ocr == "on" and ids and ocr.available():
-        known = {image: lines for image, lines in (read or {}).items() if image in set(ids)}
+    if ids and ocr.reads_at_write(services.settings):
+        wanted = set(ids)
+        known = {image: lines for image, lines in (read or {}).items() if image in wanted}
         store(services, collection, known)
         read_into(services, collection, [image for image in ids if image not in known])
