@@ -167,6 +167,9 @@ class Settings(BaseSettings):
     rate_flush_seconds: float = Field(
         0.25, gt=0, le=10, description="How often a process shares its quota counts through the metadata DB."
     )
+    audit_retention_days: int = Field(
+        365, ge=0, description="Audit entries older than this many days are deleted (every 5 minutes); 0 keeps all."
+    )
 
     font_path: Path | None = Field(None, description="CJK font for result pictures; found automatically if unset.")
     log_level: str = Field("INFO", description="Log level of the service and the imgsearch commands.")

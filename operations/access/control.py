@@ -4,6 +4,7 @@ answer (environment keys work from the first request); ``attach`` hands it the d
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import threading
 import time
@@ -13,6 +14,7 @@ from sqlalchemy.engine import Engine
 from adapters.stores.sql.audit_store import AuditEntry, AuditFilter, AuditStore
 from adapters.stores.sql.key_store import KeyStore
 from adapters.stores.sql.rate_store import RateStore
+from adapters.stores.sql.sql_schema import utc_now
 from config import Settings
 from operations.access.keys import KeyDirectory, Principal
 from operations.access.quotas import RateLimiter
@@ -67,6 +69,17 @@ class AccessControl:
             return []
         return self.audit.page(wanted, limit)
 
+    def prune_audit(self) -> int:
+        """Deletes the entries older than ``IMGSEARCH_AUDIT_RETENTION_DAYS`` (none when it is 0): the trail of a
+        busy service, refused requests included, must not grow without end."""
+        days = self.settings.audit_retention_days
+        if self.audit is None or not days:
+            return 0
+        deleted = self.audit.prune(utc_now() - dt.timedelta(days=days))
+        if deleted:
+            logger.info("audit trail: %d entries older than %d days deleted", deleted, days)
+        return deleted
+
     def _flush_forever(self) -> None:
         last_used = pruned = time.monotonic()
         while not self._stop.wait(self.settings.rate_flush_seconds):
@@ -78,6 +91,7 @@ class AccessControl:
                     last_used = now
                 if now - pruned >= PRUNE_EVERY_S:
                     self.limiter.prune()
+                    self.prune_audit()
                     pruned = now
             except Exception as exc:  # the database is down: counts stay here until it answers
                 logger.warning("access counters not shared this time: %s", exc)

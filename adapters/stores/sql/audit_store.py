@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import asdict, dataclass
 
-from sqlalchemy import insert, select
+from sqlalchemy import delete, func, insert, select
 from sqlalchemy.engine import Engine
 
 from adapters.stores.sql.sql_schema import audit_log
@@ -38,6 +38,9 @@ class AuditFilter:
     before_id: int | None = None  # the page after the one whose last entry had this id
 
 
+PRUNE_BATCH = 5000  # rows per delete: short transactions, so writers of new entries never wait long
+
+
 class AuditStore:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
@@ -67,3 +70,21 @@ class AuditStore:
             query = query.where(audit_log.c.id < wanted.before_id)
         with self.engine.connect() as conn:
             return [AuditEntry(**row._mapping) for row in conn.execute(query)]
+
+    def prune(self, before: dt.datetime) -> int:
+        """Deletes the entries written before ``before``, oldest first, a batch of ids per transaction."""
+        with self.engine.connect() as conn:
+            lowest, highest = conn.execute(
+                select(func.min(audit_log.c.id), func.max(audit_log.c.id)).where(audit_log.c.at < before)
+            ).one()
+        deleted = 0
+        if lowest is None:
+            return 0
+        for start in range(lowest, highest + 1, PRUNE_BATCH):
+            with self.engine.begin() as conn:
+                deleted += conn.execute(
+                    delete(audit_log).where(
+                        audit_log.c.id >= start, audit_log.c.id < start + PRUNE_BATCH, audit_log.c.at < before
+                    )
+                ).rowcount
+        return deleted
