@@ -39,6 +39,17 @@ def test_batch_equals_one_by_one(encoder: ChineseClipEncoder) -> None:
     )
 
 
+def test_search_texts_are_remembered_with_the_vectors_an_encoder_pass_gives(encoder: ChineseClipEncoder) -> None:
+    texts = ["记住的第一句", "记住的第二句", "记住的第一句"]  # a repeated text in one call, too
+    assert encoder.remembered_query(texts[0]) is None
+    vectors = encoder.encode_queries(texts)
+    assert np.allclose(vectors, encoder.encode_text(texts), atol=1e-5)
+    assert np.array_equal(encoder.remembered_query(texts[1]), vectors[1])
+    vectors[0] *= 0  # the caller's copy: what is remembered stays as it was
+    assert np.allclose(encoder.encode_queries(texts[:1]), encoder.encode_text(texts[:1]), atol=1e-5)
+    assert encoder.encode_queries([]).shape == (0, 1024)
+
+
 def test_random_images_are_told_apart(encoder: ChineseClipEncoder) -> None:
     """Guards the random-weight build against collapse (cn_clip's own init maps every image to one point)."""
     vectors = encoder.encode_images(_images(12, seed=5))

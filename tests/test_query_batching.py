@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -105,8 +107,9 @@ def test_micro_batching_off_searches_alone_with_the_same_results(
         assert load_split(client, "alone", "small", "valid")["state"] == "succeeded"
         services = client.app.state.services  # type: ignore[attr-defined]
         assert services.queries is None
-        result = search.search_text(services, "alone", TEXTS[0], 7)
-        _same(_ranked(result), _alone(services, "alone", services.encoder.encode_text([TEXTS[0]])[0], 7))
+        text = "没有与其他测试共用的一句话"  # not searched before: the session's encoder has not remembered it
+        result = search.search_text(services, "alone", text, 7)
+        _same(_ranked(result), _alone(services, "alone", services.encoder.encode_text([text])[0], 7))
         assert client.get("/healthz").json()["model"]["micro_batching"] is None
 
 
@@ -132,3 +135,42 @@ def test_a_failing_search_reaches_its_own_callers_and_the_batcher_keeps_answerin
         )
         assert failed.json()["error"]["code"] == "vector_store_unavailable"
         assert again.status_code == 200 and len(again.json()["hits"]) == 3
+
+
+def test_a_text_searched_lately_is_answered_while_the_encoder_is_busy(
+    small_split: Path, make_settings: Callable[..., Settings], make_client: Callable[[Settings], TestClient]
+) -> None:
+    """A page turn or a repeated search does not wait behind an ingest's batch on the one inference thread; a new
+    text still does, and every answer is what an encoder pass gives."""
+    with make_client(make_settings()) as client:
+        assert load_split(client, "recent", "small", "valid")["state"] == "succeeded"
+        services = client.app.state.services  # type: ignore[attr-defined]
+        encoder = services.encoder
+        ask = {"mode": "semantic", "collection": "recent", "text": "最近搜过的:一只橙色的猫", "top_k": 4}
+        first = client.post("/img/search", json=ask).json()["hits"]
+        expected = _alone(services, "recent", encoder.encode_text([ask["text"]])[0], 8)
+
+        started, release = threading.Event(), threading.Event()
+
+        def hold() -> None:  # the inference thread busy, as it is with an ingest's batch
+            started.set()
+            release.wait(60)
+
+        held = encoder._executor.submit(hold)
+        try:
+            assert started.wait(10)
+            again = client.post("/img/search", json=ask)
+            page_two = client.post("/img/search", json={**ask, "offset": 4})
+            alone = search.search_text(services, "recent", str(ask["text"]), 8)
+            assert not held.done()  # all three were answered while the encoder was held
+            with ThreadPoolExecutor(max_workers=1) as pool:
+                fresh = pool.submit(search.search_text, services, "recent", "一句没有搜过的话", 3)
+                time.sleep(1.0)
+                assert not fresh.done()  # a new text waits for the encoder
+                release.set()
+                assert len(fresh.result(timeout=60).hits) == 3
+        finally:
+            release.set()
+        assert again.status_code == 200 and again.json()["hits"] == first
+        _same([(h["image_id"], h["score"]) for h in first + page_two.json()["hits"]], expected)
+        _same(_ranked(alone), expected)

@@ -12,10 +12,12 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import numpy as np
+from cachetools import LRUCache
 from PIL import Image
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
+QUERY_CACHE_SIZE = 4096  # search texts remembered per encoder: 4096 x 1024 floats is 16 MB
 
 # Chinese-CLIP's published architectures and input resolutions (cn_clip.clip.utils._MODEL_INFO).
 ARCHITECTURES: dict[str, tuple[str, int]] = {
@@ -77,6 +79,8 @@ class EncoderBase:
         self._lock = threading.Lock()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
         self._info: EncoderInfo | None = None
+        self._queries: LRUCache[str, np.ndarray] = LRUCache(QUERY_CACHE_SIZE)
+        self._queries_lock = threading.Lock()
 
     @property
     def info(self) -> EncoderInfo:
@@ -117,6 +121,26 @@ class EncoderBase:
         if not texts:
             return np.zeros((0, self.info.dim), dtype=np.float32)
         return self._run(lambda: normalise(self._encode_text_now(texts)))
+
+    def remembered_query(self, text: str) -> np.ndarray | None:
+        """The vector of a search text encoded lately by ``encode_queries``, else None."""
+        with self._queries_lock:
+            return self._queries.get(text)
+
+    def encode_queries(self, texts: Sequence[str]) -> np.ndarray:
+        """``encode_text`` for search texts, remembered (least recently used out): the next page, a refresh or the
+        same words from another user skip the one inference thread, which a running ingest can hold for seconds."""
+        found = {text: self.remembered_query(text) for text in texts}
+        missing = [text for text, vector in found.items() if vector is None]
+        if missing:
+            vectors = self.encode_text(missing)
+            vectors.setflags(write=False)  # shared by every search that finds them
+            with self._queries_lock:
+                for text, vector in zip(missing, vectors, strict=True):
+                    self._queries[text] = found[text] = vector
+        if not texts:
+            return np.zeros((0, self.info.dim), dtype=np.float32)
+        return np.stack([found[text] for text in texts])
 
     def encode_pixels(self, pixels: Sequence[Any]) -> np.ndarray:
         """(len(pixels), dim) float32 unit vectors from inputs made by ``preprocess``."""

@@ -130,7 +130,7 @@ def vector_of(
         raise Conflict(f"collection {record.name!r} uses the image-only model {record.model}: search it by image")
     vectors: dict[str, np.ndarray] = {}
     if texts:
-        encoded = encoder.encode_text(texts)
+        encoded = encoder.encode_queries(texts)
         vectors.update({p.kind: v for p, v in zip([p for p in parts if p.text is not None], encoded, strict=True)})
     if any(p.kind == "image" for p in parts):
         assert image is not None

@@ -80,7 +80,11 @@ def search_text(
     if not encoder.has_text:
         raise Conflict(f"collection {collection!r} uses the image-only model {record.model}: search it by image")
     page = page_for(services, record, filters, offset, top_k)
-    query = Query(record.name, record.model, top_k, with_data, encoder=encoder, text=text, **vars(page))
+    vector = encoder.remembered_query(text)  # a text searched lately needs no encoder pass (a page turn)
+    timings = {"encode": 0.0} if vector is not None else {}
+    query = Query(
+        record.name, record.model, top_k, with_data, encoder, text, vector=vector, timings=timings, **vars(page)
+    )
     result = run_query(services, query)
     result.notice = truncation_notice(services, text)
     return result
@@ -116,7 +120,7 @@ def _encode_alone(query: Query) -> np.ndarray:
     encoder: EncoderBase | None = query.encoder
     assert encoder is not None
     if query.text is not None:
-        return encoder.encode_text([query.text])[0]
+        return encoder.encode_queries([query.text])[0]
     return encoder.encode_pixels([query.pixels])[0]
 
 

@@ -199,7 +199,7 @@ class QueryBatcher:
             assert encoder is not None
             try:
                 if is_text:
-                    rows = encoder.encode_text([q.text or "" for q in group])
+                    rows = encoder.encode_queries([q.text or "" for q in group])
                 else:
                     rows = encoder.encode_pixels([q.pixels for q in group])
             except Exception as exc:
