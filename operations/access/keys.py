@@ -175,9 +175,6 @@ class KeyDirectory:
                 number = index
         return number
 
-    def is_env_key(self, presented: str) -> bool:
-        return self.env_key_number(presented) is not None
-
     def flush_last_used(self) -> None:
         """Writes the keys' last-used times (called every few seconds by the access flusher, not per request)."""
         used, self._used = self._used, {}
