@@ -52,10 +52,14 @@ def test_each_job_is_claimed_by_exactly_one_process(two_processes: list[JobStore
     claims: list[tuple[str, str]] = []
     lock = threading.Lock()
 
+    start = threading.Barrier(6)
+
     def worker(store: JobStore, owner: str) -> None:
+        start.wait(timeout=30)  # all six claim at once, as two busy processes would
         while (record := store.claim(owner, lease_s=60)) is not None:
             with lock:
                 claims.append((record.id, owner))
+            time.sleep(0.02)  # runs the job a moment: the other process's claims come in meanwhile
 
     threads = [
         threading.Thread(target=worker, args=(s, f"{name}-{t}"))

@@ -91,6 +91,8 @@ def test_a_quota_is_shared_by_two_service_processes(
         "IMGSEARCH_ONNX_DIR": str(onnx_dir),
         "IMGSEARCH_API_KEYS": OPERATOR,
         "IMGSEARCH_RATE_LIMIT_READ": "10",
+        # One window for the whole test: windows are aligned to the clock, and a 60 s one ended mid-test once.
+        "IMGSEARCH_RATE_WINDOW_SECONDS": "86400",
         "IMGSEARCH_LOG_LEVEL": "WARNING",
     }
     key = {"X-API-Key": reader}
