@@ -6,10 +6,14 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+from app.cli_collections import add_commands as add_collection_commands
+from app.cli_common import out as _out
+from app.cli_common import refuse_when_locked
+from app.cli_common import run_job as _run_job
+from app.cli_common import services_for as _services
 from app.cli_keys import add_commands as add_key_commands
 from app.cli_reembed import add_commands as add_reembed_commands
 from app.cli_sources import add_commands as add_source_commands
@@ -17,61 +21,6 @@ from app.logging_setup import configure_logging
 from config import Settings
 
 logger = logging.getLogger(__name__)
-
-
-def _out(line: str = "") -> None:
-    sys.stdout.write(line + "\n")
-
-
-def _refuse_when_locked(settings: Settings, exc: Exception) -> None:
-    if "lock" in str(exc).lower() and settings.milvus_is_local:
-        raise SystemExit(
-            f"error: {settings.milvus_uri} is in use by another process (a running server?). Milvus Lite "
-            "allows one process per file: stop the server, or use its HTTP API, or use a Milvus server."
-        ) from exc
-
-
-@contextlib.contextmanager
-def _services(settings: Settings) -> Iterator:
-    from operations.services import build_services
-
-    try:
-        services = build_services(settings)
-    except Exception as exc:
-        _refuse_when_locked(settings, exc)
-        raise
-    try:
-        services.encoder.load()
-        yield services
-    finally:
-        services.close()
-
-
-def _run_job(services, kind: str, collection: str, params: dict, fn) -> int:  # type: ignore[no-untyped-def]
-    from tqdm import tqdm
-
-    from operations.jobs.job_progress import JobProgress
-    from operations.jobs.jobs import JobRunner
-
-    runner = JobRunner(services.jobs, None, 0, services.settings.job_lease_seconds)
-    with tqdm(desc=f"{kind} {collection}", unit="img", dynamic_ncols=True) as bar:
-
-        def listener(progress: JobProgress) -> None:
-            if progress.total is not None and bar.total != progress.total:
-                bar.total = progress.total
-            bar.set_postfix(stored=progress.loaded, skipped=progress.skipped, bad=progress.failed, refresh=False)
-            bar.update(progress.done - bar.n)
-
-        record = runner.run_now(kind, collection, params, fn, listener)
-    for error in record.errors:
-        where = error.get("file") or error.get("image_id") or error.get("line") or ""
-        _out(f"  rejected {where}: {error['reason']}")
-    if record.failed > len(record.errors):
-        _out(f"  … and {record.failed - len(record.errors)} more (job {record.id})")
-    if record.result:
-        _out(f"  result: {record.result}")
-    _out(f"{record.state}: {record.message}")
-    return 0 if record.state == "succeeded" else 1
 
 
 def _ingest(args: argparse.Namespace, settings: Settings) -> int:
@@ -316,7 +265,7 @@ def _configured_stores(settings: Settings) -> Iterator:
     try:
         stores = configured_stores(settings)
     except Exception as exc:
-        _refuse_when_locked(settings, exc)
+        refuse_when_locked(settings, exc)
         raise
     try:
         yield stores
@@ -402,6 +351,7 @@ def build_parser() -> argparse.ArgumentParser:
     ingest.add_argument("--model", help="model for a new collection (default: IMGSEARCH_MODEL_NAME)")
     ingest.set_defaults(handler=_ingest)
 
+    add_collection_commands(commands)
     add_source_commands(commands)
     add_reembed_commands(commands)
     add_key_commands(commands)

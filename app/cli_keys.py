@@ -30,7 +30,7 @@ def _when(value: dt.datetime | None) -> str:
 
 def _create(args: argparse.Namespace, settings: Settings) -> int:
     from adapters.stores.sql.key_store import KeyStore
-    from app.cli import _out
+    from app.cli_common import out as _out
     from operations.access import keys
 
     expires = None
@@ -52,7 +52,7 @@ def _create(args: argparse.Namespace, settings: Settings) -> int:
 
 def _list(args: argparse.Namespace, settings: Settings) -> int:
     from adapters.stores.sql.key_store import KeyStore
-    from app.cli import _out
+    from app.cli_common import out as _out
 
     with _engine(settings) as engine:
         records = KeyStore(engine).listed(include_revoked=args.all)
@@ -68,7 +68,7 @@ def _list(args: argparse.Namespace, settings: Settings) -> int:
 
 def _revoke(args: argparse.Namespace, settings: Settings) -> int:
     from adapters.stores.sql.key_store import KeyStore
-    from app.cli import _out
+    from app.cli_common import out as _out
     from operations.access import keys
 
     with _engine(settings) as engine:
@@ -79,7 +79,7 @@ def _revoke(args: argparse.Namespace, settings: Settings) -> int:
 
 def _audit(args: argparse.Namespace, settings: Settings) -> int:
     from adapters.stores.sql.audit_store import AuditFilter, AuditStore
-    from app.cli import _out
+    from app.cli_common import out as _out
 
     since = dt.datetime.now(dt.UTC).replace(tzinfo=None) - dt.timedelta(hours=args.hours) if args.hours else None
     wanted = AuditFilter(args.key, args.collection, args.outcome, args.route, since, None, args.before)

@@ -9,7 +9,9 @@ from config import Settings
 
 
 def _reembed(args: argparse.Namespace, settings: Settings) -> int:
-    from app.cli import _out, _run_job, _services
+    from app.cli_common import out as _out
+    from app.cli_common import run_job as _run_job
+    from app.cli_common import services_for as _services
     from operations.collections import reembed
 
     with _services(settings) as services:

@@ -19,7 +19,8 @@ def _relative(settings: Settings, path: str) -> str:
 
 
 def _add(args: argparse.Namespace, settings: Settings) -> int:
-    from app.cli import _out, _services
+    from app.cli_common import out as _out
+    from app.cli_common import services_for as _services
     from operations.ingest import sources
 
     with _services(settings) as services:
@@ -32,7 +33,8 @@ def _add(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _list(args: argparse.Namespace, settings: Settings) -> int:
-    from app.cli import _out, _services
+    from app.cli_common import out as _out
+    from app.cli_common import services_for as _services
     from operations.ingest import sources
 
     with _services(settings) as services:
@@ -45,7 +47,8 @@ def _list(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _remove(args: argparse.Namespace, settings: Settings) -> int:
-    from app.cli import _out, _services
+    from app.cli_common import out as _out
+    from app.cli_common import services_for as _services
     from operations.ingest import sources
 
     with _services(settings) as services:
@@ -55,7 +58,8 @@ def _remove(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _sync(args: argparse.Namespace, settings: Settings) -> int:
-    from app.cli import _run_job, _services
+    from app.cli_common import run_job as _run_job
+    from app.cli_common import services_for as _services
     from operations.ingest import sources, sync
 
     with _services(settings) as services:

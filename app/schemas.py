@@ -22,9 +22,21 @@ MODEL_HELP = (
 )
 
 
+SearchMode = Literal["semantic", "keyword", "hybrid"]
+SEARCH_MODE_HELP = (
+    "How /img/search ranks a request that names no mode: semantic (Chinese-CLIP alone, the default), hybrid "
+    "(Chinese-CLIP fused with the words in and about images) or keyword. A request's own mode always wins."
+)
+
+
 class CreateCollectionRequest(BaseModel):
     name: CollectionName = Field(examples=["photos_vitb16"])
     model: str | None = Field(None, description=MODEL_HELP, examples=["ViT-B-16"])
+    search_mode: SearchMode | None = Field(None, description=SEARCH_MODE_HELP + " Given again: changed.")
+
+
+class UpdateCollectionRequest(BaseModel):
+    search_mode: SearchMode = Field(description=SEARCH_MODE_HELP, examples=["hybrid"])
 
 
 class ModelOut(BaseModel):
@@ -177,11 +189,11 @@ class SearchRequest(BaseModel):
         le=1,
         description="Semantic and hybrid: hits whose cosine is below this fraction of the best hit's are dropped.",
     )
-    mode: Literal["semantic", "keyword", "hybrid"] | None = Field(
+    mode: SearchMode | None = Field(
         None,
-        description="semantic: Chinese-CLIP; keyword: the words in and about images (captions, descriptions, file "
-        "names, OCR, tags); hybrid: both fused by reciprocal-rank fusion. Default: hybrid when the collection has "
-        "any words, else semantic.",
+        description="semantic: Chinese-CLIP (top-k by cosine); keyword: the words in and about images (captions, "
+        "descriptions, file names, OCR, tags); hybrid: both fused by reciprocal-rank fusion. Default: the "
+        "collection's search_mode (semantic unless set); the response's mode says which ranking was used.",
     )
 
 
@@ -316,6 +328,7 @@ class CollectionOut(BaseModel):
     metric: str
     count: int
     created_at: dt.datetime
+    search_mode: SearchMode = Field(description=SEARCH_MODE_HELP)
     index: IndexOut | None = Field(None, description="None while the vector store cannot be reached.")
     reembed: ReembedOut | None = Field(
         None, description="The other model's vectors, while a re-embed builds them or keeps the previous ones."

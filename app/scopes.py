@@ -72,6 +72,7 @@ RULES: dict[tuple[str, str], Rule] = {
     # collections, sources, models of a collection
     ("POST", "/collections"): Rule(ADMIN, "body"),
     ("DELETE", "/collections/{name}"): Rule(ADMIN, "path"),
+    ("PATCH", "/collections/{name}"): Rule(ADMIN, "path"),
     ("POST", "/collections/{name}/reconcile"): Rule(ADMIN, "path"),
     ("POST", "/collections/{name}/reembed"): Rule(ADMIN, "path"),
     ("POST", "/collections/{name}/reembed/switch"): Rule(ADMIN, "path"),

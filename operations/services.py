@@ -38,6 +38,7 @@ class Services:
     metadata: MetadataStore
     jobs: JobStore
     decode_pool: ThreadPoolExecutor
+    search_pool: ThreadPoolExecutor  # a hybrid search's keyword list, read beside its encode and vector search
     queries: QueryBatcher | None = None  # None when micro-batching is off (IMGSEARCH_MICROBATCH_MAX_SIZE=1)
     _owned: list = field(default_factory=list, repr=False)
     label_vectors: LabelVectors = field(default_factory=LabelVectors)  # zero-shot labels' text vectors
@@ -83,6 +84,7 @@ class Services:
 
     def close(self) -> None:
         self.decode_pool.shutdown(wait=True, cancel_futures=True)
+        self.search_pool.shutdown(wait=True, cancel_futures=True)
         for resource in reversed(self._owned):
             try:
                 resource.close()
@@ -118,7 +120,11 @@ def build_services(settings: Settings, encoder: EncoderBase | None = None) -> Se
         queries = QueryBatcher(vectors, metadata, settings.microbatch_max_size, settings.microbatch_max_wait_ms)
         owned.append(queries)  # closed first: no search outlives the stores
     pool = ThreadPoolExecutor(max_workers=settings.decode_workers, thread_name_prefix="decode")
-    services = Services(settings, models, vectors, metadata, JobStore(metadata.engine), pool, queries, owned)
+    # As many as the web layer's threads that can be searching at once (Starlette's default pool: 40).
+    search_pool = ThreadPoolExecutor(max_workers=40, thread_name_prefix="keyword")
+    services = Services(
+        settings, models, vectors, metadata, JobStore(metadata.engine), pool, search_pool, queries, owned
+    )
     try:
         from operations.collections.upgrade import upgrade_collections  # imports Services: loaded after this module
 

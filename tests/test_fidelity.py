@@ -13,23 +13,7 @@ from fastapi.testclient import TestClient
 from config import Settings
 from operations.ingest.flickr_format import image_features_jsonl, iter_jsonl, texts_jsonl
 from tests.conftest import load_split
-
-TIE = 1e-6  # scores closer than this have no defined order in float32
-
-
-def _same_ranking(got: list[str], expected: list[str], expected_scores: np.ndarray) -> bool:
-    """Equal order, except that items whose brute-force scores tie may swap places."""
-    if len(got) != len(expected):
-        return False
-    start = 0
-    while start < len(expected):
-        end = start + 1
-        while end < len(expected) and expected_scores[end - 1] - expected_scores[end] < TIE:
-            end += 1
-        if sorted(got[start:end]) != sorted(expected[start:end]):
-            return False
-        start = end
-    return True
+from tests.ranking import same_ranking
 
 
 @pytest.mark.slow
@@ -72,7 +56,7 @@ def test_top10_equals_brute_force_knn_for_every_text(
             )
             hits = response.json()["hits"]
             got = [h["image_id"] for h in hits]
-            if not _same_ranking(got, expected, scores[order]) or not np.allclose(
+            if not same_ranking(got, expected, scores[order]) or not np.allclose(
                 [h["score"] for h in hits], scores[order], atol=1e-5
             ):
                 mismatches.append((text["text_id"], got, expected))

@@ -55,8 +55,8 @@ def test_a_load_keeps_its_captions_and_keyword_search_finds_their_words(client, 
     assert [h["image_id"] for h in page["hits"]] == [h["image_id"] for h in body["hits"][3:6]]
 
 
-def test_hybrid_is_the_default_and_says_why_each_hit_matched(client, small_split) -> None:
-    body = _search(client, text="圆形", top_k=20)
+def test_hybrid_says_why_each_hit_matched(client, small_split) -> None:
+    body = _search(client, text="圆形", top_k=20, mode="hybrid")
     assert body["mode"] == "hybrid"
     semantic = _search(client, text="圆形", top_k=100, mode="semantic")
     keyword = _search(client, text="圆形", top_k=100, mode="keyword")
@@ -78,14 +78,16 @@ def test_hybrid_is_the_default_and_says_why_each_hit_matched(client, small_split
     assert any(h["match"]["keyword_rank"] and h["match"]["semantic_rank"] for h in body["hits"])
     # Filters apply to both lists; a stored image can join the text (combined query) in hybrid mode.
     some = body["hits"][0]["image_id"]
-    combined = _search(client, text="圆形", image_id=some, top_k=5)
+    combined = _search(client, text="圆形", image_id=some, top_k=5, mode="hybrid")
     assert combined["mode"] == "hybrid" and combined["query"]["combined"]
-    image_only = _search(client, text="圆形", text_weight=0, image_id=some, top_k=5)  # the text's words still count
+    image_only = _search(
+        client, text="圆形", text_weight=0, image_id=some, top_k=5, mode="hybrid"
+    )  # the text's words still count
     assert image_only["mode"] == "hybrid" and any(h["match"]["keyword_rank"] for h in image_only["hits"])
     sentence = " ".join(
         f"红色{i}" for i in range(20)
     )  # more words than keyword search takes: searched by Chinese-CLIP alone
-    long = _search(client, text=sentence, top_k=5)
+    long = _search(client, text=sentence, top_k=5, mode="hybrid")
     assert long["mode"] == "hybrid" and all(h["match"]["keyword_rank"] is None for h in long["hits"])
 
 
@@ -98,7 +100,7 @@ def test_a_description_set_by_hand_is_found_at_once(client, small_split) -> None
     hits = _search(client, text="外婆家", mode="keyword")["hits"]
     assert [h["image_id"] for h in hits] == [image_id]
     assert hits[0]["match"]["snippets"][0]["field"] == "description"
-    assert _search(client, text="外婆家")["hits"][0]["image_id"] == image_id  # hybrid puts it first
+    assert _search(client, text="外婆家", mode="hybrid")["hits"][0]["image_id"] == image_id  # hybrid puts it first
     client.put(f"/img/flickr/{image_id}/description", json={"description": ""})
     assert _search(client, text="外婆家", mode="keyword")["hits"] == []
     client.delete(f"/img/flickr/{image_id}")
@@ -115,7 +117,7 @@ def test_relevance_cutoffs_drop_weak_hits_and_count_them(client) -> None:
     later = _search(client, text="蓝色的正方形", mode="semantic", top_k=10, offset=10, relative_cutoff=0.99)
     assert later["cut_by_relative_cutoff"] == sum(1 for s in scores[10:20] if s < 0.99 * best)  # the best of all
     threshold = scores[5]
-    hybrid = _search(client, text="正方形", top_k=30, min_score=threshold)
+    hybrid = _search(client, text="正方形", top_k=30, min_score=threshold, mode="hybrid")
     assert hybrid["mode"] == "hybrid"
     assert all(h["score"] >= threshold for h in hybrid["hits"])
     assert hybrid["cut_by_min_score"] + len(hybrid["hits"]) == 30

@@ -189,6 +189,84 @@ def test_ranking_prefers_descriptions_then_more_occurrences(indexed) -> None:
     assert [h.rank for h in ranked] == [1, 2, 3]
 
 
+class _KeepEven:
+    """A stand-in for the vector store's filter check (the real one is tested through the search route): keeps
+    the even ids, so a filtered list must skip half of every stream it reads."""
+
+    def existing_ids(self, _collection: str, ids: list[int], _expression: str) -> set[int]:
+        return {i for i in ids if i % 2 == 0}
+
+
+def test_the_best_few_read_from_the_top_of_the_index_equal_the_full_ranking(indexed) -> None:
+    """The ranked read (the best ``limit`` without reading every match) against sorting every match: the same
+    images, scores and order, for common words, long terms, several terms, ties and filters."""
+    services, _, fields = indexed
+    rng = random.Random(11)
+    common = ["发票", "地铁", "号线", "咖啡", "营业时间", "增值税", "2号线", "img_", "jpg", "时刻表"]
+    queries = [*common, "发票 地铁", "号线 咖啡 jpg", "增值税 营业时间", "发票 发票", "发票 发票票", "不存在的词 发票"]
+    for _ in range(40):  # sentences and pieces of stored texts, 2 to 12 characters
+        text = fields[rng.choice(list(fields))]["caption"].replace("\n", "")
+        start = rng.randrange(max(1, len(text) - 2))
+        queries.append(text[start : start + rng.randint(2, 12)])
+    assert len(keyword.ranked(services, "docs", "发票")) > 4 * keyword.FIRST_READ  # several rounds of reads
+    filtered = SimpleNamespace(texts=services.texts, vectors=_KeepEven())
+    checked = 0
+    for query in queries:
+        terms = query.split()
+        if not terms or min(len(t) for t in terms) < 2:
+            continue
+        full = keyword.ranked(services, "docs", query)
+        full_even = keyword.ranked(filtered, "docs", query, "even")
+        assert [h.id for h in full_even] == [h.id for h in full if h.id % 2 == 0]
+        for limit in (1, 10, 100):
+            top = keyword.ranked(services, "docs", query, limit=limit)
+            assert [(h.id, h.score, h.rank) for h in top] == [(h.id, h.score, h.rank) for h in full[:limit]], query
+            top_even = keyword.ranked(filtered, "docs", query, "even", limit)
+            assert [(h.id, h.score) for h in top_even] == [(h.id, h.score) for h in full_even[:limit]], query
+        checked += 1
+    assert checked >= 45
+    # It reads the top, not every match: a common word's ten best cost less than its entries.
+    read: list[tuple[int, int]] = []
+
+    def postings(*args, **kwargs):  # type: ignore[no-untyped-def]
+        entries = services.texts.postings(*args, **kwargs)
+        read.extend(entries)
+        return entries
+
+    counting = SimpleNamespace(postings=postings)
+    for name in ("gram_counts", "holding", "documents", "candidates"):
+        setattr(counting, name, getattr(services.texts, name))
+    top = keyword.ranked(SimpleNamespace(texts=counting, vectors=None), "docs", "发票", limit=10)
+    assert [h.id for h in top] == [h.id for h in keyword.ranked(services, "docs", "发票")][:10]
+    assert 0 < len(read) < len(keyword.ranked(services, "docs", "发票")) / 2
+
+
+def test_an_index_from_before_ranked_reads_is_weighted_on_start(metadata_url) -> None:
+    """A metadata DB whose keyword index has no weights (as written before them) gains them from the stored
+    documents when a service starts, and ranked reads are exact on it."""
+    from sqlalchemy import text as sql
+
+    store = MetadataStore(metadata_url)
+    store.create_collection("old", "RN50", 4, "IP")
+    rows = [NewImage(f"o{i}", b"x", "image/jpeg", 1, 1, f"{i:064d}") for i in range(300)]
+    ids = store.insert_pending("old", rows)
+    store.mark_indexed(list(ids.values()))
+    texts = TextStore(store.engine)
+    texts.set_fields("old", {row: {"caption": "发票 " * (row % 4 + 1) + "咖啡"} for row in ids.values()})
+    with store.engine.begin() as conn:
+        conn.execute(sql("DROP INDEX ix_text_grams_rank" + (" ON text_grams" if "mysql" in metadata_url else "")))
+        conn.execute(sql("ALTER TABLE text_grams DROP COLUMN weight"))
+    store.close()
+    store = MetadataStore(metadata_url)
+    try:
+        services = SimpleNamespace(texts=TextStore(store.engine), vectors=None)
+        full = keyword.ranked(services, "old", "发票 咖啡")
+        assert len(full) == 300 and full[0].score > full[-1].score
+        assert keyword.ranked(services, "old", "发票 咖啡", limit=20) == full[:20]
+    finally:
+        store.close()
+
+
 def test_snippets_highlight_the_words_in_the_text_a_person_reads() -> None:
     from adapters.stores.sql.text_store import ImageTexts
 

@@ -58,7 +58,9 @@ def test_uploads_are_read_at_ingest_and_found_by_their_words(metadata_url, make_
         assert [h["image_id"] for h in hits] == [receipt]
         assert hits[0]["match"]["snippets"][0]["field"] == "ocr"
         shop = texts["receipt0.jpg"][0]
-        hybrid = client.post("/img/search", json={"collection": "receipts", "text": shop, "top_k": 4}).json()
+        hybrid = client.post(
+            "/img/search", json={"collection": "receipts", "text": shop, "top_k": 4, "mode": "hybrid"}
+        ).json()
         assert hybrid["mode"] == "hybrid" and hybrid["hits"][0]["image_id"] == receipt
 
 

@@ -18,6 +18,7 @@ from app.schemas import (
     JobAccepted,
     ReembedOut,
     ReembedRequest,
+    UpdateCollectionRequest,
 )
 from operations.collections import collections, reembed
 from operations.collections.collections import CollectionSummary
@@ -35,6 +36,7 @@ def _out(summary: CollectionSummary) -> CollectionOut:
         metric=r.metric,
         count=summary.count,
         created_at=r.created_at,
+        search_mode=r.search_mode or collections.DEFAULT_SEARCH_MODE,
         index=IndexOut(**summary.index) if summary.index else None,
         reembed=ReembedOut(model=r.next_model, state=r.next_state) if r.next_state and r.next_model else None,
     )
@@ -55,9 +57,19 @@ async def list_collections(services: ServicesDep, request: Request) -> list[Coll
 )
 async def create_collection(body: CreateCollectionRequest, services: ServicesDep) -> CollectionOut:
     """Create an empty collection bound to a model (its name, dim and input resolution), e.g. one on RN50 and one
-    on ViT-B-16 over the same images, to compare them. Creating it again with the same model is a no-op."""
-    await run_in_threadpool(collections.ensure, services, body.name, body.model)
+    on ViT-B-16 over the same images, to compare them. Creating it again with the same model is a no-op.
+    ``search_mode`` makes hybrid (or keyword) the ranking of searches that name no mode."""
+    await run_in_threadpool(collections.ensure, services, body.name, body.model, body.search_mode)
     return _out(await run_in_threadpool(collections.summarise, services, body.name))
+
+
+@router.patch("/{name}", response_model=CollectionOut, responses=ERRORS)
+async def update_collection(
+    name: CollectionPath, body: UpdateCollectionRequest, services: ServicesDep
+) -> CollectionOut:
+    """Change how searches that name no mode are ranked (``search_mode``); a request's own mode always wins."""
+    await run_in_threadpool(collections.set_search_mode, services.metadata, name, body.search_mode)
+    return _out(await run_in_threadpool(collections.summarise, services, name))
 
 
 @router.delete("/{name}", response_model=DropResponse, responses=ERRORS)

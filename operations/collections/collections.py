@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from adapters.encoders.encoder_base import EncoderBase
-from adapters.stores.sql.metadata_store import CollectionRecord, ImageRecord
+from adapters.stores.sql.metadata_store import CollectionRecord, ImageRecord, MetadataStore
 from operations.errors import Conflict, InvalidInput, NotFound
 from operations.services import Services
 
@@ -17,6 +17,9 @@ logger = logging.getLogger(__name__)
 NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]{0,63}$"
 _NAME = re.compile(NAME_PATTERN)
 METRIC = "IP"
+# How /img/search ranks (operations/search/hybrid.py): semantic is Chinese-CLIP's ranking, the seed's top-k.
+SEARCH_MODES = ("semantic", "keyword", "hybrid")
+DEFAULT_SEARCH_MODE = "semantic"
 
 
 @dataclass(frozen=True)
@@ -82,14 +85,36 @@ def model_for_writes(services: Services, name: str, model: str | None = None) ->
     return record.model
 
 
-def ensure(services: Services, name: str, model: str | None = None) -> CollectionRecord:
-    """Create the collection bound to its model (name, dim, resolution) or return it; see model_for_writes."""
+def ensure(services: Services, name: str, model: str | None = None, search_mode: str | None = None) -> CollectionRecord:
+    """Create the collection bound to its model (name, dim, resolution) or return it; see model_for_writes.
+    ``search_mode`` is set on a new collection, or changed on an existing one when given."""
     model = model_for_writes(services, name, model)
     info = services.models.get(model).info
-    record = services.metadata.create_collection(name, info.model, info.dim, METRIC)
+    mode = validate_search_mode(search_mode) if search_mode is not None else None
+    record = services.metadata.create_collection(name, info.model, info.dim, METRIC, mode)
     if model not in (record.model, record.next_model):  # created concurrently with another model
         raise Conflict(f"collection {name!r} is bound to {record.model}; it cannot take {model} vectors")
     services.vectors.ensure_collection(record.vector_collection, record.dim)
+    if mode is not None and record.search_mode != mode:
+        record = set_search_mode(services.metadata, name, mode)
+    return record
+
+
+def validate_search_mode(mode: str) -> str:
+    if mode not in SEARCH_MODES:
+        raise InvalidInput(f"search_mode must be one of {', '.join(SEARCH_MODES)}, got {mode!r}")
+    return mode
+
+
+def set_search_mode(metadata: MetadataStore, name: str, mode: str) -> CollectionRecord:
+    """The ranking a search of this collection gets when it names no mode; semantic unless a person chose. Needs
+    the metadata store alone, so the CLI can change it while a service (holding Milvus Lite) runs."""
+    validate_search_mode(mode)
+    if not metadata.set_search_mode(validate_name(name), None if mode == DEFAULT_SEARCH_MODE else mode):
+        raise NotFound(f"collection {name!r} does not exist")
+    logger.info("collection %s: searches without a mode are %s", name, mode)
+    record = metadata.get_collection(name)
+    assert record is not None
     return record
 
 

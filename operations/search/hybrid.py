@@ -28,7 +28,7 @@ from operations.search.search_batch import Hit, Match, Query, SearchResult, hits
 from operations.search.search_filters import SearchFilters
 from operations.services import Services
 
-MODES = ("semantic", "keyword", "hybrid")
+MODES = collections.SEARCH_MODES
 
 
 @dataclass(frozen=True)
@@ -61,11 +61,15 @@ def rrf(lists: Sequence[Sequence[int]], k: float) -> list[tuple[int, float]]:
     return sorted(fused.items(), key=lambda pair: (-pair[1], best[pair[0]], pair[0]))
 
 
-def choose_mode(services: Services, collection: str, mode: str | None, text: str | None) -> str:
+def choose_mode(record: CollectionRecord, mode: str | None, text: str | None, combined: bool = False) -> str:
+    """A request's mode wins; without one, the collection's search_mode (semantic, the seed's top-k by cosine,
+    unless a person chose otherwise) where it fits the request, else semantic."""
     if mode is not None and mode not in MODES:
         raise InvalidInput(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
     if mode is None:
-        return "hybrid" if text is not None and services.texts.has_texts(collection) else "semantic"
+        default = record.search_mode or collections.DEFAULT_SEARCH_MODE
+        fits = text is not None and not (default == "keyword" and combined)
+        return default if fits else "semantic"
     if mode != "semantic" and text is None:
         raise InvalidInput(f"mode {mode!r} searches words: give a text")
     return mode
@@ -91,7 +95,7 @@ def search(
     if cutoffs.relative is not None and not 0 < cutoffs.relative <= 1:
         raise InvalidInput(f"relative_cutoff must be above 0 and at most 1, got {cutoffs.relative}")
     record = collections.require(services, collection)
-    chosen = choose_mode(services, record.name, mode, text)
+    chosen = choose_mode(record, mode, text, combined=image is not None or negative_text is not None)
     query = {"text": text, "image": image, "negative_text": negative_text, "with_data": with_data, "filters": filters}
     text_w, image_w, negative_w = weights
     weighted = {"text_weight": text_w, "image_weight": image_w, "negative_weight": negative_w}
@@ -102,11 +106,14 @@ def search(
             raise InvalidInput("min_score and relative_cutoff apply to semantic and hybrid searches")
         words = validate_text(text or "", settings.max_text_chars)
         page = page_for(services, record, filters, offset, top_k)
+        started = time.perf_counter()
         found = keyword.ranked(services, record.name, words, page.filter, offset + top_k, page.vectors)[offset:]
+        timings = {"keyword_search": (time.perf_counter() - started) * 1000}
+        started = time.perf_counter()
         hits = hits_for(services.metadata, record.name, [(k.id, k.score) for k in found], with_data)
-        by_id = {k.id: k for k in found}
-        result = SearchResult(record.name, record.model, hits, filter=page.filter)
-        result.hits = _with_matches(services, result.hits, words, {}, by_id, {})
+        hits = _with_matches(services, hits, words, {}, {k.id: k for k in found}, {})
+        timings["metadata_fetch"] = (time.perf_counter() - started) * 1000
+        result = SearchResult(record.name, record.model, hits, timings, filter=page.filter)
         return Outcome(result, [QueryPart("text", 1.0, text=words)], chosen)
     if chosen == "semantic":
         result, parts = combined_query.search(services, collection, top_k, **query, **weighted, offset=offset)
@@ -115,19 +122,27 @@ def search(
     page = page_for(services, record, filters, offset, top_k)
     depth = max(settings.hybrid_depth, offset + top_k)
     parts = combined_query.plan(text, image, negative_text, *weights, settings.max_text_chars)
+    words = validate_text(text or "", settings.max_text_chars)  # a text weighted 0 still names words to find
+    # A long sentence is Chinese-CLIP's to read: over keyword search's limit of words, the keyword list is empty.
+    wordy = len(text_grams.query_terms(words)) <= keyword.MAX_TERMS
+    timings: dict[str, float] = {}
+
+    def keyword_list() -> list[keyword.KeywordHit]:
+        started = time.perf_counter()
+        found = keyword.ranked(services, record.name, words, page.filter, depth, page.vectors) if wordy else []
+        timings["keyword_search"] = (time.perf_counter() - started) * 1000
+        return found
+
+    # The keyword list is read from the metadata DB while the query is encoded and Milvus searched.
+    lexical_future = services.search_pool.submit(keyword_list)
     started = time.perf_counter()
     vector = combined_query.vector_of(services, record, parts, image)
-    timings = {"encode": (time.perf_counter() - started) * 1000}
+    timings["encode"] = (time.perf_counter() - started) * 1000
     started = time.perf_counter()
     # Ids and scores only: rows are fetched for the page, not for the whole list.
     semantic = services.vectors.search(record.vector_collection, vector[None, :], depth, page.filter)[0]
     timings["vector_search"] = (time.perf_counter() - started) * 1000
-    started = time.perf_counter()
-    words = validate_text(text or "", settings.max_text_chars)  # a text weighted 0 still names words to find
-    # A long sentence is Chinese-CLIP's to read: over keyword search's limit of words, the keyword list is empty.
-    wordy = len(text_grams.query_terms(words)) <= keyword.MAX_TERMS
-    lexical = keyword.ranked(services, record.name, words, page.filter, depth, page.vectors) if wordy else []
-    timings["keyword_search"] = (time.perf_counter() - started) * 1000
+    lexical = lexical_future.result()
     fused = rrf([[i for i, _ in semantic], [k.id for k in lexical]], settings.hybrid_rrf_k)
     chosen_page = fused[offset : offset + top_k]
     scores = dict(semantic)

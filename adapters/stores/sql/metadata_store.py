@@ -29,6 +29,7 @@ class CollectionRecord:
     next_dim: int | None = None
     next_vectors: str | None = None
     next_state: str | None = None
+    search_mode: str | None = None  # the ranking of a search that names none (None: semantic)
 
     @property
     def vector_collection(self) -> str:
@@ -98,13 +99,14 @@ class MetadataStore:
         self.engine.dispose()
 
     # --- collections -------------------------------------------------------------------------------
-    def create_collection(self, name: str, model: str, dim: int, metric: str) -> CollectionRecord:
+    def create_collection(
+        self, name: str, model: str, dim: int, metric: str, search_mode: str | None = None
+    ) -> CollectionRecord:
         """Create or return the existing record; the caller compares model and dim."""
         try:
             with self.engine.begin() as conn:
-                conn.execute(
-                    insert(collections).values(name=name, model=model, dim=dim, metric=metric, created_at=utc_now())
-                )
+                values = {"name": name, "model": model, "dim": dim, "metric": metric, "search_mode": search_mode}
+                conn.execute(insert(collections).values(**values, created_at=utc_now()))
         except IntegrityError:
             pass
         record = self.get_collection(name)
@@ -115,6 +117,12 @@ class MetadataStore:
         with self.engine.connect() as conn:
             row = conn.execute(select(collections).where(collections.c.name == name)).first()
         return CollectionRecord(**row._mapping) if row else None
+
+    def set_search_mode(self, name: str, mode: str | None) -> bool:
+        """False when the collection does not exist."""
+        with self.engine.begin() as conn:
+            changed = conn.execute(update(collections).where(collections.c.name == name).values(search_mode=mode))
+        return bool(changed.rowcount)
 
     def collection_names(self) -> list[str]:
         with self.engine.connect() as conn:

@@ -23,12 +23,17 @@ from sqlalchemy import (
     Table,
     Text,
     create_engine,
+    delete,
     event,
+    insert,
     inspect,
     make_url,
+    select,
     text,
 )
 from sqlalchemy.dialects import mysql
+
+from adapters import text_grams as text_grams_rules
 
 logger = logging.getLogger(__name__)
 
@@ -62,6 +67,8 @@ collections = Table(
     Column("next_dim", Integer, nullable=True),
     Column("next_vectors", String(80), nullable=True),
     Column("next_state", String(16), nullable=True),  # building, ready, previous (NULL: no other generation)
+    # How /img/search ranks a request that names no mode: semantic (NULL), hybrid or keyword, as set by a person.
+    Column("search_mode", String(16), nullable=True),
 )
 
 images = Table(
@@ -221,8 +228,10 @@ image_texts = Table(
     mysql_charset="utf8mb4",
 )
 
-# The keyword index: each image's character bigrams (and the last character of each piece of text). Compared
-# byte for byte on MySQL too: its default collation would call different grams equal.
+# The keyword index: each image's character bigrams (and the last character of each piece of text), with the
+# score the gram gets as a query term (an upper bound for longer terms; adapters/text_grams.py). Compared byte
+# for byte on MySQL too: its default collation would call different grams equal. ix_text_grams_rank lists a
+# gram's images best first, so a search reads the top of a common word's list, not all of it.
 _Gram = String(2).with_variant(mysql.VARCHAR(2, collation="utf8mb4_bin"), "mysql", "mariadb")
 text_grams = Table(
     "text_grams",
@@ -230,7 +239,9 @@ text_grams = Table(
     Column("collection", String(64), primary_key=True),
     Column("gram", _Gram, primary_key=True),
     Column("image", _Id, ForeignKey("images.id", ondelete="CASCADE"), primary_key=True),
+    Column("weight", Integer, nullable=False, default=0),
     Index("ix_text_grams_image", "image"),
+    Index("ix_text_grams_rank", "collection", "gram", "weight", "image"),
     sqlite_with_rowid=False,
     mysql_charset="utf8mb4",
 )
@@ -315,7 +326,7 @@ _LATER_IMAGE_COLUMNS = {
 }
 
 
-_LATER_COLLECTION_COLUMNS = ("vectors", "next_model", "next_dim", "next_vectors", "next_state")
+_LATER_COLLECTION_COLUMNS = ("vectors", "next_model", "next_dim", "next_vectors", "next_state", "search_mode")
 
 
 def _create_mysql_database_if_missing(url: str) -> None:
@@ -386,6 +397,32 @@ def _add_missing_columns(engine: Engine) -> None:
         index.create(engine, checkfirst=True)
     if missing:
         logger.info("metadata store: added job-queue columns %s", ", ".join(missing))
+    if "weight" not in {column["name"] for column in inspect(engine).get_columns("text_grams")}:
+        _add_gram_weights(engine)
+
+
+def _add_gram_weights(engine: Engine) -> None:
+    """A keyword index from before ranked reads: each entry gains its weight, recomputed from the stored
+    documents (the grams are a function of the document alone), and the index that lists them best first."""
+    with engine.begin() as conn:
+        conn.execute(text("ALTER TABLE text_grams ADD COLUMN weight INTEGER NOT NULL DEFAULT 0"))
+    rebuilt = 0
+    with engine.connect() as reader:
+        rows = reader.execute(select(image_texts.c.image, image_texts.c.collection, image_texts.c.document))
+        while part := rows.fetchmany(1000):
+            with engine.begin() as conn:
+                conn.execute(delete(text_grams).where(text_grams.c.image.in_([r.image for r in part])))
+                entries = [
+                    {"collection": r.collection, "gram": gram, "image": r.image, "weight": weight}
+                    for r in part
+                    for gram, weight in text_grams_rules.gram_weights(r.document).items()
+                ]
+                for chunk in chunks(entries, 5000):
+                    conn.execute(insert(text_grams), list(chunk))
+            rebuilt += len(part)
+    for index in text_grams.indexes:
+        index.create(engine, checkfirst=True)
+    logger.info("metadata store: keyword index weighted for ranked reads (%d images)", rebuilt)
 
 
 def create_metadata_engine(url: str) -> Engine:

@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Engine, and_, delete, func, insert, select, update
+from sqlalchemy import Engine, and_, delete, exists, func, insert, literal, select, union_all, update
 
 from adapters import text_grams
 from adapters.stores.sql.sql_schema import (
@@ -29,7 +29,7 @@ from adapters.stores.sql.sql_schema import (
     text_grams as grams_table,
 )
 
-FIELDS = ("name", "caption", "description", "ocr", "tags")  # the order of the fields in a document
+FIELDS = text_grams.FIELDS  # the order of the fields in a document
 WRITABLE = ("caption", "description", "ocr", "ocr_lines")
 _LAST_CHAR = "\U0010ffff"
 
@@ -100,7 +100,8 @@ class TextStore:
                     )
                     rows.append({**_raw(fields), "image": image, "collection": collection, "document": document})
                     grams.extend(
-                        {"collection": collection, "gram": g, "image": image} for g in text_grams.grams_of(document)
+                        {"collection": collection, "gram": gram, "image": image, "weight": weight}
+                        for gram, weight in text_grams.gram_weights(document).items()
                     )
                 conn.execute(delete(grams_table).where(grams_table.c.image.in_(chunk)))
                 conn.execute(delete(image_texts).where(image_texts.c.image.in_(chunk)))
@@ -150,6 +151,61 @@ class TextStore:
         with self.engine.connect() as conn:
             return {int(row.image) for row in conn.execute(query)}
 
+    def gram_counts(self, collection: str, grams: Sequence[str], cap: int) -> dict[str, int]:
+        """How many images hold each gram, counted up to ``cap`` (so a common gram costs ``cap`` steps): one
+        statement for all of them."""
+        parts = [
+            select(literal(i).label("i"), func.count().label("n")).select_from(
+                select(grams_table.c.image)
+                .where(grams_table.c.collection == collection, grams_table.c.gram == gram)
+                .limit(cap)
+                .subquery()
+            )
+            for i, gram in enumerate(grams)
+        ]
+        if not parts:
+            return {}
+        query = parts[0] if len(parts) == 1 else union_all(*parts)
+        with self.engine.connect() as conn:
+            return {grams[int(r.i)]: int(r.n) for r in conn.execute(query)}
+
+    def postings(
+        self, collection: str, gram: str, offset: int, limit: int, also: Sequence[str] = ()
+    ) -> list[tuple[int, int]]:
+        """(image, weight) of the searchable images holding ``gram`` and every gram of ``also`` (checked in that
+        order: rarest first), best first (ties: the newer image first), from ``offset`` on."""
+        query = (
+            select(grams_table.c.image, grams_table.c.weight)
+            .join(images, and_(images.c.id == grams_table.c.image, images.c.indexed.is_(True)))
+            .where(grams_table.c.collection == collection, grams_table.c.gram == gram)
+            .order_by(grams_table.c.weight.desc(), grams_table.c.image.desc())
+            .limit(limit)
+            .offset(offset)
+        )
+        for other in also:
+            held = grams_table.alias()
+            query = query.where(
+                exists().where(
+                    held.c.collection == collection, held.c.gram == other, held.c.image == grams_table.c.image
+                )
+            )
+        with self.engine.connect() as conn:
+            return [(int(r.image), int(r.weight)) for r in conn.execute(query)]
+
+    def holding(self, collection: str, grams: Sequence[str], ids: Sequence[int]) -> dict[int, dict[str, int]]:
+        """Of the images ``ids``, which of ``grams`` each holds, with the entries' weights."""
+        found: dict[int, dict[str, int]] = {}
+        with self.engine.connect() as conn:
+            for chunk in chunks(sorted(set(ids))):
+                query = select(grams_table.c.image, grams_table.c.gram, grams_table.c.weight).where(
+                    grams_table.c.collection == collection,
+                    grams_table.c.gram.in_(sorted(set(grams))),
+                    grams_table.c.image.in_(chunk),
+                )
+                for r in conn.execute(query):
+                    found.setdefault(int(r.image), {})[r.gram] = int(r.weight)
+        return found
+
     def documents(self, collection: str, ids: Sequence[int]) -> dict[int, str]:
         """Normalised documents of the searchable images among ``ids``."""
         found: dict[int, str] = {}
@@ -173,11 +229,6 @@ class TextStore:
                 )
                 done.update(int(r.image) for r in conn.execute(query))
         return set(ids) - done
-
-    def has_texts(self, collection: str) -> bool:
-        with self.engine.connect() as conn:
-            query = select(image_texts.c.image).where(image_texts.c.collection == collection).limit(1)
-            return conn.execute(query).first() is not None
 
     @staticmethod
     def _texts(conn: Any, ids: Sequence[int]) -> list[tuple[int, str, ImageTexts]]:
