@@ -63,6 +63,10 @@ PARTS = ("encode", "vector_search", "keyword_search", "metadata_fetch", "seriali
 MODE = {"hybrid": "hybrid"}  # the run asks this mode; the others name none
 
 
+def _texts(queries: list[str], tag: str) -> list[str]:
+    return [f"{query}{tag}" for query in queries]
+
+
 def onnx_floor(split: Path, queries: list[str], onnx_root: Path) -> list[float]:
     features = FeatureFile(split / "bench_imgs.img_feat.jsonl", 1024)
     ids = [row.image_id for row in iter_tsv(split / "bench_imgs.tsv")]
@@ -130,15 +134,18 @@ def main() -> int:
             onnx_root = work / "svc_default" / "models" / "onnx"
             floor_before = onnx_floor(split, queries, onnx_root)
             waited = wait_quiet(args.quiet_load, args.quiet_wait)
+            # Each run asks texts of its own (a suffix): a service's memory of search texts never answers a run
+            # with what an earlier one encoded.
             for name, url in urls.items():
                 with httpx.Client(base_url=url, timeout=60) as http:
-                    one_client(http, queries[:20], MODE.get(name))  # warm-up
-            for _ in range(2):  # alternate, so drift of the shared CPU hits all alike
+                    one_client(http, _texts(queries[:20], f"w{name}"), MODE.get(name))  # warm-up
+            for round_no in range(2):  # alternate, so drift of the shared CPU hits all alike
                 for name, url in urls.items():
                     with httpx.Client(base_url=url, timeout=60) as http:
-                        single[name] += one_client(http, queries, MODE.get(name))
+                        single[name] += one_client(http, _texts(queries, f"{round_no}{name}"), MODE.get(name))
             for name, url in urls.items():
-                many[name] = many_clients(url, queries, args.clients, args.seconds, MODE.get(name))
+                asked = _texts(queries, f"m{name}")
+                many[name] = many_clients(url, asked, args.clients, args.seconds, MODE.get(name))
             floor = [min(a, b) for a, b in zip(floor_before, onnx_floor(split, queries, onnx_root), strict=True)]
         finally:
             for process in processes:

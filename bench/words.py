@@ -1,9 +1,10 @@
 """Words in and about pictures: OCR of rendered Chinese text (receipts, timetables, signs, chat screenshots; plain
 and busy backgrounds, some rotated), keyword recall on what OCR read and on Flickr30k-CN-style captions, the CPU
 cost of OCR next to encoding and what OCR at ingest does to the ingest rate, keyword search over 100k images on
-both metadata backends, and hybrid against semantic search at 30k images (same run).
+both metadata backends, and hybrid against semantic search at 30k and 100k images on both backends, for words,
+common words (in ≥ 10% of captions) and caption-like sentences (same run).
 
-    .venv/bin/python bench/words.py [--pictures 200] [--keyword-rows 100000] [--hybrid-rows 30000]
+    .venv/bin/python bench/words.py [--pictures 200] [--keyword-rows 100000] [--hybrid-rows 30000 100000]
 
 Embedded defaults (Milvus Lite + SQLite) and the local MariaDB; RN50 random weights on ONNX Runtime.
 Writes bench/RESULTS.md (section "words"); exit status 1 when a floor is missed.
@@ -46,7 +47,13 @@ from operations.search.search_batch import hits_for  # noqa: E402
 from operations.services import build_services  # noqa: E402
 from tests.text_pictures import draw, jpeg_of, lines_for  # noqa: E402
 
-FLOORS = {"ocr_accuracy": 0.90, "ocr_recall": 0.95, "keyword_p50_ms": 20.0, "hybrid_ratio": 1.3}
+FLOORS = {
+    "ocr_accuracy": 0.90,
+    "ocr_recall": 0.95,
+    "keyword_p50_ms": 20.0,
+    "hybrid_ratio": 1.3,
+    "hybrid_ratio_100k": 1.5,
+}
 KINDS = ("receipt", "timetable", "sign", "chat")
 COMMON = "的一是在不了有和人这中大为上个国我以要他时来用们生到作地于出就分对成会可主发年动同工也能下过子说产种面而方后多定行学法所民得经十三之进着等部度家电力里如水化高自二理起小物现实加量都两体制机当使点从业本去把性好应开它合还因由其些然前外天政四日那社义事平形相全表间样与关各重新线内数正心反你明看原又么利比或但质气第向道命此变条只没结解问意建月公无系军很情者最立代想已通并提直题党程展五果料象员革位入常文总次品式活设及管特件长求老头基资边流路级少图山统接知较将组见计别她手角期根论运农指几九区强放决西被干做必战先回则任取据处队南给色光门即保治北造百规热领七海口东导器压志世金增争济阶油思术极交受联什认六共权收证改清己美再采转更单风切打白教速花带安场身车例真务具万每目至达走积示议声报斗完类八离华名确才科张信马节话米整空元况今集温传土许步群广石记需段研界拉林律叫且究观越织装影算低持音众书布复容儿须际商非验连断深难近矿千周委素技备半办青省列习响约支般史感劳便团往酸历市克何除消构府称太准精值号率族维划选标写存候毛亲快效斯院查江型眼王按格养易置派层片始却专状育厂京识适属圆包火住调满县局照参红细引听该铁价严"  # noqa: E501
 
@@ -206,12 +213,12 @@ def keyword_latency(url: str, captions: list[str], vocabulary: list[str], querie
         rng = random.Random(11)
         asked = rng.sample(vocabulary, queries)
         times, matches = [], []
-        for word in asked:
+        for word in asked:  # as keyword mode asks: the best 10, with their rows
             began = time.perf_counter()
-            found = keyword.ranked(services, "kw", word)
-            hits_for(store, "kw", [(h.id, h.score) for h in found[:10]], False)
+            found = keyword.ranked(services, "kw", word, limit=10)
+            hits_for(store, "kw", [(h.id, h.score) for h in found], False)
             times.append((time.perf_counter() - began) * 1000)
-            matches.append(len(found))
+            matches.append(len(keyword.ranked(services, "kw", word)))
         brute = sum(1 for caption in captions if asked[0] in caption)  # a spot check against a plain scan
         return {
             "p50": statistics.median(times),
@@ -225,8 +232,27 @@ def keyword_latency(url: str, captions: list[str], vocabulary: list[str], querie
         store.close()
 
 
-def hybrid_vs_semantic(work: Path, captions: list[str], vocabulary: list[str], queries: int = 150) -> dict:
-    settings = Settings(_env_file=None, data_dir=work / "hybrid", data_root=work, weights="random")
+def query_sets(captions: list[str], vocabulary: list[str], count: int) -> dict[str, list[str]]:
+    """The queries people type, and the worst cases for the keyword list: words drawn from the vocabulary, common
+    words (each in at least 10% of the captions: their lists are long) and caption-like sentences (a caption's
+    line: one long term of many grams)."""
+    rng = random.Random(5)
+    sample = captions[:3000]
+    common = [w for w in vocabulary if sum(w in c for c in sample) >= 0.10 * len(sample)]
+    sentences = [rng.choice(captions).split("\n")[rng.randrange(2)] for _ in range(count)]
+    return {
+        "words": rng.sample(vocabulary, count),
+        "common words": [common[i % len(common)] for i in range(count)],
+        "sentences": sentences,
+    }
+
+
+def hybrid_vs_semantic(work: Path, url: str | None, captions: list[str], sets: dict[str, list[str]]) -> dict:
+    """p50 ms of semantic and hybrid search (interleaved, same queries) per query set, with the keyword list's own
+    p50, on one metadata backend (None: SQLite) and Milvus Lite."""
+    name = f"hybrid-{len(captions)}-{'mysql' if url else 'sqlite'}"
+    extra = {"metadata_url": url} if url else {}
+    settings = Settings(_env_file=None, data_dir=work / name, data_root=work, weights="random", **extra)
     services = build_services(settings)
     try:
         services.encoder.load()
@@ -240,18 +266,25 @@ def hybrid_vs_semantic(work: Path, captions: list[str], vocabulary: list[str], q
             vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
             services.vectors.upsert("hy", chunk, vectors)
         services.vectors.flush("hy")
-        words = random.Random(5).sample(vocabulary, queries)
-        times: dict[str, list[float]] = {"semantic": [], "hybrid": []}
-        for word in words[:10]:  # warm-up
+        for word in sets["words"][:10]:  # warm-up
             hybrid.search(services, "hy", 10, "hybrid", text=word)
-        for word in words:
-            for mode in ("semantic", "hybrid"):  # interleaved: the machine's noise hits both alike
-                began = time.perf_counter()
-                hybrid.search(services, "hy", 10, mode, text=word)
-                times[mode].append((time.perf_counter() - began) * 1000)
-        return {mode: statistics.median(values) for mode, values in times.items()}
+        found = {}
+        for kind, queries in sets.items():
+            times: dict[str, list[float]] = {"semantic": [], "hybrid": [], "keyword_search": []}
+            for query in queries:
+                for mode in ("semantic", "hybrid"):  # interleaved: the machine's noise hits both alike
+                    services.encoder.forget_queries()  # both encode the query, as a new one typed is
+                    began = time.perf_counter()
+                    outcome = hybrid.search(services, "hy", 10, mode, text=query)
+                    times[mode].append((time.perf_counter() - began) * 1000)
+                times["keyword_search"].append(outcome.result.timings_ms["keyword_search"])
+            found[kind] = {part: statistics.median(values) for part, values in times.items()}
+            found[kind]["ratio"] = found[kind]["hybrid"] / found[kind]["semantic"]
+        return found
     finally:
         services.close()
+        if url:
+            drop_database(url.rsplit("/", 1)[1])
 
 
 def ingest_rates(work: Path, pictures: list[tuple[list[str], bytes]]) -> dict[str, float]:
@@ -297,7 +330,8 @@ def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--pictures", type=int, default=200)
     parser.add_argument("--keyword-rows", type=int, default=100_000)
-    parser.add_argument("--hybrid-rows", type=int, default=30_000)
+    parser.add_argument("--hybrid-rows", type=int, nargs="+", default=[30_000, 100_000])
+    parser.add_argument("--hybrid-queries", type=int, default=150)
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="words-bench-"))
     pictures = rendered_set(args.pictures)
@@ -313,19 +347,37 @@ def main() -> int:
     encoding = encoder_rate(pictures[:64])
     ingest = ingest_rates(work, pictures[:48])
     print(f"encoder {encoding:.1f} img/s; ingest {ingest}", flush=True)
-    captions, vocabulary = corpus(args.keyword_rows)
-    sqlite = keyword_latency(f"sqlite:///{work / 'keyword.db'}", captions, vocabulary)
+    captions, vocabulary = corpus(max(args.keyword_rows, *args.hybrid_rows))
+    sqlite = keyword_latency(f"sqlite:///{work / 'keyword.db'}", captions[: args.keyword_rows], vocabulary)
     print(f"keyword SQLite {sqlite}", flush=True)
     database = f"imgsearch_words_bench_{os.getpid()}"
     try:
-        mysql = keyword_latency(f"mysql+pymysql://root@127.0.0.1:3306/{database}", captions, vocabulary)
+        mysql = keyword_latency(
+            f"mysql+pymysql://root@127.0.0.1:3306/{database}", captions[: args.keyword_rows], vocabulary
+        )
     finally:
         drop_database(database)
     print(f"keyword MariaDB {mysql}", flush=True)
-    hybrid_ms = hybrid_vs_semantic(work, captions[: args.hybrid_rows], vocabulary)
-    ratio = hybrid_ms["hybrid"] / hybrid_ms["semantic"]
-    print(f"hybrid {hybrid_ms} ratio {ratio:.2f}", flush=True)
+    sets = query_sets(captions, vocabulary, args.hybrid_queries)
+    hybrid_runs = {}
+    for rows in args.hybrid_rows:
+        for backend in ("SQLite", "MariaDB"):
+            url = (
+                f"mysql+pymysql://root@127.0.0.1:3306/imgsearch_words_hybrid_{os.getpid()}"
+                if backend != "SQLite"
+                else None
+            )
+            hybrid_runs[(rows, backend)] = hybrid_vs_semantic(work, url, captions[:rows], sets)
+            print(f"hybrid {rows} {backend} {hybrid_runs[(rows, backend)]}", flush=True)
 
+    def hybrid_floor(rows: int) -> float:
+        return FLOORS["hybrid_ratio"] if rows <= 30_000 else FLOORS["hybrid_ratio_100k"]
+
+    hybrid_ok = all(
+        run[kind]["ratio"] <= hybrid_floor(rows)
+        for (rows, _), run in hybrid_runs.items()
+        for kind in ("common words", "sentences")
+    )
     checks = [
         ("OCR character accuracy ≥ 0.90 on the rendered set", read["accuracy"] >= FLOORS["ocr_accuracy"]),
         ("keyword recall@10 ≥ 0.95 for words OCR read correctly", recall >= FLOORS["ocr_recall"]),
@@ -333,11 +385,21 @@ def main() -> int:
             f"keyword search over {args.keyword_rows:,} images p50 ≤ 20 ms, SQLite and MariaDB",
             max(sqlite["p50"], mysql["p50"]) <= FLOORS["keyword_p50_ms"],
         ),
-        (f"hybrid p50 ≤ 1.3x semantic at {args.hybrid_rows:,} images", ratio <= FLOORS["hybrid_ratio"]),
+        (
+            "hybrid p50 ≤ 1.3x semantic at 30,000 images and ≤ 1.5x at 100,000, for common words and sentences, "
+            "SQLite and MariaDB",
+            hybrid_ok,
+        ),
         (
             "keyword results equal a plain substring scan (captions; spot check at 100k)",
             caption_r == caption_p == 1.0 and sqlite["spot_check"] and mysql["spot_check"],
         ),
+    ]
+    hybrid_rows = [
+        f"| {rows:,} | {backend} | {kind} | {run[kind]['semantic']:.1f} | {run[kind]['hybrid']:.1f} | "
+        f"{run[kind]['keyword_search']:.1f} | **{run[kind]['ratio']:.2f}x** |"
+        for (rows, backend), run in hybrid_runs.items()
+        for kind in sets
     ]
     table = "\n".join(
         [
@@ -362,8 +424,15 @@ def main() -> int:
             f"| matches per query word, median / most | {sqlite['median_matches']:.0f} / {sqlite['max_matches']:,} |",
             f"| indexing {args.keyword_rows:,} images' captions, SQLite / MariaDB | {sqlite['fill_s']:.0f} s / "
             f"{mysql['fill_s']:.0f} s |",
-            f"| search at {args.hybrid_rows:,} images, semantic / hybrid p50 (same run, interleaved) | "
-            f"{hybrid_ms['semantic']:.1f} / {hybrid_ms['hybrid']:.1f} ms = {ratio:.2f}x |",
+            "",
+            f"Hybrid against semantic search in the same process (Milvus Lite, RN50 random weights on ONNX Runtime; "
+            f"{args.hybrid_queries} queries per set, the two modes interleaved; p50 ms). The keyword list is read "
+            "beside the query's encoding and vector search; its own p50 is in its column. Common words are each in "
+            f"≥ 10% of the captions ({len(set(sets['common words']))} such words); sentences are caption lines.",
+            "",
+            "| images | metadata DB | queries | semantic | hybrid | keyword list | hybrid / semantic |",
+            "|---|---|---|---|---|---|---|",
+            *hybrid_rows,
             "",
             "| floor | result |",
             "|---|---|",

@@ -127,6 +127,11 @@ class EncoderBase:
         with self._queries_lock:
             return self._queries.get(text)
 
+    def forget_queries(self) -> None:
+        """Benchmarks that time a search's encoding start each query from an empty memory."""
+        with self._queries_lock:
+            self._queries.clear()
+
     def encode_queries(self, texts: Sequence[str]) -> np.ndarray:
         """``encode_text`` for search texts, remembered (least recently used out): the next page, a refresh or the
         same words from another user skip the one inference thread, which a running ingest can hold for seconds."""

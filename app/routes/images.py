@@ -9,6 +9,7 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from adapters import images
+from adapters.file_names import upload_name
 from app.deps import JobsDep, ServicesDep
 from app.errors import documented, error_response
 from app.routes.jobs import job_accepted
@@ -96,7 +97,7 @@ async def upload_images(
         raise InvalidInput(f"got {len(image_ids)} image_ids for {len(files)} files: send one per file or none")
     await run_in_threadpool(collections.model_for_writes, services, collection, model)
     candidates = [
-        Candidate(upload.filename or f"file{i + 1}", upload.file.read, image_ids[i] if image_ids else None)
+        Candidate(upload_name(upload.filename or f"file{i + 1}"), upload.file.read, image_ids[i] if image_ids else None)
         for i, upload in enumerate(files)
     ]
     outcomes = await run_in_threadpool(lambda: list(ingest(services, collection, candidates, None, model)))

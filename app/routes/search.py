@@ -11,6 +11,7 @@ from fastapi import APIRouter, File, Form, Query, Request, Response, UploadFile
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
+from adapters.file_names import upload_name
 from app.deps import ServicesDep
 from app.errors import documented
 from app.schemas import (
@@ -236,7 +237,7 @@ async def search_combined(
 def _read_query_images(files: list[UploadFile], max_bytes: int) -> list[tuple[str, bytes]]:
     queries = []
     for index, upload in enumerate(files):
-        name = upload.filename or f"file{index + 1}"
+        name = upload_name(upload.filename or f"file{index + 1}")
         data = upload.file.read(max_bytes + 1)
         if len(data) > max_bytes:
             raise TooLarge(f"{name}: file is over the limit of {max_bytes} bytes")

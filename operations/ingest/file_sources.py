@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from adapters import file_names
 from operations.errors import InvalidInput, NotFound
 from operations.ingest.ingest import Candidate
 
@@ -70,14 +71,17 @@ def _refused_reader(limit: int) -> bytes:
 
 @dataclass
 class FileSource:
-    """A folder or zip; ``count`` is known up front so progress can show a total and an ETA."""
+    """A folder or zip; ``count`` is known up front so progress can show a total and an ETA. Entries are named
+    as people read them (adapters/file_names.py): a folder's by its file-system names, which need not be UTF-8,
+    a zip's by the names its writer meant (GBK names of Windows zips included)."""
 
     path: Path
     count: int
-    _names: list[str]
+    _names: list[str]  # a folder's: file-system form; a zip's: member names
     _archive: zipfile.ZipFile | None = None
     _confine_to: Path | None = None
     _refused: dict[str, str] | None = None  # entries listed with the reason they are not read
+    _members: dict[str, zipfile.ZipInfo] | None = None
 
     @classmethod
     def open(cls, path: Path, confine_to: Path | None = None) -> FileSource:
@@ -90,21 +94,23 @@ class FileSource:
                 archive = zipfile.ZipFile(path)
             except zipfile.BadZipFile as exc:
                 raise InvalidInput(f"{path.name} is not a valid zip file") from exc
-            names = [i.filename for i in archive.infolist() if not i.is_dir()]
-            refused = {name: why for name in names if (why := zip_refusal(name))}
-            return cls(path, len(names), names, archive, confine_to, refused)
+            members = file_names.zip_members(archive)
+            refused = {name: why for name in members if (why := zip_refusal(name))}
+            return cls(path, len(members), list(members), archive, confine_to, refused, members)
         if path.exists():
             raise InvalidInput(f"{path.name} is neither a folder nor a .zip file")
         raise NotFound(f"{path.name} does not exist")
 
     def candidates(self) -> Iterator[Candidate]:
         for name in self._names:
+            shown = file_names.readable(name)
             if self._refused and name in self._refused:
-                yield Candidate(name, _refused_reader, refusal=self._refused[name])
-            elif self._archive is not None:
-                yield Candidate(name, _zip_reader(self._archive, self._archive.getinfo(name)))
+                yield Candidate(shown, _refused_reader, refusal=self._refused[name])
+            elif self._archive is not None and self._members is not None:
+                yield Candidate(shown, _zip_reader(self._archive, self._members[name]))
             else:
-                yield Candidate(name, _file_reader(self.path / name, self._confine_to), path=str(self.path / name))
+                file = self.path / name
+                yield Candidate(shown, _file_reader(file, self._confine_to), path=str(file))
 
     def close(self) -> None:
         if self._archive is not None:

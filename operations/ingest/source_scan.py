@@ -11,6 +11,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from adapters import file_names
 from operations.ingest.file_sources import HIDDEN, zip_refusal
 
 # Folders NAS systems and desktops fill with their own thumbnails and metadata: never photos of the library.
@@ -25,8 +26,8 @@ class FileStat:
 
 @dataclass
 class Scan:
-    files: dict[str, FileStat]  # path relative to the source, '/'-separated
-    skipped: list[tuple[str, str]]  # (path, why): hidden or excluded, for the job's report
+    files: dict[str, FileStat]  # path relative to the source, '/'-separated, in stored form (adapters/file_names.py)
+    skipped: list[tuple[str, str]]  # (readable path, why): hidden or excluded, for the job's report
 
 
 def excluded(path: str, patterns: tuple[str, ...] | list[str]) -> bool:
@@ -46,15 +47,16 @@ def is_zip(location: Path) -> bool:
 
 
 def scan(folder: Path, excludes: list[str], under: str | None = None) -> Scan:
-    """Every regular file below ``folder`` (or below ``folder/under``), symbolic links not followed; every file
-    member of a zip source."""
+    """Every regular file below ``folder`` (or below ``folder/under``, a stored-form sub-path), symbolic links not
+    followed; every file member of a zip source. Names are walked in file-system form and kept in stored form."""
     if is_zip(folder):
         return _scan_zip(folder, excludes, under)
     result = Scan({}, [])
+    under = file_names.file_system(under.strip("/")) if under else None
     start = folder / under if under else folder
-    prefix = f"{under.strip('/')}/" if under else ""
+    prefix = f"{under}/" if under else ""
     if start.is_file():
-        _add(result, start, under.strip("/") if under else start.name, excludes)
+        _add(result, start, under or start.name, excludes)
         return result
     stack = [(start, prefix)]
     while stack:
@@ -62,43 +64,42 @@ def scan(folder: Path, excludes: list[str], under: str | None = None) -> Scan:
         try:
             entries = list(os.scandir(directory))
         except OSError as exc:
-            result.skipped.append((relative or ".", f"cannot list folder: {exc.strerror or exc}"))
+            result.skipped.append((file_names.readable(relative or "."), f"cannot list folder: {exc.strerror or exc}"))
             continue
         for entry in entries:
             path = relative + entry.name
             if entry.name.startswith(".") or entry.name == "__MACOSX":
-                result.skipped.append((path, HIDDEN))
+                result.skipped.append((file_names.readable(path), HIDDEN))
             elif entry.is_dir(follow_symlinks=False):
                 if excluded(path + "/", excludes):
-                    result.skipped.append((path + "/", "excluded"))
+                    result.skipped.append((file_names.readable(path) + "/", "excluded"))
                 else:
                     stack.append((Path(entry.path), path + "/"))
             elif entry.is_file(follow_symlinks=False):
                 if excluded(path, excludes):
-                    result.skipped.append((path, "excluded"))
+                    result.skipped.append((file_names.readable(path), "excluded"))
                 else:
                     stat = entry.stat(follow_symlinks=False)
-                    result.files[path] = FileStat(stat.st_size, stat.st_mtime_ns)
+                    result.files[file_names.stored(path)] = FileStat(stat.st_size, stat.st_mtime_ns)
     return result
 
 
 def _add(result: Scan, path: Path, relative: str, excludes: list[str]) -> None:
     if excluded(relative, excludes):
-        result.skipped.append((relative, "excluded"))
+        result.skipped.append((file_names.readable(relative), "excluded"))
     else:
         stat = path.stat()
-        result.files[relative] = FileStat(stat.st_size, stat.st_mtime_ns)
+        result.files[file_names.stored(relative)] = FileStat(stat.st_size, stat.st_mtime_ns)
 
 
 def _scan_zip(archive: Path, excludes: list[str], under: str | None) -> Scan:
     result = Scan({}, [])
     prefix = f"{under.strip('/')}" if under else ""
     with zipfile.ZipFile(archive) as opened:
-        for info in opened.infolist():
-            name = info.filename.replace("\\", "/")
-            if info.is_dir() or (prefix and name != prefix and not name.startswith(prefix + "/")):
+        for name, info in file_names.zip_members(opened).items():
+            if prefix and name != prefix and not name.startswith(prefix + "/"):
                 continue
-            if (why := zip_refusal(info.filename)) is not None:
+            if (why := zip_refusal(name)) is not None:
                 result.skipped.append((name, why))
             elif excluded(name, excludes):
                 result.skipped.append((name, "excluded"))
@@ -121,13 +122,18 @@ class SourceFiles:
     def __init__(self, location: Path) -> None:
         self.location = location
         self.archive = zipfile.ZipFile(location) if is_zip(location) else None
+        self.members = file_names.zip_members(self.archive) if self.archive is not None else {}
+
+    def file(self, path: str) -> Path:
+        """Where a folder source's file (by its stored-form path) is on disk."""
+        return self.location / file_names.file_system(path)
 
     def read(self, path: str, limit: int) -> bytes:
         if self.archive is None:
-            with (self.location / path).open("rb") as handle:
+            with self.file(path).open("rb") as handle:
                 return handle.read(limit)
         try:
-            with self.archive.open(path) as member:  # at most limit bytes, whatever the header says
+            with self.archive.open(self.members[path]) as member:  # at most limit bytes, whatever the header says
                 return member.read(limit)
         except KeyError:
             raise FileNotFoundError(f"{path} is no longer in the zip") from None

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from adapters import file_names
 from adapters.stores.sql.metadata_store import ImageRecord
 from adapters.stores.sql.source_store import SourceRecord
 from operations.collections import collections
@@ -131,11 +132,12 @@ def original_bytes(services: Services, image: ImageRecord) -> bytes:
     root = _root(services)
     tried = []
     for source, path in services.sources.paths_of([image.id]).get(image.id, []):
-        tried.append(f"{source.path}/{path}")
+        tried.append(f"{source.path}/{file_names.readable(path)}")
         try:
             with SourceFiles(resolve_under_root(root, source.path)) as files:
-                if files.archive is None:  # a folder's file may link elsewhere: it must resolve under the root too
-                    resolve_under_root(root, f"{source.path}/{path}")
+                # A folder's file may link elsewhere: it must resolve under the root too.
+                if files.archive is None and not files.file(path).resolve().is_relative_to(root.resolve()):
+                    continue
                 return files.read(path, services.settings.max_image_bytes + 1)
         except (OSError, InvalidInput, zipfile.BadZipFile):
             continue

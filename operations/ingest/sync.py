@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from adapters import images
+from adapters import file_names, images
 from adapters.ocr import OcrLine
 from adapters.stores.sql.source_store import KnownFile, NewFile, RejectedFile, SourceRecord
 from operations.collections import collections, generations
@@ -154,7 +154,7 @@ def run(
 def _encode_task(state: _Run, file: _File) -> EncodeTask:
     """A file encoded with a preview (decoded once: ``encode_stage.prepare``); a file a Ray worker can read itself (a
     folder's, not a zip member) is named by its path too, and its bytes may not have been kept (see ``run``)."""
-    path = None if state.archive else str(state.folder / file.path)
+    path = None if state.archive else str(state.folder / file_names.file_system(file.path))
     return EncodeTask(data=file.data or None, path=path, preview_size=state.services.settings.preview_size)
 
 

@@ -21,6 +21,7 @@ from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver, ObservedWatch
 from watchdog.observers.polling import PollingObserver
 
+from adapters import file_names
 from adapters.stores.sql.source_store import SourceRecord
 from operations.ingest.source_scan import excluded, is_zip
 from operations.ingest.sources import source_folder
@@ -90,6 +91,7 @@ class SourceWatcher:
     # --- events (observer threads) ---------------------------------------------------------------
     def noticed(self, source_id: int, folder: str, path: str) -> None:
         relative = PurePosixPath(path).relative_to(folder).as_posix() if path.startswith(folder) else ""
+        relative = file_names.stored(relative)  # the key its files are kept under: valid Unicode, lossless
         relative = "" if relative == "." else relative
         with self._lock:
             watched = self._watched.get(source_id)

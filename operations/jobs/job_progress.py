@@ -12,6 +12,7 @@ from typing import Any
 from pymilvus.exceptions import MilvusException
 from sqlalchemy.exc import DBAPIError
 
+from adapters import file_names
 from adapters.stores.sql.job_store import JobStore
 
 MAX_ERROR_SAMPLES = 100
@@ -41,6 +42,8 @@ class JobProgress:
         self.failed += 1
         self.done += 1
         if len(self.errors) < MAX_ERROR_SAMPLES:
+            if isinstance(where.get("file"), str):  # a file name as people read it: never a lone surrogate
+                where["file"] = file_names.readable(where["file"])
             self.errors.append({"reason": reason, **where})
 
     def should_stop(self) -> bool:

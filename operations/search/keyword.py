@@ -20,7 +20,8 @@ from operations.services import Services
 
 SNIPPET_CHARS = 48
 MAX_TERMS = 16
-PROBE_CAP = 512  # gram counts above this are all "common": the probe costs at most this many steps per gram
+PROBE_CAP = 128  # gram counts above this are all "common": the probe costs at most this many steps per gram
+CUT_ABOVE = 64  # more candidates than this are cut on the index before their documents are read
 MAX_ALSO = 8  # a stream's entries are of images holding the query's 8 rarest other grams too (the rest: checked)
 FIRST_READ = 32  # entries read per term in the first round, at least the limit (then twice as many each round)
 
@@ -93,10 +94,10 @@ class _Matcher:
         bigrams = all(len(term) == 2 for term in self.terms)
         if weights is not None and bigrams and len(self.terms) == 1:
             return self._filtered([(weights[image], image) for image in ids])
-        if min(len(term) for term in self.terms) >= 2 and (bigrams or not checked):  # a cheap cut on the index
-            held = texts.holding(self.collection, self.grams, ids)
+        if bigrams or (not checked and min(len(term) for term in self.terms) >= 2 and len(ids) > CUT_ABOVE):
+            held = texts.holding(self.collection, self.grams, ids)  # a cheap cut on the index
             ids = [image for image in ids if len(held.get(image, ())) == len(self.grams)]
-            if all(len(term) == 2 for term in self.terms):  # a two-character term is its gram: weight = score
+            if bigrams:  # a two-character term is its gram: its entry's weight is its score
                 scored = [(sum(held[image][term] for term in self.terms), image) for image in ids]
                 return self._filtered(scored)
         documents = texts.documents(self.collection, ids)

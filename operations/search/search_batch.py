@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from adapters import file_names
 from adapters.encoders.encoder_base import EncoderBase
 from adapters.encoders.micro_batch import MicroBatcher
 from adapters.stores.milvus.vector_store import VectorStore
@@ -92,7 +93,7 @@ def hits_for_lists(
     tags = {i: tuple(t.tag for t in found_tags) for i, found_tags in TagStore(metadata.engine).tags_of(ids).items()}
     placed = [i for i in ids if i in rows and rows[i].preview]  # no query at all for uploads and loads
     paths = {
-        i: tuple(f"{source.path}/{path}" for source, path in found)
+        i: tuple(f"{source.path}/{file_names.readable(path)}" for source, path in found)
         for i, found in (SourceStore(metadata.engine).paths_of(placed).items() if placed else ())
     }
     words = TextStore(metadata.engine).written(ids)

@@ -15,7 +15,7 @@ from typing import Any
 
 from sqlalchemy import Engine, and_, delete, exists, func, insert, literal, select, union_all, update
 
-from adapters import text_grams
+from adapters import file_names, text_grams
 from adapters.stores.sql.sql_schema import (
     chunks,
     image_files,
@@ -247,7 +247,7 @@ class TextStore:
             sources, sources.c.id == image_files.c.source_id
         )
         for r in conn.execute(paths.where(image_files.c.image.in_(ids))):
-            names.setdefault(int(r.image), []).append(f"{r.path}/{r.file}")
+            names.setdefault(int(r.image), []).append(f"{r.path}/{file_names.readable(r.file)}")
         tags: dict[int, list[str]] = {}
         for r in conn.execute(select(image_tags.c.image, image_tags.c.tag).where(image_tags.c.image.in_(ids))):
             tags.setdefault(int(r.image), []).append(r.tag)
@@ -255,7 +255,7 @@ class TextStore:
         for image, (collection, source) in owners.items():
             row = stored.get(image)
             listed = names.get(image, [])
-            own = [source] if source else []
+            own = [file_names.readable(source)] if source else []
             result.append(
                 (
                     image,
