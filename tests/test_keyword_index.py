@@ -160,8 +160,10 @@ def test_updates_are_seen_by_the_next_search(indexed) -> None:
     services, ids, _ = indexed
     first = ids["img1"]
     assert first not in {h.id for h in keyword.ranked(services, "docs", "西湖断桥")}
+    assert keyword.ranked(services, "docs", "西湖断桥", limit=10) == []  # its grams are now counted (as none)
     services.texts.set_fields("docs", {first: {"description": "2024年国庆 杭州西湖断桥"}})
     assert [h.id for h in keyword.ranked(services, "docs", "西湖断桥")] == [first]
+    assert [h.id for h in keyword.ranked(services, "docs", "西湖断桥", limit=10)] == [first]  # counts only plan
     services.texts.set_fields("docs", {first: {"description": None}})
     assert keyword.ranked(services, "docs", "西湖断桥") == []
     TagStore(services.metadata.engine).replace("docs", "manual", {first: [Tag("毕业典礼", "manual")]})

@@ -162,3 +162,21 @@ def test_one_process_watches_each_source(
             assert second.watching == [record.id]
         finally:
             second.close()
+
+
+def test_a_watched_source_follows_files_whose_names_are_not_utf8(client: TestClient, data_root: Path) -> None:
+    """A GBK-named folder and file appear in a watched source (as an old Windows tool writes them): the change is
+    synced by the watcher, and the photo is found by its decoded name."""
+    import os
+
+    folder = _folder(data_root, 1)
+    client.post(f"/collections/{C}/sources", json={"path": folder.relative_to(data_root).as_posix(), "watched": True})
+    _settled(client, 1)
+    odd = os.path.join(os.fsencode(folder), "相册".encode("gbk"))
+    os.mkdir(odd)
+    with open(os.path.join(odd, "旧照片.jpg".encode("gbk")), "wb") as handle:
+        handle.write(jpeg(590))
+    jobs = _settled(client, 2, after=1)
+    assert all(j["state"] == "succeeded" for j in jobs), jobs
+    hits = client.post("/img/search", json={"collection": C, "text": "旧照片", "mode": "keyword"}).json()["hits"]
+    assert len(hits) == 1 and hits[0]["paths"][0].endswith("/相册/旧照片.jpg")

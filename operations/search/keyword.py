@@ -139,9 +139,7 @@ class _Stream:
 
 def _best_matches(matcher: _Matcher, limit: int) -> list[tuple[int, int]]:
     texts = matcher.services.texts
-    counts = texts.gram_counts(matcher.collection, matcher.grams, PROBE_CAP)
-    if min(counts.values(), default=0) == 0:
-        return []
+    counts = texts.gram_counts(matcher.collection, matcher.grams, PROBE_CAP)  # a plan only: may be minutes old
     drivers = [min(sorted(text_grams.term_grams(term)), key=lambda gram: counts[gram]) for term in matcher.terms]
     streams = [_Stream(gram, drivers.count(gram)) for gram in dict.fromkeys(drivers)]
     by_rarity = sorted(matcher.grams, key=lambda gram: counts[gram])

@@ -9,10 +9,12 @@ every writer (load, ingest, sync, tags, descriptions, OCR) calls that one method
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from cachetools import TTLCache
 from sqlalchemy import Engine, and_, delete, exists, func, insert, literal, select, union_all, update
 
 from adapters import file_names, text_grams
@@ -30,6 +32,8 @@ from adapters.stores.sql.sql_schema import (
 )
 
 FIELDS = text_grams.FIELDS  # the order of the fields in a document
+GRAM_COUNTS_KEPT = 100_000
+GRAM_COUNTS_TTL_S = 300
 WRITABLE = ("caption", "description", "ocr", "ocr_lines")
 _LAST_CHAR = "\U0010ffff"
 
@@ -61,6 +65,10 @@ class ImageTexts:
 class TextStore:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
+        # How common each gram is only guides a search's plan (which entries to read first), never its result:
+        # counts a few minutes old are as good, and a word typed again skips the probe.
+        self._counts: TTLCache[tuple[str, str, int], int] = TTLCache(maxsize=GRAM_COUNTS_KEPT, ttl=GRAM_COUNTS_TTL_S)
+        self._counts_lock = threading.Lock()
 
     def set_fields(self, collection: str, values: Mapping[int, Mapping[str, Any]], also: Sequence[int] = ()) -> None:
         """Sets some of WRITABLE per image (None clears one), then refreshes those images' documents (and those of
@@ -152,8 +160,20 @@ class TextStore:
             return {int(row.image) for row in conn.execute(query)}
 
     def gram_counts(self, collection: str, grams: Sequence[str], cap: int) -> dict[str, int]:
-        """How many images hold each gram, counted up to ``cap`` (so a common gram costs ``cap`` steps): one
-        statement for all of them."""
+        """How many images hold each gram, counted up to ``cap`` (so a common gram costs ``cap`` steps), as of the
+        last few minutes: one statement for those not counted lately."""
+        with self._counts_lock:
+            found = {gram: count for gram in grams if (count := self._counts.get((collection, gram, cap))) is not None}
+        missing = [gram for gram in grams if gram not in found]
+        if missing:
+            counted = self._count_grams(collection, missing, cap)
+            with self._counts_lock:
+                for gram, count in counted.items():
+                    self._counts[(collection, gram, cap)] = count
+            found.update(counted)
+        return found
+
+    def _count_grams(self, collection: str, grams: Sequence[str], cap: int) -> dict[str, int]:
         parts = [
             select(literal(i).label("i"), func.count().label("n")).select_from(
                 select(grams_table.c.image)
