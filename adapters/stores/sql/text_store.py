@@ -15,7 +15,21 @@ from dataclasses import dataclass
 from typing import Any
 
 from cachetools import TTLCache
-from sqlalchemy import Engine, and_, delete, exists, func, insert, literal, select, union_all, update
+from sqlalchemy import (
+    Engine,
+    Integer,
+    Select,
+    and_,
+    bindparam,
+    delete,
+    exists,
+    func,
+    insert,
+    literal,
+    select,
+    union_all,
+    update,
+)
 
 from adapters import file_names, text_grams
 from adapters.stores.sql.sql_schema import (
@@ -69,6 +83,7 @@ class TextStore:
         # counts a few minutes old are as good, and a word typed again skips the probe.
         self._counts: TTLCache[tuple[str, str, int], int] = TTLCache(maxsize=GRAM_COUNTS_KEPT, ttl=GRAM_COUNTS_TTL_S)
         self._counts_lock = threading.Lock()
+        self._postings: dict[int, Select] = {}
 
     def set_fields(self, collection: str, values: Mapping[int, Mapping[str, Any]], also: Sequence[int] = ()) -> None:
         """Sets some of WRITABLE per image (None clears one), then refreshes those images' documents (and those of
@@ -194,23 +209,13 @@ class TextStore:
     ) -> list[tuple[int, int]]:
         """(image, weight) of the searchable images holding ``gram`` and every gram of ``also`` (checked in that
         order: rarest first), best first (ties: the newer image first), from ``offset`` on."""
-        query = (
-            select(grams_table.c.image, grams_table.c.weight)
-            .join(images, and_(images.c.id == grams_table.c.image, images.c.indexed.is_(True)))
-            .where(grams_table.c.collection == collection, grams_table.c.gram == gram)
-            .order_by(grams_table.c.weight.desc(), grams_table.c.image.desc())
-            .limit(limit)
-            .offset(offset)
-        )
-        for other in also:
-            held = grams_table.alias()
-            query = query.where(
-                exists().where(
-                    held.c.collection == collection, held.c.gram == other, held.c.image == grams_table.c.image
-                )
-            )
+        statement = self._postings.get(len(also))
+        if statement is None:  # built once per number of grams: building one costs more than running it
+            statement = self._postings[len(also)] = _postings_statement(len(also))
+        values = {"collection": collection, "gram": gram, "limit": limit, "offset": offset}
+        values.update({f"also_{i}": other for i, other in enumerate(also)})
         with self.engine.connect() as conn:
-            return [(int(r.image), int(r.weight)) for r in conn.execute(query)]
+            return [(int(r.image), int(r.weight)) for r in conn.execute(statement, values)]
 
     def holding(self, collection: str, grams: Sequence[str], ids: Sequence[int]) -> dict[int, dict[str, int]]:
         """Of the images ``ids``, which of ``grams`` each holds, with the entries' weights."""
@@ -291,6 +296,28 @@ class TextStore:
                 )
             )
         return result
+
+
+def _postings_statement(others: int) -> Select:
+    """The entries of one gram of images that hold ``others`` more grams, best first, with bound parameters."""
+    query = (
+        select(grams_table.c.image, grams_table.c.weight)
+        .join(images, and_(images.c.id == grams_table.c.image, images.c.indexed.is_(True)))
+        .where(grams_table.c.collection == bindparam("collection"), grams_table.c.gram == bindparam("gram"))
+        .order_by(grams_table.c.weight.desc(), grams_table.c.image.desc())
+        .limit(bindparam("limit", type_=Integer))
+        .offset(bindparam("offset", type_=Integer))
+    )
+    for i in range(others):
+        held = grams_table.alias(f"also_{i}")
+        query = query.where(
+            exists().where(
+                held.c.collection == bindparam("collection"),
+                held.c.gram == bindparam(f"also_{i}"),
+                held.c.image == grams_table.c.image,
+            )
+        )
+    return query
 
 
 def _stored(name: str, value: Any) -> Any:
