@@ -146,13 +146,14 @@ def search(
     fused = rrf([[i for i, _ in semantic], [k.id for k in lexical]], settings.hybrid_rrf_k)
     chosen_page = fused[offset : offset + top_k]
     scores = dict(semantic)
-    missing = [i for i, _ in chosen_page if i not in scores]
-    if missing:
-        stored = services.vectors.get(record.vector_collection, missing)
-        scores.update({i: float(np.dot(v, vector)) for i, v in stored.items()})
     started = time.perf_counter()
-    hits = hits_for(services.metadata, record.name, [(i, scores.get(i, math.nan)) for i, _ in chosen_page], with_data)
+    # The true cosine of hits the semantic list did not reach, from their stored vectors, beside the rows' fetch.
+    missing = [i for i, _ in chosen_page if i not in scores]
+    stored = services.search_pool.submit(services.vectors.get, record.vector_collection, missing) if missing else None
+    hits = hits_for(services.metadata, record.name, [(i, math.nan) for i, _ in chosen_page], with_data)
     ranks = {i: rank for rank, (i, _) in enumerate(semantic, start=1)}
+    scores.update({i: float(np.dot(v, vector)) for i, v in (stored.result() if stored else {}).items()})
+    hits = [replace(hit, score=scores.get(hit.id, math.nan)) for hit in hits]
     hits = _with_matches(services, hits, words, ranks, {k.id: k for k in lexical}, dict(chosen_page))
     timings["metadata_fetch"] = (time.perf_counter() - started) * 1000
     notices = [n for p in parts if p.text is not None and (n := truncation_notice(services, p.text))]
