@@ -1,0 +1,81 @@
+"""Videos for tests and benchmarks, written with PyAV as phones write them: H.264 with a keyframe a second (Android's
+recorder), HEVC turned by a display matrix (a portrait iPhone video), variable frame rate, QuickTime metadata.
+Each second shows its own scene (a colour field with a moving bar), so a sample's picture tells its time."""
+
+from __future__ import annotations
+
+import colorsys
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Written:
+    path: Path
+    frame_ms: list[int]  # every frame's presentation time, as written
+    keyframe_every_s: float
+
+
+def scene(second: int, offset: int = 0) -> tuple[int, int, int]:
+    """The colour of a second of video (distinct hues, pale enough that no channel is under 110: never black, and
+    never the pure red of the top-left marker)."""
+    hue = ((second + offset) * 0.137) % 1.0
+    red, green, blue = colorsys.hsv_to_rgb(hue, 0.5, 0.9)
+    return int(red * 255), int(green * 255), int(blue * 255)
+
+
+def write_video(
+    path: Path,
+    seconds: float = 6.0,
+    fps: int = 30,
+    size: tuple[int, int] = (640, 360),
+    codec: str = "libx264",
+    keyframe_every_s: float = 1.0,
+    rotation_ccw: int = 0,
+    variable: bool = False,
+    metadata: dict[str, str] | None = None,
+    black_until_ms: int = 0,
+    scene_offset: int = 0,
+    seed: int = 0,
+) -> Written:
+    import av
+
+    rng = np.random.default_rng(seed)
+    options = {"movflags": "use_metadata_tags"} if metadata and path.suffix in (".mp4", ".mov", ".m4v") else {}
+    output = av.open(str(path), "w", options=options)
+    for key, value in (metadata or {}).items():
+        output.metadata[key] = value
+    stream = output.add_stream(codec, rate=fps)
+    width, height = size
+    stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+    stream.codec_context.gop_size = max(1, round(keyframe_every_s * fps))
+    stream.codec_context.time_base = Fraction(1, 1000)  # times in milliseconds: exact for variable frame rates
+    stream.time_base = Fraction(1, 1000)
+    if codec == "libx264":
+        stream.codec_context.options = {"x264-params": "scenecut=0:keyint_min=1", "preset": "ultrafast"}
+    elif codec == "libx265":
+        stream.codec_context.options = {"x265-params": "scenecut=0:log-level=error", "preset": "ultrafast"}
+    if rotation_ccw:
+        stream.set_display_rotation(rotation_ccw)
+    times, at = [], 0
+    while at < seconds * 1000:
+        times.append(at)
+        at += int(rng.choice([16, 33, 41, 66, 100])) if variable else round(1000 / fps)
+    for ms in times:
+        pixels = np.empty((height, width, 3), np.uint8)
+        pixels[:] = (0, 0, 0) if ms < black_until_ms else scene(ms // 1000, scene_offset)
+        bar = int((ms % 1000) / 1000 * (width - 20))
+        if ms >= black_until_ms:
+            pixels[:, bar : bar + 20] = 255
+            pixels[: height // 8, : width // 8] = (255, 0, 0)  # a red corner: top-left as recorded
+        frame = av.VideoFrame.from_ndarray(pixels, format="rgb24")
+        frame.pts = ms
+        for packet in stream.encode(frame):
+            output.mux(packet)
+    for packet in stream.encode():
+        output.mux(packet)
+    output.close()
+    return Written(path, times, keyframe_every_s)
