@@ -105,6 +105,7 @@ def _reconcile(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _search(args: argparse.Namespace, settings: Settings) -> int:
+    from adapters.file_names import readable
     from operations.search import search
     from operations.search.results_picture import RANDOM_NOTE, PictureHit, render
 
@@ -119,7 +120,7 @@ def _search(args: argparse.Namespace, settings: Settings) -> int:
             result = search.search_text(services, args.collection, args.text, args.top_k, True)
             title, query_image = f"以文搜图: {args.text}", None
         for rank, hit in enumerate(result.hits, start=1):
-            _out(f"{rank:>3}  {hit.score:.4f}  {hit.image.image_id}  {hit.image.source or ''}")
+            _out(f"{rank:>3}  {hit.score:.4f}  {hit.image.image_id}  {readable(hit.image.source or '')}")
         if args.plot:
             hits = [PictureHit(h.image.data or b"", h.score, h.image.image_id) for h in result.hits]
             font = str(settings.font_path) if settings.font_path else None

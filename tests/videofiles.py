@@ -40,7 +40,11 @@ def write_video(
     black_until_ms: int = 0,
     scene_offset: int = 0,
     seed: int = 0,
+    texture: float = 0.0,
+    bitrate: int | None = None,
 ) -> Written:
+    """``texture``: the strength (0-1) of a fixed grain that drifts across the picture, so a phone-sized video has
+    the detail (and the decode cost) of a real one; ``bitrate``: bits/s asked of the encoder."""
     import av
 
     rng = np.random.default_rng(seed)
@@ -60,6 +64,9 @@ def write_video(
         stream.codec_context.options = {"x265-params": "scenecut=0:log-level=error", "preset": "ultrafast"}
     if rotation_ccw:
         stream.set_display_rotation(rotation_ccw)
+    if bitrate:
+        stream.codec_context.bit_rate = bitrate
+    grain = (rng.normal(0, 40 * texture, (height, width + 64, 1)).astype(np.int16)) if texture else None
     times, at = [], 0
     while at < seconds * 1000:
         times.append(at)
@@ -67,6 +74,9 @@ def write_video(
     for ms in times:
         pixels = np.empty((height, width, 3), np.uint8)
         pixels[:] = (0, 0, 0) if ms < black_until_ms else scene(ms // 1000, scene_offset)
+        if grain is not None and ms >= black_until_ms:
+            shift = (ms // 33) % 64
+            pixels[:] = np.clip(pixels + grain[:, shift : shift + width], 0, 255).astype(np.uint8)
         bar = int((ms % 1000) / 1000 * (width - 20))
         if ms >= black_until_ms:
             pixels[:, bar : bar + 20] = 255
