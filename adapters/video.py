@@ -77,7 +77,7 @@ class Sampled:
 
 def probe(source: str | Path) -> VideoFacts:
     """The facts of a video file (one keyframe decoded, for its rotation)."""
-    container = _open(source)
+    container = open_video(source)
     try:
         stream = container.streams.video[0]
         return _facts(container, stream, _first_rotation(container, stream))
@@ -96,7 +96,7 @@ def sample(
     import av
 
     deadline = time.monotonic() + time_limit_s
-    container = _open(source)
+    container = open_video(source)
     try:
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
@@ -109,7 +109,7 @@ def sample(
                 result.decoded_frames += 1
                 if frame.pts is not None:
                     ms = _ms(frame, stream)
-                    taken.setdefault(ms, Sample(ms, _picture(frame, max_side), True))
+                    taken.setdefault(ms, Sample(ms, upright_picture(frame, max_side), True))
                 if time.monotonic() > deadline:
                     result.damage = f"decoding stopped at the time limit of {time_limit_s:.0f} s"
                     break
@@ -134,7 +134,7 @@ def sample(
         container.close()
 
 
-def _open(source: str | Path) -> Any:
+def open_video(source: str | Path) -> Any:
     import av
 
     try:
@@ -202,7 +202,7 @@ def _ms(frame: Any, stream: Any) -> int:
     return round(float(frame.pts * stream.time_base) * 1000)
 
 
-def _picture(frame: Any, max_side: int) -> Image.Image:
+def upright_picture(frame: Any, max_side: int) -> Image.Image:
     """The frame as an upright RGB picture, scaled in FFmpeg (cheaper than Pillow) to at most ``max_side``."""
     width, height = frame.width, frame.height
     scale = min(1.0, max_side / max(width, height))
@@ -234,7 +234,7 @@ def _frame_at(container: Any, stream: Any, target_ms: int, result: Sampled, max_
             continue
         ms = _ms(frame, stream)
         if ms >= target_ms:
-            return Sample(ms, _picture(frame, max_side), frame.key_frame)
+            return Sample(ms, upright_picture(frame, max_side), frame.key_frame)
     return None
 
 

@@ -17,8 +17,8 @@ from tests.videofiles import scene, write_video
 
 
 def _second_shown(image) -> int:  # type: ignore[no-untyped-def]
-    """Which second of a test video a sample shows, from its colour (the middle of the left half, off the bar)."""
-    pixel = np.asarray(image.convert("RGB"))[image.height // 2, image.width // 10].astype(int)
+    """Which second of a test video a sample shows, from its colour (the median pixel: off the bar and the corner)."""
+    pixel = np.median(np.asarray(image.convert("RGB")).reshape(-1, 3), axis=0)
     distances = [np.abs(pixel - np.asarray(scene(second))).sum() for second in range(60)]
     return int(np.argmin(distances))
 
@@ -144,3 +144,41 @@ def test_the_time_limit_stops_a_decode_and_says_so(tmp_path: Path) -> None:
     path = write_video(tmp_path / "long.mp4", seconds=6, keyframe_every_s=3).path
     sampled = video.sample(path, every_s=0.5, time_limit_s=0.0)
     assert sampled.damage is not None and "time limit" in sampled.damage
+
+
+def test_a_frame_of_a_moment_is_the_one_shown_at_that_time(tmp_path: Path) -> None:
+    import io
+
+    from PIL import Image
+
+    from adapters.video_clips import frame_jpeg
+
+    written = write_video(tmp_path / "moment.mov", seconds=6, codec="libx265", keyframe_every_s=3, rotation_ccw=-90)
+    for ms in (0, 2500, 4100, 99_000):
+        picture = Image.open(io.BytesIO(frame_jpeg(written.path, ms)))
+        assert picture.size == (360, 640)  # upright
+        assert _second_shown(picture) == min(ms, written.frame_ms[-1]) // 1000
+
+
+def test_a_clip_plays_from_its_first_frame_and_covers_the_range(tmp_path: Path) -> None:
+    import io
+
+    import av
+
+    from adapters.video_clips import clip_mp4
+
+    written = write_video(tmp_path / "long_gop.mp4", seconds=8, keyframe_every_s=4)
+    data = clip_mp4(written.path, 2500, 4500)
+    with av.open(io.BytesIO(data)) as clip:
+        stream = clip.streams.video[0]
+        frames = list(clip.decode(stream))
+    times = [round(float(f.pts * stream.time_base) * 1000) for f in frames]
+    expected = [t - 2500 for t in written.frame_ms if 2500 <= t < 4500]
+    assert times == expected and frames[0].key_frame  # starts at 0 on a keyframe: no grey start, nothing early
+    assert (
+        _second_shown(frames[0].to_image())
+        == written.frame_ms[len(written.frame_ms) - len([t for t in written.frame_ms if t >= 2500])] // 1000
+    )
+    assert _second_shown(frames[-1].to_image()) == 4
+    with pytest.raises(video.VideoError):
+        clip_mp4(written.path, 4000, 4000)

@@ -1,0 +1,84 @@
+"""Moments: the stretches of a video that match a query, made at query time from its matching samples.
+
+Adjacent matching samples of one video merge into one moment; one missing sample between two matches is tolerated
+(a camera pan, a face turned away). A moment runs from its first sample to its last, padded by half the sampling
+interval on each side (clamped to the video), scores its best sample, and shows that sample's frame. MaterialSearch
+does the same on whole seconds computed from rounded fps; here every time is a frame's own time in milliseconds.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class SampleHit:
+    video: int  # the video's image id
+    ms: int  # the sample's time
+    score: float
+
+
+@dataclass(frozen=True)
+class Moment:
+    video: int
+    start_ms: int
+    end_ms: int
+    best_ms: int
+    score: float
+    samples: int  # how many matching samples it spans
+
+
+def merge(
+    hits: Iterable[SampleHit],
+    sample_times: dict[int, Sequence[int]],
+    durations: dict[int, int],
+    every_ms: int,
+    max_missing: int = 1,
+) -> list[Moment]:
+    """Moments of the matching samples ``hits``, best first (ties: the earlier moment of the lower video id).
+    ``sample_times``: every sample time of each video, sorted (what "adjacent" means); ``durations``: each video's
+    length in ms, to clamp the padding."""
+    by_video: dict[int, dict[int, float]] = defaultdict(dict)
+    for hit in hits:
+        known = by_video[hit.video].get(hit.ms)
+        by_video[hit.video][hit.ms] = hit.score if known is None else max(known, hit.score)
+    moments: list[Moment] = []
+    for video, matched in by_video.items():
+        times = list(sample_times.get(video) or sorted(matched))
+        position = {ms: i for i, ms in enumerate(times)}
+        run: list[int] = []
+        for ms in sorted(matched, key=lambda t: position.get(t, len(times))):
+            if run and position.get(ms, -10) - position.get(run[-1], -10) > max_missing + 1:
+                moments.append(_moment(video, run, matched, durations.get(video), every_ms))
+                run = []
+            run.append(ms)
+        if run:
+            moments.append(_moment(video, run, matched, durations.get(video), every_ms))
+    return sorted(moments, key=lambda m: (-m.score, m.video, m.start_ms))
+
+
+def _moment(video: int, run: list[int], scores: dict[int, float], duration: int | None, every_ms: int) -> Moment:
+    best = max(run, key=lambda ms: (scores[ms], -ms))
+    pad = every_ms // 2
+    end = run[-1] + pad
+    return Moment(
+        video,
+        max(0, run[0] - pad),
+        min(duration, end) if duration is not None else end,
+        best,
+        scores[best],
+        len(run),
+    )
+
+
+def capped(moments: Sequence[Moment], per_video: int) -> list[Moment]:
+    """At most ``per_video`` moments of each video, keeping the order: one long video does not fill a page."""
+    taken: dict[int, int] = defaultdict(int)
+    kept = []
+    for moment in moments:
+        if taken[moment.video] < per_video:
+            kept.append(moment)
+            taken[moment.video] += 1
+    return kept
