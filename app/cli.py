@@ -11,9 +11,9 @@ from pathlib import Path
 
 from app.cli_collections import add_commands as add_collection_commands
 from app.cli_common import out as _out
-from app.cli_common import refuse_when_locked
 from app.cli_common import run_job as _run_job
 from app.cli_common import services_for as _services
+from app.cli_common import stores_for as _configured_stores
 from app.cli_keys import add_commands as add_key_commands
 from app.cli_reembed import add_commands as add_reembed_commands
 from app.cli_sources import add_commands as add_source_commands
@@ -256,22 +256,6 @@ def _sample(args: argparse.Namespace, settings: Settings) -> int:
             encoder.close()
     logger.info("wrote %s", report)
     return 0
-
-
-@contextlib.contextmanager
-def _configured_stores(settings: Settings) -> Iterator:
-    """The stores the settings name, opened directly (no model): for copy and export."""
-    from operations.collections.copy_collection import configured_stores
-
-    try:
-        stores = configured_stores(settings)
-    except Exception as exc:
-        refuse_when_locked(settings, exc)
-        raise
-    try:
-        yield stores
-    finally:
-        stores.close()
 
 
 @contextlib.contextmanager

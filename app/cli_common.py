@@ -63,3 +63,19 @@ def run_job(services, kind: str, collection: str, params: dict, fn) -> int:  # t
         out(f"  result: {record.result}")
     out(f"{record.state}: {record.message}")
     return 0 if record.state == "succeeded" else 1
+
+
+@contextlib.contextmanager
+def stores_for(settings: Settings) -> Iterator:
+    """The stores the settings name, opened directly (no model): for copy and export."""
+    from operations.collections.copy_collection import configured_stores
+
+    try:
+        stores = configured_stores(settings)
+    except Exception as exc:
+        refuse_when_locked(settings, exc)
+        raise
+    try:
+        yield stores
+    finally:
+        stores.close()
