@@ -56,6 +56,7 @@ bench: install
 	$(BIN)/python bench/reembed.py
 	$(BIN)/python bench/distributed.py
 	$(BIN)/python bench/access.py
+	$(BIN)/python bench/video.py
 
 # 8 clients, mixed requests, 60 s, on loopback: zero errors and exact counts afterwards.
 soak: install
