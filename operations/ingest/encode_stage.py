@@ -10,7 +10,7 @@ import logging
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
@@ -18,7 +18,9 @@ from adapters import images, ocr
 from adapters.ocr import OcrLine
 from operations.ingest.streams import batched, bounded_map, run_ahead
 from operations.jobs.job_progress import JobProgress
-from operations.services import Services
+
+if TYPE_CHECKING:  # the services hold the Ray encoding, which makes this module's Encoded: no import at run time
+    from operations.services import Services
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")

@@ -15,8 +15,8 @@ from pathlib import Path
 
 from adapters.encoders.encoder_base import ModelLoadError
 from config import Settings
+from operations.models.encoders import torch_encoder_for
 from operations.models.export_onnx import export
-from operations.models.models import torch_encoder_for
 from operations.models.onnx_auto import WEIGHTS_MISSING
 
 logger = logging.getLogger(__name__)

@@ -9,14 +9,12 @@ import threading
 from collections import OrderedDict
 from pathlib import Path
 
-from adapters.encoders.clip_encoder import ChineseClipEncoder
-from adapters.encoders.clip_onnx import OnnxClipEncoder
 from adapters.encoders.encoder_base import ARCHITECTURES, EncoderBase, EncoderInfo
 from adapters.encoders.onnx_image_encoder import PREFIX as ONNX_PREFIX
-from adapters.encoders.onnx_image_encoder import OnnxImageEncoder
-from adapters.encoders.torchvision_encoder import TORCHVISION_MODELS, TorchvisionEncoder
+from adapters.encoders.torchvision_encoder import TORCHVISION_MODELS
 from config import Settings
 from operations.errors import InvalidInput
+from operations.models.encoders import onnx_encoder_for, torch_encoder_for
 from operations.models.onnx_auto import AutoOnnxEncoder
 
 logger = logging.getLogger(__name__)
@@ -28,52 +26,12 @@ def build_encoder(settings: Settings, model_name: str | None = None, backend: st
     """An encoder for ``model_name`` (default: the service's model) on the configured backend.
     The checkpoint path setting belongs to the default model; other models load by name from the model dir."""
     name = model_name or settings.model_name
-    if name.startswith(ONNX_PREFIX):
-        return OnnxImageEncoder(
-            name,
-            Path(str(settings.custom_models_dir)),
-            settings.onnx_threads,
-            spin=settings.onnx_spin,
-            device=settings.onnx_device,
-        )
     chosen = backend or settings.backend
-    onnx_root = Path(str(settings.onnx_dir))
-    if chosen == "onnx" and name in TORCHVISION_MODELS:
-        return OnnxImageEncoder(
-            name,
-            onnx_root,
-            settings.onnx_threads,
-            directory=onnx_root / name,
-            spin=settings.onnx_spin,
-            device=settings.onnx_device,
-        )
-    if chosen == "onnx":
-        return OnnxClipEncoder(
-            name,
-            onnx_root,
-            settings.onnx_threads,
-            quantize=settings.onnx_quantize,
-            spin=settings.onnx_spin,
-            device=settings.onnx_device,
-        )
-    if chosen == "auto":
+    if chosen == "auto" and not name.startswith(ONNX_PREFIX):
         return AutoOnnxEncoder(settings, name)
-    return torch_encoder_for(settings, name)
-
-
-def torch_encoder_for(settings: Settings, name: str) -> ChineseClipEncoder | TorchvisionEncoder:
-    """The PyTorch encoder of a Chinese-CLIP or torchvision model (IMGSEARCH_BACKEND=torch, and exports)."""
-    if name in TORCHVISION_MODELS:
-        return TorchvisionEncoder(name, settings.weights, settings.model_dir, settings.seed, settings.torch_threads)
-    return ChineseClipEncoder(
-        model_name=name,
-        weights=settings.weights,
-        checkpoint_path=settings.checkpoint_path if name == settings.model_name else None,
-        model_dir=settings.model_dir,
-        device=settings.device,
-        seed=settings.seed,
-        threads=settings.torch_threads,
-    )
+    if chosen == "torch" and not name.startswith(ONNX_PREFIX):
+        return torch_encoder_for(settings, name)
+    return onnx_encoder_for(settings, name)
 
 
 class ModelRegistry:

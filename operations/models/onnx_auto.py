@@ -31,6 +31,7 @@ from adapters.encoders.clip_onnx import MANIFEST, export_dir
 from adapters.encoders.encoder_base import EncoderBase, EncoderInfo, ModelLoadError
 from adapters.encoders.torchvision_encoder import TORCHVISION_MODELS
 from config import Settings
+from operations.models.encoders import onnx_encoder_for, torch_encoder_for
 from operations.models.onnx_source import EXPORT_VERSION, wanted_key
 
 logger = logging.getLogger(__name__)
@@ -83,9 +84,7 @@ class AutoOnnxEncoder(EncoderBase):
         return None
 
     def _serve_onnx(self, note: str) -> EncoderInfo:
-        from operations.models.models import build_encoder
-
-        impl = build_encoder(self.settings, self.model_name, backend="onnx")  # what IMGSEARCH_BACKEND=onnx serves
+        impl = onnx_encoder_for(self.settings, self.model_name)  # what IMGSEARCH_BACKEND=onnx serves
         info = impl.load()
         self._impl, self.weights = impl, info.weights
         return dataclasses.replace(info, note=note)
@@ -105,8 +104,6 @@ class AutoOnnxEncoder(EncoderBase):
             return self._serve_onnx(f"exported to ONNX on first use in {time.monotonic() - started:.0f} s")
         if returncode == WEIGHTS_MISSING:
             raise ModelLoadError(message)
-        from operations.models.models import torch_encoder_for
-
         logger.error(
             "ONNX EXPORT FAILED for %s (%s): serving it with PyTorch instead (same results, slower). "
             "Set IMGSEARCH_BACKEND=torch to silence this.",
