@@ -76,8 +76,11 @@ def _body(text: str, mode: str | None) -> dict:
 
 
 def many_clients(
-    base_url: str, queries: list[str], clients: int, seconds: float, mode: str | None = None
+    base_url: str, queries: list[str], clients: int, seconds: float, mode: str | None = None, fresh: bool = True
 ) -> tuple[float, list[float], int]:
+    """``clients`` threads asking in turn for ``seconds``; ``fresh``: every request a text of its own (past the
+    first lap, a suffix), else the texts repeat lap after lap as users repeat searches (a service that remembers
+    search texts answers those without its encoder)."""
     latencies: list[float] = []
     errors = 0
     lock = threading.Lock()
@@ -89,8 +92,8 @@ def many_clients(
             i = offset
             while time.perf_counter() < deadline:
                 started = time.perf_counter()
-                lap = i // len(queries)  # every request a text of its own: no service's memory answers it
-                text = queries[i % len(queries)] + (f"~{lap}" if lap else "")
+                lap = i // len(queries)
+                text = queries[i % len(queries)] + (f"~{lap}" if lap and fresh else "")
                 response = client.post("/img/search", json=_body(text, mode))
                 with lock:
                     latencies.append((time.perf_counter() - started) * 1000)
