@@ -27,6 +27,7 @@ from PIL import Image
 logger = logging.getLogger(__name__)
 
 EXTENSIONS = (".mp4", ".mov", ".m4v", ".mkv", ".webm", ".avi")
+NO_DURATION = "the video has no duration: cut short (no index), or empty"
 BLACK_LUMA = 12.0  # mean luma (0-255) under which a frame is black: fades, a lens cap, the first frame of a clip
 SAME_SCENE = 3.0  # mean absolute difference (0-255) of 32x32 greys under which a sample repeats the one before
 _ISO6709 = re.compile(r"^([+-]\d+(?:\.\d+)?)([+-]\d+(?:\.\d+)?)")
@@ -96,38 +97,50 @@ def sample(
     import av
 
     deadline = time.monotonic() + time_limit_s
+    over_time = f"decoding stopped at the time limit of {time_limit_s:.0f} s"
     container = open_video(source)
     try:
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
-        facts = _facts(container, stream, _first_rotation(container, stream))
-        result = Sampled(facts, [])
+        if _duration_ms(container, stream) <= 0:
+            raise VideoError(NO_DURATION)
         taken: dict[int, Sample] = {}
+        rotation: int | None = None  # told by the first frame (FFmpeg gives each frame the stream's matrix)
+        decoded, damage = 0, None
         stream.codec_context.skip_frame = "NONKEY"
         try:
             for frame in container.decode(stream):
-                result.decoded_frames += 1
+                decoded += 1
+                if rotation is None:
+                    rotation = int(getattr(frame, "rotation", 0) or 0)
                 if frame.pts is not None:
                     ms = _ms(frame, stream)
                     taken.setdefault(ms, Sample(ms, upright_picture(frame, max_side), True))
                 if time.monotonic() > deadline:
-                    result.damage = f"decoding stopped at the time limit of {time_limit_s:.0f} s"
+                    damage = over_time
                     break
         except av.error.FFmpegError as exc:
-            result.damage = f"the stream is damaged after {max(taken, default=0) / 1000:.1f} s: {exc}"
-        if result.damage is None:
+            if rotation is None:
+                raise VideoError(f"not a readable video: {exc}") from exc
+            damage = f"the stream is damaged after {max(taken, default=0) / 1000:.1f} s: {exc}"
+        if rotation is None:
+            raise VideoError("the video has no frame that can be decoded")
+        facts = _facts(container, stream, rotation)
+        if damage is None:
             stream.codec_context.skip_frame = "DEFAULT"
             for target in _gaps(sorted(taken), facts.duration_ms, every_s):
                 if time.monotonic() > deadline:
-                    result.damage = f"decoding stopped at the time limit of {time_limit_s:.0f} s"
+                    damage = over_time
                     break
                 try:
-                    found = _frame_at(container, stream, target, result, max_side)
+                    found, frames = _frame_at(container, stream, target, max_side)
                 except av.error.FFmpegError as exc:
-                    result.damage = f"the stream is damaged near {target / 1000:.1f} s: {exc}"
+                    damage = f"the stream is damaged near {target / 1000:.1f} s: {exc}"
                     break
+                decoded += frames
                 if found is not None:
                     taken.setdefault(found.ms, found)
+        result = Sampled(facts, [], damage, decoded)
         result.samples = _kept(sorted(taken.values(), key=lambda s: s.ms), max_samples, result.dropped)
         return result
     finally:
@@ -150,7 +163,7 @@ def open_video(source: str | Path) -> Any:
 def _facts(container: Any, stream: Any, rotation_ccw: int) -> VideoFacts:
     duration_ms = _duration_ms(container, stream)
     if duration_ms <= 0:
-        raise VideoError("the video has no duration: cut short (no index), or empty")
+        raise VideoError(NO_DURATION)
     rotation = (-rotation_ccw) % 360  # clockwise, as people and the old 'rotate' tag say it
     width, height = stream.codec_context.width, stream.codec_context.height
     if rotation % 180:
@@ -206,7 +219,8 @@ def upright_picture(frame: Any, max_side: int) -> Image.Image:
     """The frame as an upright RGB picture, scaled in FFmpeg (cheaper than Pillow) to at most ``max_side``."""
     width, height = frame.width, frame.height
     scale = min(1.0, max_side / max(width, height))
-    image = frame.to_image(width=max(2, round(width * scale)), height=max(2, round(height * scale)))
+    size = {"width": max(2, round(width * scale)), "height": max(2, round(height * scale))}
+    image = frame.to_image(**size, interpolation="AREA")  # averages what it drops: no aliasing, and fast
     # Undo the display matrix: turn counter-clockwise by its angle (an iPhone's portrait video says -90).
     turn = {90: Image.Transpose.ROTATE_90, -270: Image.Transpose.ROTATE_90, 180: Image.Transpose.ROTATE_180}
     turn |= {-90: Image.Transpose.ROTATE_270, 270: Image.Transpose.ROTATE_270, -180: Image.Transpose.ROTATE_180}
@@ -225,17 +239,16 @@ def _gaps(keyframes_ms: list[int], duration_ms: int, every_s: float) -> list[int
     return targets
 
 
-def _frame_at(container: Any, stream: Any, target_ms: int, result: Sampled, max_side: int) -> Sample | None:
-    """The first frame at or after ``target_ms``: a seek to the keyframe before it, then decoding forward."""
+def _frame_at(container: Any, stream: Any, target_ms: int, max_side: int) -> tuple[Sample | None, int]:
+    """The first frame at or after ``target_ms`` (a seek to the keyframe before it, then decoding forward), and how
+    many frames that decoded."""
     container.seek(int(target_ms / 1000 / stream.time_base), stream=stream, backward=True)
+    decoded = 0
     for frame in container.decode(stream):
-        result.decoded_frames += 1
-        if frame.pts is None:
-            continue
-        ms = _ms(frame, stream)
-        if ms >= target_ms:
-            return Sample(ms, upright_picture(frame, max_side), frame.key_frame)
-    return None
+        decoded += 1
+        if frame.pts is not None and (ms := _ms(frame, stream)) >= target_ms:
+            return Sample(ms, upright_picture(frame, max_side), frame.key_frame), decoded
+    return None, decoded
 
 
 def _kept(samples: list[Sample], max_samples: int, dropped: dict[str, int]) -> list[Sample]:

@@ -66,7 +66,10 @@ def write_video(
         stream.set_display_rotation(rotation_ccw)
     if bitrate:
         stream.codec_context.bit_rate = bitrate
-    grain = (rng.normal(0, 40 * texture, (height, width + 64, 1)).astype(np.int16)) if texture else None
+    # Sensor-like grain: a few noise fields taken in turn and drifting, so no frame predicts the next one exactly
+    # (a fixed drifting pattern would make every frame but the keyframes nearly free to decode).
+    noise = (height, width + 64, 1)
+    grains = [rng.normal(0, 40 * texture, noise).astype(np.int16) for _ in range(3)] if texture else []
     times, at = [], 0
     while at < seconds * 1000:
         times.append(at)
@@ -74,8 +77,8 @@ def write_video(
     for ms in times:
         pixels = np.empty((height, width, 3), np.uint8)
         pixels[:] = (0, 0, 0) if ms < black_until_ms else scene(ms // 1000, scene_offset)
-        if grain is not None and ms >= black_until_ms:
-            shift = (ms // 33) % 64
+        if grains and ms >= black_until_ms:
+            shift, grain = (ms // 33) % 64, grains[(ms // 33) % len(grains)]
             pixels[:] = np.clip(pixels + grain[:, shift : shift + width], 0, 255).astype(np.uint8)
         bar = int((ms % 1000) / 1000 * (width - 20))
         if ms >= black_until_ms:
