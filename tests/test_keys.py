@@ -70,6 +70,7 @@ def probe(method: str, path: str, c: str, image: str, job: str) -> tuple[str, di
         ("POST", "/jobs/{job_id}/cancel"): (f"/jobs/{job}/cancel", {}),
         ("POST", "/collections"): ("/collections", {"json": {"name": c}}),
         ("DELETE", "/collections/{name}"): (f"/collections/{c}", {}),
+        ("PATCH", "/collections/{name}"): (f"/collections/{c}", {"json": {"search_mode": "hybrid"}}),
         ("POST", "/collections/{name}/reconcile"): (f"/collections/{c}/reconcile", {}),
         ("POST", "/collections/{name}/reembed"): (f"/collections/{c}/reembed", {"json": {"model": "RN50"}}),
         ("POST", "/collections/{name}/reembed/switch"): (f"/collections/{c}/reembed/switch", {}),
