@@ -6,8 +6,9 @@ the same run.
 
 Videos it writes with PyAV, as phones record them: 1080p30 H.264 with a keyframe a second (Android's recorder),
 4K30 HEVC turned by a display matrix with a keyframe every 2 s, and 1080p H.264 at a variable frame rate; each with
-a drifting grain that changes from frame to frame (sensor noise), so the decoder has a real picture's detail to work through. The encoder's rate on ready tensors
-(RN50, random weights, ONNX Runtime) is measured in the same run as the scale for what sampling costs.
+a drifting grain that changes from frame to frame (sensor noise), so the decoder has a real picture's detail to work
+through. The encoder's rate on ready tensors (RN50, random weights, ONNX Runtime) is measured in the same run as the
+scale for what sampling costs.
 
 Floor (issue 31): keyframe-first sampling ≥ 5x faster per sample than decoding every frame, per file.
 Writes bench/RESULTS.md (section "video"); exit status 1 when a floor is missed.
@@ -147,7 +148,8 @@ def main() -> int:
         [
             "## video: sampling phone videos (bench/video.py)",
             "",
-            f"{run_header()} · videos written by the bench with PyAV (FFmpeg {_ffmpeg()}) with a drifting grain that changes from frame to frame · "
+            f"{run_header()} · videos written by the bench with PyAV (FFmpeg {_ffmpeg()}) with a drifting grain that "
+            "changes from frame to frame · "
             f"sampling interval {args.every:g} s · the peer's way = decode every frame with FFmpeg's threads and "
             "keep one frame per interval (MaterialSearch, OpenCV) · pictures at 448 px for the encoder",
             "",
