@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import contextlib
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 from config import Settings
 
@@ -23,19 +24,28 @@ def refuse_when_locked(settings: Settings, exc: Exception) -> None:
 
 
 @contextlib.contextmanager
-def services_for(settings: Settings) -> Iterator:
-    from operations.services import build_services
-
+def _opened(settings: Settings, build: Callable[[Settings], Any]) -> Iterator:
+    """What ``build`` opens from the settings, closed at the end; a Milvus Lite file another process holds is
+    named as such."""
     try:
-        services = build_services(settings)
+        opened = build(settings)
     except Exception as exc:
         refuse_when_locked(settings, exc)
         raise
     try:
+        yield opened
+    finally:
+        opened.close()
+
+
+@contextlib.contextmanager
+def services_for(settings: Settings) -> Iterator:
+    """The process's clients with the default model loaded: for commands that encode."""
+    from operations.services import build_services
+
+    with _opened(settings, build_services) as services:
         services.encoder.load()
         yield services
-    finally:
-        services.close()
 
 
 def run_job(services, kind: str, collection: str, params: dict, fn) -> int:  # type: ignore[no-untyped-def]
@@ -70,12 +80,5 @@ def stores_for(settings: Settings) -> Iterator:
     """The stores the settings name, opened directly (no model): for copy and export."""
     from operations.collections.copy_collection import configured_stores
 
-    try:
-        stores = configured_stores(settings)
-    except Exception as exc:
-        refuse_when_locked(settings, exc)
-        raise
-    try:
+    with _opened(settings, configured_stores) as stores:
         yield stores
-    finally:
-        stores.close()
