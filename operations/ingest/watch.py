@@ -91,7 +91,6 @@ class SourceWatcher:
     # --- events (observer threads) ---------------------------------------------------------------
     def noticed(self, source_id: int, folder: str, path: str) -> None:
         relative = PurePosixPath(path).relative_to(folder).as_posix() if path.startswith(folder) else ""
-        relative = file_names.stored(relative)  # the key its files are kept under: valid Unicode, lossless
         relative = "" if relative == "." else relative
         with self._lock:
             watched = self._watched.get(source_id)
@@ -102,7 +101,9 @@ class SourceWatcher:
             patterns = watched.source.excludes
             if hidden or (relative and (excluded(relative, patterns) or excluded(relative + "/", patterns))):
                 return
-            watched.pending.add("/".join(parts[:-1]))  # the folder holding the file (or folder) that changed
+            # The folder holding the file (or folder) that changed, as the key its files are kept under (matched
+            # against the excludes above in file-system form, as a scan matches them).
+            watched.pending.add(file_names.stored("/".join(parts[:-1])))
             watched.last_event = time.monotonic()
 
     # --- the manager thread ----------------------------------------------------------------------

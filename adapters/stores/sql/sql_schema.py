@@ -298,6 +298,14 @@ rate_counts = Table(
 )
 
 
+def gram_rows(collection: str, image: int, document: str) -> list[dict]:
+    """The keyword index's rows of one image's normalised document."""
+    return [
+        {"collection": collection, "gram": gram, "image": image, "weight": weight}
+        for gram, weight in text_grams_rules.gram_weights(document).items()
+    ]
+
+
 def chunks(items: Sequence, size: int = 500) -> Iterator[Sequence]:
     """``items`` in slices small enough for one ``IN (...)`` on both backends."""
     for start in range(0, len(items), size):
@@ -412,11 +420,7 @@ def _add_gram_weights(engine: Engine) -> None:
         while part := rows.fetchmany(1000):
             with engine.begin() as conn:
                 conn.execute(delete(text_grams).where(text_grams.c.image.in_([r.image for r in part])))
-                entries = [
-                    {"collection": r.collection, "gram": gram, "image": r.image, "weight": weight}
-                    for r in part
-                    for gram, weight in text_grams_rules.gram_weights(r.document).items()
-                ]
+                entries = [row for r in part for row in gram_rows(r.collection, r.image, r.document)]
                 for chunk in chunks(entries, 5000):
                     conn.execute(insert(text_grams), list(chunk))
             rebuilt += len(part)

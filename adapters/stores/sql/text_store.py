@@ -34,6 +34,7 @@ from sqlalchemy import (
 from adapters import file_names, text_grams
 from adapters.stores.sql.sql_schema import (
     chunks,
+    gram_rows,
     image_files,
     image_tags,
     image_texts,
@@ -122,10 +123,7 @@ class TextStore:
                         text_grams.normalise(fields.field_text(n)) for n in FIELDS
                     )
                     rows.append({**_raw(fields), "image": image, "collection": collection, "document": document})
-                    grams.extend(
-                        {"collection": collection, "gram": gram, "image": image, "weight": weight}
-                        for gram, weight in text_grams.gram_weights(document).items()
-                    )
+                    grams.extend(gram_rows(collection, image, document))
                 conn.execute(delete(grams_table).where(grams_table.c.image.in_(chunk)))
                 conn.execute(delete(image_texts).where(image_texts.c.image.in_(chunk)))
                 now = utc_now()
