@@ -38,6 +38,7 @@ from app.routes import (
     sources,
     tags,
     texts,
+    videos,
     web,
 )
 from app.scopes import check_every_route_declared
@@ -130,7 +131,8 @@ def create_app(settings: Settings | None = None, encoder: EncoderBase | None = N
     elif resolved.ocr == "on":
         logger.info("OCR on: new and changed images are read at ingest and sync")
     # Each route's scope is declared in app/scopes.py; `authorize` enforces it on every route, the page included.
-    routers = (search, labels, tags, texts, images, collections, sources, duplicates, models, jobs, embed, keys, audit)
+    routers = (search, labels, tags, texts, images, videos, collections, sources, duplicates, models, jobs, embed)
+    routers = (*routers, keys, audit)
     for module in (*routers, health, web):
         app.include_router(module.router, dependencies=[Authorized])
     check_every_route_declared(app)

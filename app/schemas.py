@@ -161,6 +161,9 @@ class FiltersIn(BaseModel):
     taken_before: dt.datetime | None = None
     camera: list[str] = Field(default_factory=list, description="Any of these cameras (EXIF make and model).")
     near: NearIn | None = Field(None, description="Photographed within km of a point (EXIF GPS).")
+    kinds: list[Literal["photo", "video"]] = Field(
+        default_factory=list, description="photo, video (moments of videos) or both (empty: both)."
+    )
 
 
 class SearchRequest(BaseModel):
@@ -225,8 +228,24 @@ class MatchOut(BaseModel):
     snippets: list[SnippetOut] = Field(default_factory=list)
 
 
+class MomentOut(BaseModel):
+    """Where in a video the query matched: matching samples merged (one miss tolerated), padded by half the
+    sampling interval; ``best_ms`` is the best sample's time, ``frame_url`` that sample's picture."""
+
+    start_ms: int
+    end_ms: int
+    best_ms: int
+    duration_ms: int | None
+    samples: int = Field(description="Matching samples the moment spans.")
+    frame_url: str = Field(description="A small JPEG of the best sample (stored: no decoding).")
+    frame_image_id: str = Field(description="That sample's image_id: more like this, or a combined query, from it.")
+    clip_url: str = Field(description="An MP4 of the moment that plays from its first frame.")
+
+
 class HitOut(BaseModel):
-    id: int = Field(description="Vector id, equal to the metadata row id.")
+    id: int = Field(description="Vector id, equal to the metadata row id (a video's row for a moment).")
+    kind: Literal["photo", "video"] = Field("photo", description="video: a moment of a video (see ``video``).")
+    video: MomentOut | None = Field(None, description="A moment of a video: its time range in milliseconds.")
     image_id: str
     score: float | None = Field(
         description="Inner product of unit vectors (cosine); higher is closer. Keyword mode: the keyword score."

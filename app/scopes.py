@@ -46,6 +46,8 @@ RULES: dict[tuple[str, str], Rule] = {
     ("GET", "/img/count"): Rule(READ, "query"),
     ("GET", "/img/{collection}/{image_id}"): Rule(READ, "path"),
     ("GET", "/img/{collection}/{image_id}/thumb"): Rule(READ, "path"),
+    ("GET", "/img/{collection}/{image_id}/frame"): Rule(READ, "path"),
+    ("GET", "/img/{collection}/{image_id}/clip"): Rule(READ, "path"),
     ("GET", "/img/{collection}/{image_id}/tags"): Rule(READ, "path"),
     ("GET", "/img/{collection}/{image_id}/text"): Rule(READ, "path"),
     ("GET", "/collections"): Rule(READ),

@@ -124,6 +124,24 @@ class Settings(BaseSettings):
     )
     decode_workers: int = Field(2, ge=1, le=64, description="Threads reading and decoding image files.")
 
+    # Videos of source folders (the video extra): sampled, one vector a sample, searched as moments.
+    video_sample_seconds: float = Field(
+        2.0, ge=0.25, le=60, description="A sample at least this often where keyframes are further apart."
+    )
+    video_max_samples: int = Field(
+        600, ge=1, le=20000, description="Most samples of one video (a long recording is sampled evenly)."
+    )
+    video_decode_seconds: float = Field(
+        300.0, gt=0, le=86400, description="Decode time limit per video: indexed up to there, with the reason."
+    )
+    video_max_clip_seconds: float = Field(60.0, gt=0, le=3600, description="Longest clip a user can cut.")
+    max_video_bytes: int = Field(
+        4 * 1024**3, ge=1024, description="Largest video file a source folder or an upload may hold, in bytes."
+    )
+    live_photo_videos: bool = Field(
+        False, description="Index a Live Photo's motion MOV as a video too (by default it belongs to its photo)."
+    )
+
     # Encoding on a Ray cluster (the distributed extra): unset, every process encodes with its own cores.
     ray_address: str | None = Field(
         None, description="A Ray cluster (HOST:PORT, or 'auto') whose actors decode and encode images for jobs."

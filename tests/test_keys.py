@@ -43,6 +43,8 @@ def probe(method: str, path: str, c: str, image: str, job: str) -> tuple[str, di
         ("GET", "/img/count"): (f"/img/count?collection={c}", {}),
         ("GET", "/img/{collection}/{image_id}"): (f"/img/{c}/{image}", {}),
         ("GET", "/img/{collection}/{image_id}/thumb"): (f"/img/{c}/{image}/thumb", {}),
+        ("GET", "/img/{collection}/{image_id}/frame"): (f"/img/{c}/{image}/frame?t=0", {}),
+        ("GET", "/img/{collection}/{image_id}/clip"): (f"/img/{c}/{image}/clip?start_ms=0&end_ms=1000", {}),
         ("GET", "/img/{collection}/{image_id}/tags"): (f"/img/{c}/{image}/tags", {}),
         ("GET", "/img/{collection}/{image_id}/text"): (f"/img/{c}/{image}/text", {}),
         ("GET", "/collections"): ("/collections", {}),

@@ -27,6 +27,17 @@ def scene(second: int, offset: int = 0) -> tuple[int, int, int]:
     return int(red * 255), int(green * 255), int(blue * 255)
 
 
+def pattern(second: int, size: tuple[int, int], offset: int = 0) -> np.ndarray:
+    """A planted scene: a coarse grid of bright colours drawn from the second's own seed, as different from the
+    next second's as two places are (a random-weight encoder tells them apart, as it would not tell two hues)."""
+    width, height = size
+    rng = np.random.default_rng(10_000 + second + offset)
+    grid = rng.integers(60, 256, (4, 6, 3), dtype=np.uint8)
+    rows = np.arange(height) * 4 // height
+    columns = np.arange(width) * 6 // width
+    return grid[rows][:, columns]
+
+
 def write_video(
     path: Path,
     seconds: float = 6.0,
@@ -42,9 +53,11 @@ def write_video(
     seed: int = 0,
     texture: float = 0.0,
     bitrate: int | None = None,
+    patterned: bool = False,
 ) -> Written:
     """``texture``: the strength (0-1) of a fixed grain that drifts across the picture, so a phone-sized video has
-    the detail (and the decode cost) of a real one; ``bitrate``: bits/s asked of the encoder."""
+    the detail (and the decode cost) of a real one; ``bitrate``: bits/s asked of the encoder; ``patterned``: each
+    second a planted scene of its own (``pattern``) instead of a hue."""
     import av
 
     rng = np.random.default_rng(seed)
@@ -76,7 +89,12 @@ def write_video(
         at += int(rng.choice([16, 33, 41, 66, 100])) if variable else round(1000 / fps)
     for ms in times:
         pixels = np.empty((height, width, 3), np.uint8)
-        pixels[:] = (0, 0, 0) if ms < black_until_ms else scene(ms // 1000, scene_offset)
+        if ms < black_until_ms:
+            pixels[:] = (0, 0, 0)
+        elif patterned:
+            pixels[:] = pattern(ms // 1000, size, scene_offset)
+        else:
+            pixels[:] = scene(ms // 1000, scene_offset)
         if grains and ms >= black_until_ms:
             shift, grain = (ms // 33) % 64, grains[(ms // 33) % len(grains)]
             pixels[:] = np.clip(pixels + grain[:, shift : shift + width], 0, 255).astype(np.uint8)

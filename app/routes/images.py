@@ -10,8 +10,10 @@ from starlette.concurrency import run_in_threadpool
 
 from adapters import images
 from adapters.file_names import upload_name
+from adapters.stores.sql.metadata_store import FRAME
 from app.deps import JobsDep, ServicesDep
 from app.errors import documented, error_response
+from app.routes import videos
 from app.routes.jobs import job_accepted
 from app.schemas import (
     MODEL_HELP,
@@ -149,6 +151,10 @@ async def get_image(
     if size is not None:
         data = await run_in_threadpool(images.thumbnail_jpeg, record.data, size, services.settings.max_image_pixels)
         return Response(content=data, media_type="image/jpeg", headers=_cache_headers(etag))
+    if record.is_video:
+        return await videos.stream(services, record)
+    if record.kind == FRAME:  # a video's sample: its stored JPEG is all there is of it
+        return Response(content=record.data, media_type=record.served_mime, headers=_cache_headers(etag))
     data = await run_in_threadpool(sources.original_bytes, services, record)
     return Response(content=data, media_type=record.mime, headers=_cache_headers(etag))
 

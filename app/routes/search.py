@@ -6,6 +6,7 @@ import base64
 import datetime as dt
 import math
 from typing import Annotated
+from urllib.parse import quote
 
 from fastapi import APIRouter, File, Form, Query, Request, Response, UploadFile
 from pydantic import ValidationError
@@ -24,6 +25,7 @@ from app.schemas import (
     ImageQueryResult,
     ImageSearchResponse,
     MatchOut,
+    MomentOut,
     OverlapOut,
     QueryOut,
     QueryPartOut,
@@ -36,7 +38,7 @@ from operations.search import combined_query, hybrid, search
 from operations.search.combined_query import QueryImage, QueryPart
 from operations.search.results_picture import RANDOM_NOTE, PictureHit, render
 from operations.search.search import SearchResult
-from operations.search.search_batch import Match
+from operations.search.search_batch import Hit, Match
 from operations.search.search_filters import SearchFilters
 
 router = APIRouter(prefix="/img", tags=["search"])
@@ -50,6 +52,8 @@ def hits_out(result: SearchResult, request: Request, include_image: bool) -> lis
     return [
         HitOut(
             id=hit.id,
+            kind="video" if hit.moment is not None else "photo",
+            video=moment_out(hit, url_prefix),
             image_id=hit.image.image_id,
             score=None if math.isnan(hit.score) else hit.score,
             url=url_prefix + hit.image.image_id,
@@ -71,6 +75,23 @@ def hits_out(result: SearchResult, request: Request, include_image: bool) -> lis
         )
         for hit in result.hits
     ]
+
+
+def moment_out(hit: Hit, url_prefix: str) -> MomentOut | None:
+    moment = hit.moment
+    if moment is None:
+        return None
+    url = url_prefix + quote(hit.image.image_id, safe="")
+    return MomentOut(
+        start_ms=moment.start_ms,
+        end_ms=moment.end_ms,
+        best_ms=moment.best_ms,
+        duration_ms=hit.image.duration_ms,
+        samples=moment.samples,
+        frame_url=url_prefix + quote(hit.frame or hit.image.image_id, safe=""),
+        frame_image_id=hit.frame or hit.image.image_id,
+        clip_url=f"{url}/clip?start_ms={moment.start_ms}&end_ms={moment.end_ms}",
+    )
 
 
 def match_out(match: Match | None) -> MatchOut | None:
@@ -117,6 +138,7 @@ def filters_of(body: FiltersIn | None) -> SearchFilters | None:
         body.taken_before,
         tuple(body.camera),
         (body.near.lat, body.near.lon, body.near.km) if body.near else None,
+        tuple(body.kinds),
     )
 
 

@@ -296,6 +296,10 @@ def _new_image(row: ImageRecord) -> NewImage:
         row.camera,
         row.latitude,
         row.longitude,
+        row.kind,
+        row.parent,  # a frame names its video by id: kept, as row ids are unless taken in the destination
+        row.at_ms,
+        row.duration_ms,
     )
 
 

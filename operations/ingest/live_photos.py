@@ -4,10 +4,16 @@ and a three-second video beside it."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable
+from pathlib import Path
+
+from adapters import file_names
+from operations.ingest.source_scan import Scan, is_zip
 
 PHOTO_SUFFIXES = (".heic", ".heif", ".jpg", ".jpeg")
 MOTION_SUFFIXES = (".mov",)
+LIVE_PHOTO = "the motion of the Live Photo"  # IMGSEARCH_LIVE_PHOTO_VIDEOS=true indexes it as a video too
 
 
 def _split(path: str) -> tuple[str, str]:
@@ -30,3 +36,31 @@ def pairs(paths: Iterable[str]) -> dict[str, str]:
     return {
         found[0]: photos[key][0] for key, found in motions.items() if len(found) == 1 and len(photos.get(key, ())) == 1
     }
+
+
+def set_aside(scanned: Scan, folder: Path) -> None:
+    """Takes each Live Photo's motion file out of a scan (listed as skipped, naming its photo). A motion file
+    scanned alone (a watch event, a sync of a sub-path) finds its photo in its folder on disk."""
+    motions = [path for path in scanned.files if _split(path)[1] in MOTION_SUFFIXES]
+    if not motions:
+        return
+    found: dict[str, str] = {}
+    for parent in {path.rpartition("/")[0] for path in motions}:
+        listed = {*_siblings(folder, parent), *(p for p in scanned.files if p.rpartition("/")[0] == parent)}
+        found.update(pairs(sorted(listed)))
+    for path in motions:
+        photo = found.get(path)
+        if photo is not None:
+            del scanned.files[path]
+            scanned.skipped.append((file_names.readable(path), f"{LIVE_PHOTO} {file_names.readable(photo)}"))
+
+
+def _siblings(folder: Path, parent: str) -> list[str]:
+    if is_zip(folder):
+        return []  # a zip's members were all scanned
+    prefix = f"{parent}/" if parent else ""
+    try:
+        with os.scandir(folder / file_names.file_system(parent) if parent else folder) as entries:
+            return [file_names.stored(prefix + entry.name) for entry in entries if entry.is_file()]
+    except OSError:
+        return []

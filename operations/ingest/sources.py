@@ -144,6 +144,25 @@ def original_bytes(services: Services, image: ImageRecord) -> bytes:
     raise NotFound(f"the original of {image.image_id!r} is gone from its source: {', '.join(tried) or 'no path known'}")
 
 
+def original_file(services: Services, image: ImageRecord) -> Path:
+    """The file of an image or video of a folder source (a video is streamed from it, never read whole); 404
+    naming the paths tried when none is left."""
+    root = _root(services)
+    tried = []
+    for source, path in services.sources.paths_of([image.id]).get(image.id, []):
+        tried.append(f"{source.path}/{file_names.readable(path)}")
+        try:
+            folder = resolve_under_root(root, source.path)
+        except InvalidInput:
+            continue
+        if is_zip(folder):
+            continue
+        location = folder / file_names.file_system(path)
+        if location.is_file() and location.resolve().is_relative_to(root.resolve()):
+            return location
+    raise NotFound(f"the original of {image.image_id!r} is gone from its source: {', '.join(tried) or 'no path known'}")
+
+
 def validate_under(under: str | None) -> str | None:
     """A sub-path of a sync: relative, inside the source."""
     if under is None or not under.strip("/"):

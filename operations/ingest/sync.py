@@ -18,10 +18,11 @@ from typing import Any
 
 import numpy as np
 
-from adapters import file_names, images
+from adapters import file_names, images, video
 from adapters.ocr import OcrLine
 from adapters.stores.sql.source_store import KnownFile, NewFile, RejectedFile, SourceRecord
 from operations.collections import collections, generations
+from operations.ingest import live_photos, videos
 from operations.ingest.encode_stage import Encoded, EncodeTask, encode_stream
 from operations.ingest.ingest import content_image_id
 from operations.ingest.source_scan import FileStat, SourceFiles, scan
@@ -47,6 +48,7 @@ class _File:
     facts: images.ImageFacts | None = None
     refusal: str | None = None
     prepared: _Prepared | None = None  # new content, encoded by the encode stage
+    video: videos.VideoRead | None = None  # a video: sampled and encoded when it is new (``_write_videos``)
 
 
 @dataclass(frozen=True)
@@ -103,6 +105,8 @@ def run(
     model = collections.model_for_writes(services, source.collection)
     prefix = under.strip("/") if under else None
     scanned = scan(folder, source.excludes, prefix)
+    if not services.settings.live_photo_videos:
+        live_photos.set_aside(scanned, folder)
     known = services.sources.files(source.id, prefix)
     rejected = services.sources.rejected(source.id, prefix)
     state = _Run(services, source, folder, model, progress, known)
@@ -160,7 +164,13 @@ def _encode_task(state: _Run, file: _File) -> EncodeTask:
 
 def _new_content_task(state: _Run, known_shas: set[str]) -> Callable[[_File], EncodeTask | None]:
     """Only new content goes to the encode stage on the way; content already in the collection is a move."""
-    return lambda file: None if file.facts is None or file.facts.sha256 in known_shas else _encode_task(state, file)
+
+    def task(file: _File) -> EncodeTask | None:
+        if file.facts is None or file.video is not None or file.facts.sha256 in known_shas:
+            return None
+        return _encode_task(state, file)
+
+    return task
 
 
 def _with_encoded(file: _File, encoded: Encoded) -> _File:
@@ -175,6 +185,8 @@ def _with_encoded(file: _File, encoded: Encoded) -> _File:
 def _read(files: SourceFiles, path: str, stat: FileStat, settings: Any, keep: bool = True) -> _File:
     """Reads and checks one new or changed file (the only files a sync opens); ``keep``: its bytes stay with it
     for the encoder."""
+    if videos.is_video(path):
+        return _read_video(files, path, stat, settings)
     max_bytes, max_pixels = settings.max_image_bytes, settings.max_image_pixels
     try:
         data = files.read(path, max_bytes + 1)
@@ -187,6 +199,19 @@ def _read(files: SourceFiles, path: str, stat: FileStat, settings: Any, keep: bo
     except images.InvalidImage as exc:
         return _File(path, stat, refusal=str(exc))
     return _File(path, stat, data if keep else b"", facts)
+
+
+def _read_video(files: SourceFiles, path: str, stat: FileStat, settings: Any) -> _File:
+    """A video's container facts and hash; its frames are decoded only if its content is new."""
+    if files.archive is not None:
+        return _File(path, stat, refusal="a video inside a zip is not indexed: unzip it into a folder source")
+    try:
+        read = videos.read_facts(files.file(path), settings.max_video_bytes)
+    except OSError as exc:
+        return _File(path, stat, refusal=f"cannot read file: {exc.strerror or exc}")
+    except video.VideoError as exc:
+        return _File(path, stat, refusal=str(exc))
+    return _File(path, stat, facts=read.facts, video=read)
 
 
 def _sync_batch(state: _Run, batch: list[_File]) -> None:
@@ -263,6 +288,10 @@ def _place(state: _Run, file: _File, image: int) -> None:
 
 def _encode_and_write(state: _Run, batch: list[_Encode]) -> None:
     services = state.services
+    moving = [item for item in batch if item.file.video is not None]
+    if moving:
+        _write_videos(state, moving)
+        batch = [item for item in batch if item.file.video is None]
     # Content not encoded on the way: its hash was in the collection when the sync began (a pending row left by
     # an interrupted run).
     late = [item for item in batch if item.file.prepared is None]
@@ -334,6 +363,43 @@ def _rewrite(state: _Run, item: _Encode, preview: bytes, vector: Any) -> None:
     )
     services.sources.update_file(old.id, item.file.path, item.file.stat.size, item.file.stat.mtime_ns, facts.sha256)
     _count(state, "changed")
+
+
+def _write_videos(state: _Run, batch: list[_Encode]) -> None:
+    """New and edited videos: sampled and encoded on the decode threads (on the cluster's actors with Ray), one
+    video at a time written with its frames; a video that yields no frame is refused with the reason."""
+    services = state.services
+    origin = f"source:{state.source.path}"
+
+    def encode(item: _Encode) -> tuple[_Encode, videos.EncodedVideo | str]:
+        location = state.folder / file_names.file_system(item.file.path)
+        try:
+            return item, videos.encode_where(services, state.model, location)
+        except video.VideoError as exc:
+            return item, str(exc)
+
+    for item, encoded in bounded_map(services.decode_pool, encode, batch, lookahead=1):
+        file, read = item.file, item.file.video
+        assert read is not None
+        if isinstance(encoded, str):
+            _reject(state, replace(file, refusal=encoded))
+            continue
+        if encoded.damage:
+            state.progress.error(f"indexed up to where sampling stopped: {encoded.damage}", file=file.path)
+        if item.edit_of is not None:
+            videos.rewrite(services, state.collection, state.model, item.edit_of.image, read, encoded)
+            stat, sha = file.stat, read.facts.sha256
+            services.sources.update_file(item.edit_of.id, file.path, stat.size, stat.mtime_ns, sha)
+            _count(state, "changed")
+            continue
+        image = videos.write(
+            services, state.collection, state.model, content_image_id(read.facts.sha256), read, encoded, None, origin
+        )
+        services.sources.add_files(
+            state.source.id, [NewFile(image, file.path, file.stat.size, file.stat.mtime_ns, read.facts.sha256)]
+        )
+        state.renamed.add(image)
+        _count(state, "stored")
 
 
 def _remove_gone(state: _Run) -> None:

@@ -36,6 +36,10 @@ class ImageToWrite:
     origin: str | None = None
     preview: bool = False  # ``data`` is a preview of an original that stays in its source file
     words: Mapping[str, Any] | None = None  # words about it that came with it: caption, description, ocr(_lines)
+    kind: str | None = None  # a video or one of its frames (operations/ingest/videos.py); None: a photo
+    parent: int | None = None
+    at_ms: int | None = None
+    duration_ms: int | None = None
 
 
 def write_batch(services: Services, collection: str, items: Sequence[ImageToWrite], model: str) -> dict[str, int]:
@@ -66,6 +70,10 @@ def insert_rows(services: Services, collection: str, items: Sequence[ImageToWrit
                 i.facts.camera,
                 i.facts.latitude,
                 i.facts.longitude,
+                i.kind,
+                i.parent,
+                i.at_ms,
+                i.duration_ms,
             )
             for i in items
         ],
@@ -105,7 +113,10 @@ def delete_image(services: Services, collection: str, image_id: str) -> int:
 
 
 def delete_images(services: Services, collection: str, ids: list[int]) -> None:
-    """Hidden first, then the vectors, then the rows: a failure part-way leaves rows reconcile can finish."""
+    """Hidden first, then the vectors, then the rows: a failure part-way leaves rows reconcile can finish. A
+    video goes with its frames."""
+    frames = services.metadata.frames_of(ids) if ids else {}
+    ids = [*ids, *(frame for found in frames.values() for frame, _ in found if frame not in ids)]
     if ids:
         services.metadata.mark_indexed(ids, indexed=False)
         generations.delete_vectors(services, collection, ids)

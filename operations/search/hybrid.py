@@ -21,7 +21,7 @@ from adapters import text_grams
 from adapters.stores.sql.metadata_store import CollectionRecord
 from operations.collections import collections
 from operations.errors import InvalidInput
-from operations.search import combined_query, keyword
+from operations.search import combined_query, keyword, video_hits
 from operations.search.combined_query import QueryImage, QueryPart
 from operations.search.search import page_for, run_query, truncation_notice, validate_text, validate_top_k
 from operations.search.search_batch import Hit, Match, Query, SearchResult, hits_for
@@ -112,6 +112,7 @@ def search(
         started = time.perf_counter()
         hits = hits_for(services.metadata, record.name, [(k.id, k.score) for k in found], with_data)
         hits = _with_matches(services, hits, words, {}, {k.id: k for k in found}, {})
+        hits = video_hits.fold(services.metadata, record.name, hits, with_data, margin=None)
         timings["metadata_fetch"] = (time.perf_counter() - started) * 1000
         result = SearchResult(record.name, record.model, hits, timings, filter=page.filter)
         return Outcome(result, [QueryPart("text", 1.0, text=words)], chosen)
@@ -144,17 +145,26 @@ def search(
     timings["vector_search"] = (time.perf_counter() - started) * 1000
     lexical = lexical_future.result()
     fused = rrf([[i for i, _ in semantic], [k.id for k in lexical]], settings.hybrid_rrf_k)
-    chosen_page = fused[offset : offset + top_k]
-    scores = dict(semantic)
     started = time.perf_counter()
+    if services.metadata.has_videos(record.name):  # moments fold by fused score, then the page is cut
+        listed = hits_for(services.metadata, record.name, fused, with_data)
+        folded = video_hits.fold(services.metadata, record.name, listed, with_data, margin=None)
+        page_hits = folded[offset : offset + top_k]
+        chosen_page = [(hit.frame_id or hit.id, hit.score) for hit in page_hits]
+    else:
+        chosen_page = fused[offset : offset + top_k]
+        page_hits = hits_for(services.metadata, record.name, [(i, math.nan) for i, _ in chosen_page], with_data)
+    scores = dict(semantic)
     # The true cosine of hits the semantic list did not reach, from their stored vectors, beside the rows' fetch.
     missing = [i for i, _ in chosen_page if i not in scores]
     stored = services.search_pool.submit(services.vectors.get, record.vector_collection, missing) if missing else None
-    hits = hits_for(services.metadata, record.name, [(i, math.nan) for i, _ in chosen_page], with_data)
     ranks = {i: rank for rank, (i, _) in enumerate(semantic, start=1)}
     scores.update({i: float(np.dot(v, vector)) for i, v in (stored.result() if stored else {}).items()})
-    hits = [replace(hit, score=scores.get(hit.id, math.nan)) for hit in hits]
+    # A moment's semantic score and rank are its best sample's.
+    keyed = zip(page_hits, chosen_page, strict=True)
+    hits = [replace(hit, id=key, score=scores.get(key, math.nan)) for hit, (key, _) in keyed]
     hits = _with_matches(services, hits, words, ranks, {k.id: k for k in lexical}, dict(chosen_page))
+    hits = [replace(hit, id=shown.id) for hit, shown in zip(hits, page_hits, strict=True)]
     timings["metadata_fetch"] = (time.perf_counter() - started) * 1000
     notices = [n for p in parts if p.text is not None and (n := truncation_notice(services, p.text))]
     result = SearchResult(

@@ -21,90 +21,18 @@ from typing import Any
 
 import numpy as np
 
-from adapters import file_names
 from adapters.encoders.encoder_base import EncoderBase
 from adapters.encoders.micro_batch import MicroBatcher
 from adapters.stores.milvus.vector_store import VectorStore
-from adapters.stores.sql.metadata_store import ImageRecord, MetadataStore
-from adapters.stores.sql.source_store import SourceStore
-from adapters.stores.sql.tag_store import TagStore
-from adapters.stores.sql.text_store import TextStore
+from adapters.stores.sql.metadata_store import MetadataStore
+from operations.search import video_hits
+from operations.search.hits import Hit, Match, SearchResult, Snippet, hits_for, hits_for_lists
+
+__all__ = ["Hit", "Match", "Query", "QueryBatcher", "SearchResult", "Snippet", "hits_for", "search_vectors"]
 
 logger = logging.getLogger(__name__)
 _STOP = object()
-
-
-@dataclass(frozen=True)
-class Snippet:
-    """Where a keyword query matched: a window of one field, the matched words at [start, end) of ``text``."""
-
-    field: str
-    text: str
-    highlights: list[tuple[int, int]] = field(default_factory=list)
-
-
-@dataclass(frozen=True)
-class Match:
-    """Why a hit of a keyword or hybrid search is there (ranks start at 1; None: not in that list)."""
-
-    semantic_rank: int | None = None
-    semantic_score: float | None = None
-    keyword_rank: int | None = None
-    keyword_score: float | None = None
-    fused_score: float | None = None
-    snippets: list[Snippet] = field(default_factory=list)
-
-
-@dataclass(frozen=True)
-class Hit:
-    id: int
-    score: float
-    image: ImageRecord
-    tags: tuple[str, ...] = ()
-    paths: tuple[str, ...] = ()  # where an image of a source folder lives: "<source folder>/<path>"
-    match: Match | None = None
-    words: tuple[str | None, str | None, str | None] = (None, None, None)  # caption, description, OCR text
-
-
-@dataclass
-class SearchResult:
-    collection: str
-    model: str
-    hits: list[Hit]
-    timings_ms: dict[str, float] = field(default_factory=dict)
-    notice: str | None = None  # e.g. the query was longer than the model reads
-    filter: str | None = None  # the Milvus expression the search's filters became
-    vector: np.ndarray | None = None  # the query vector, when the search had one
-
-
-def hits_for(
-    metadata: MetadataStore, collection: str, scored: Sequence[tuple[int, float]], with_data: bool
-) -> list[Hit]:
-    return hits_for_lists(metadata, collection, [scored], with_data)[0]
-
-
-def hits_for_lists(
-    metadata: MetadataStore, collection: str, lists: Sequence[Sequence[tuple[int, float]]], with_data: bool
-) -> list[list[Hit]]:
-    """Hits for each list of (id, score) pairs, in their order, with their rows, tags, paths and words (one query for
-    all the lists); an id whose row is pending or gone (a load in flight, a half-dropped collection) is left out."""
-    ids = sorted({i for scored in lists for i, _ in scored})
-    rows = metadata.fetch(collection, ids, with_data=with_data)
-    tags = {i: tuple(t.tag for t in found_tags) for i, found_tags in TagStore(metadata.engine).tags_of(ids).items()}
-    placed = [i for i in ids if i in rows and rows[i].preview]  # no query at all for uploads and loads
-    paths = {
-        i: tuple(f"{source.path}/{file_names.readable(path)}" for source, path in found)
-        for i, found in (SourceStore(metadata.engine).paths_of(placed).items() if placed else ())
-    }
-    words = TextStore(metadata.engine).written(ids)
-    return [
-        [
-            Hit(i, score, rows[i], tags.get(i, ()), paths.get(i, ()), words=words.get(i, (None, None, None)))
-            for i, score in scored
-            if i in rows
-        ]
-        for scored in lists
-    ]
+MAX_DEPTH = 16384  # Milvus answers at most this many hits (top_k + offset) per search
 
 
 def search_vectors(
@@ -124,16 +52,56 @@ def search_vectors(
     ``offset``: the next page; ``vector_collection``: the Milvus collection serving ``collection``), one metadata
     query for every hit; a result list per query."""
     timings = dict(timings or {})
-    started = time.perf_counter()
-    found = vectors.search(vector_collection or collection, queries, top_k, filter, offset)
-    timings["vector_search"] = (time.perf_counter() - started) * 1000
-    started = time.perf_counter()
-    pages = hits_for_lists(metadata, collection, found, with_data)
-    timings["metadata_fetch"] = (time.perf_counter() - started) * 1000
+    if metadata.has_videos(collection):
+        pages = _search_with_videos(
+            vectors, metadata, collection, queries, top_k, with_data, timings, filter, offset, vector_collection
+        )
+    else:
+        started = time.perf_counter()
+        found = vectors.search(vector_collection or collection, queries, top_k, filter, offset)
+        timings["vector_search"] = (time.perf_counter() - started) * 1000
+        started = time.perf_counter()
+        pages = hits_for_lists(metadata, collection, found, with_data)
+        # A video another process wrote in the last moments: folded all the same (the page may come up short).
+        pages = [video_hits.fold(metadata, collection, page, with_data) for page in pages]
+        timings["metadata_fetch"] = (time.perf_counter() - started) * 1000
     return [
         SearchResult(collection, model, hits, dict(timings), filter=filter, vector=np.asarray(query))
         for hits, query in zip(pages, queries, strict=True)
     ]
+
+
+def _search_with_videos(
+    vectors: VectorStore,
+    metadata: MetadataStore,
+    collection: str,
+    queries: np.ndarray,
+    top_k: int,
+    with_data: bool,
+    timings: dict[str, float],
+    filter: str | None,
+    offset: int,
+    vector_collection: str | None,
+) -> list[list[Hit]]:
+    """A collection with videos: the best hits from the first, deep enough that the moments they fold into still
+    fill the page (deeper while they do not and more hits exist), then the page cut from the folded list."""
+    wanted = offset + top_k
+    depth = min(MAX_DEPTH, wanted * video_hits.FANOUT)
+    timings["vector_search"] = timings["metadata_fetch"] = timings["moments"] = 0.0
+    while True:
+        started = time.perf_counter()
+        found = vectors.search(vector_collection or collection, queries, depth, filter, 0)
+        timings["vector_search"] += (time.perf_counter() - started) * 1000
+        started = time.perf_counter()
+        pages = hits_for_lists(metadata, collection, found, with_data)
+        timings["metadata_fetch"] += (time.perf_counter() - started) * 1000
+        started = time.perf_counter()
+        folded = [video_hits.fold(metadata, collection, page, with_data) for page in pages]
+        timings["moments"] += (time.perf_counter() - started) * 1000
+        short = any(len(f) < wanted and len(raw) >= depth for f, raw in zip(folded, found, strict=True))
+        if not short or depth >= MAX_DEPTH:
+            return [page[offset:wanted] for page in folded]
+        depth = min(MAX_DEPTH, depth * video_hits.FANOUT)
 
 
 @dataclass

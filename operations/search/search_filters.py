@@ -27,9 +27,11 @@ from adapters.stores.sql.metadata_store import CollectionRecord
 from adapters.stores.sql.tag_store import TagStore
 from operations.errors import Conflict, InvalidInput
 from operations.ingest.vector_fields import unix_seconds
+from operations.ingest.videos import MIMES as VIDEO_MIMES
 from operations.services import Services
 
 MAX_VALUES = 64
+KINDS = ("photo", "video")
 EARTH_RADIUS_KM = 6371.0  # mean radius
 KM_PER_DEGREE = math.radians(EARTH_RADIUS_KM)  # of latitude: 111.195 km
 MAX_CORNER_IDS = 100_000  # photos a near filter may exclude by id (the expression grows ~8 bytes a photo)
@@ -49,6 +51,7 @@ class SearchFilters:
     taken_before: dt.datetime | None = None
     cameras: Sequence[str] = field(default_factory=tuple)
     near: tuple[float, float, float] | None = None  # (latitude, longitude, km)
+    kinds: Sequence[str] = field(default_factory=tuple)  # "photo", "video" (a video's moments); empty: both
 
     @property
     def empty(self) -> bool:
@@ -74,6 +77,9 @@ def expression(services: Services, record: CollectionRecord, filters: SearchFilt
         values = getattr(filters, name)
         if len(values) > MAX_VALUES or any(not isinstance(v, str) or not v.strip() for v in values):
             raise InvalidInput(f"{name}: at most {MAX_VALUES} non-empty strings")
+    unknown_kinds = sorted(set(filters.kinds) - set(KINDS))
+    if unknown_kinds:
+        raise InvalidInput(f"kinds: each of {', '.join(KINDS)}, got {', '.join(map(str, unknown_kinds))}")
     tags = {*filters.tags_any, *filters.tags_all}
     if tags:
         unknown = sorted(tags - TagStore(services.metadata.engine).known(collection, sorted(tags)))
@@ -118,6 +124,12 @@ def expression(services: Services, record: CollectionRecord, filters: SearchFilt
         parts.append(f"{CAMERA} in [{', '.join(map(_literal, filters.cameras))}]")
     if filters.near is not None:
         parts.append(_near(services, vector_collection, *filters.near))
+    # A video's frames carry its container's type (operations/ingest/videos.py); Milvus Lite has no "like".
+    video_types = ", ".join(map(_literal, sorted(set(VIDEO_MIMES.values()))))
+    if set(filters.kinds) == {"video"}:
+        parts.append(f"{MIME} in [{video_types}]")
+    elif set(filters.kinds) == {"photo"}:
+        parts.append(f"{MIME} not in [{video_types}]")
     return " and ".join(parts) or None
 
 

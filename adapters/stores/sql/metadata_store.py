@@ -6,15 +6,20 @@ Every statement is built by SQLAlchemy with bound parameters; no request string 
 from __future__ import annotations
 
 import datetime as dt
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import Engine, delete, func, insert, select, text, update
+from sqlalchemy import Engine, delete, func, insert, or_, select, text, update
 from sqlalchemy.exc import IntegrityError
 
 from adapters.images import ImageFacts
 from adapters.stores.sql.sql_health import watch_engine
 from adapters.stores.sql.sql_schema import chunks, collections, create_metadata_engine, images, utc_now
+
+VIDEO, FRAME = "video", "frame"
+VIDEOS_SEEN_SECONDS = 30.0  # another process's first video in a collection is folded within this long
+_NOT_FRAME = or_(images.c.kind.is_(None), images.c.kind != FRAME)
 
 
 @dataclass(frozen=True)
@@ -53,6 +58,10 @@ class NewImage:
     camera: str | None = None
     latitude: float | None = None
     longitude: float | None = None
+    kind: str | None = None  # None: a photo; "video", or "frame" (a sample of the video ``parent``)
+    parent: int | None = None
+    at_ms: int | None = None  # a frame's time; a video's poster time
+    duration_ms: int | None = None
 
 
 @dataclass(frozen=True)
@@ -75,6 +84,19 @@ class ImageRecord:
     camera: str | None = None
     latitude: float | None = None
     longitude: float | None = None
+    kind: str | None = None
+    parent: int | None = None
+    at_ms: int | None = None
+    duration_ms: int | None = None
+
+    @property
+    def is_video(self) -> bool:
+        return self.kind == VIDEO
+
+    @property
+    def served_mime(self) -> str:
+        """What ``data`` is: a frame row keeps its video's container type (for filters) but holds a JPEG."""
+        return "image/jpeg" if self.kind == FRAME else self.mime
 
 
 @dataclass(frozen=True)
@@ -88,6 +110,7 @@ class ExistingImage:
 class MetadataStore:
     def __init__(self, url: str, engine: Engine | None = None) -> None:
         self.engine = engine or create_metadata_engine(url)
+        self._videos_seen: dict[str, tuple[float, bool]] = {}  # collection: (when asked, has videos)
         self.dialect = self.engine.dialect.name
         self.health = watch_engine(self.engine, f"metadata store ({self.engine.url.render_as_string()})")
 
@@ -273,11 +296,45 @@ class MetadataStore:
         return found
 
     def count(self, collection: str, include_pending: bool = False) -> int:
-        query = select(func.count()).select_from(images).where(images.c.collection == collection)
+        """Photos and videos (a video's sample frames are part of it, not items)."""
+        query = select(func.count()).select_from(images).where(images.c.collection == collection, _NOT_FRAME)
         if not include_pending:
             query = query.where(images.c.indexed.is_(True))
         with self.engine.connect() as conn:
             return int(conn.execute(query).scalar_one())
+
+    # --- videos (operations/ingest/videos.py) -------------------------------------------------------
+    def frames_of(self, videos: Sequence[int]) -> dict[int, list[tuple[int, int]]]:
+        """(frame row id, time in ms) of each video's samples, in time order (pending ones too)."""
+        found: dict[int, list[tuple[int, int]]] = {}
+        with self.engine.connect() as conn:
+            for chunk in chunks(sorted({int(v) for v in videos})):
+                query = select(images.c.parent, images.c.id, images.c.at_ms).where(images.c.parent.in_(chunk))
+                for parent, row_id, at_ms in conn.execute(query):
+                    found.setdefault(int(parent), []).append((int(row_id), int(at_ms or 0)))
+        return {video: sorted(frames, key=lambda f: f[1]) for video, frames in found.items()}
+
+    def has_videos(self, collection: str) -> bool:
+        """Whether searches of ``collection`` fold moments (asked on every search: remembered for a while here,
+        and at once after this process wrote a video)."""
+        now = time.monotonic()
+        known = self._videos_seen.get(collection)
+        if known is not None and now - known[0] < VIDEOS_SEEN_SECONDS:
+            return known[1]
+        query = select(images.c.id).where(images.c.collection == collection, images.c.kind == VIDEO).limit(1)
+        with self.engine.connect() as conn:
+            found = conn.execute(query).first() is not None
+        self._videos_seen[collection] = (now, found)
+        return found
+
+    def note_video(self, collection: str) -> None:
+        self._videos_seen[collection] = (time.monotonic(), True)
+
+    def update_video(self, row_id: int, data: bytes, facts: ImageFacts, at_ms: int, duration_ms: int) -> None:
+        """A video edited in its file: same row, new content and poster (its frames are written again)."""
+        self.update_content(row_id, data, facts)
+        with self.engine.begin() as conn:
+            conn.execute(update(images).where(images.c.id == row_id).values(at_ms=at_ms, duration_ms=duration_ms))
 
     # --- copies and exports (new methods; the writers above are unchanged) --------------------------
     def iter_image_pages(
@@ -349,6 +406,10 @@ def _pending_values(collection: str, row: NewImage, now: dt.datetime) -> dict:
         "camera": row.camera,
         "latitude": row.latitude,
         "longitude": row.longitude,
+        "kind": row.kind,
+        "parent": row.parent,
+        "at_ms": row.at_ms,
+        "duration_ms": row.duration_ms,
         "indexed": False,
         "created_at": now,
     }

@@ -97,7 +97,15 @@ images = Table(
     Column("latitude", Float, nullable=True),
     Column("longitude", Float, nullable=True),
     Column("created_at", DateTime, nullable=False),
+    # Videos (operations/ingest/videos.py): a video's row (kind "video", ``data`` its poster, ``at_ms`` the
+    # poster's time) and one row per sample (kind "frame", ``parent`` the video, ``at_ms`` its time, ``data`` a
+    # small JPEG of it). Every row has its vector; NULL kind is a photo.
+    Column("kind", String(8), nullable=True),
+    Column("parent", BigInteger, nullable=True),
+    Column("at_ms", BigInteger, nullable=True),
+    Column("duration_ms", BigInteger, nullable=True),
     Index("uq_images_collection_image_id", "collection", "image_id", unique=True),
+    Index("ix_images_parent", "parent"),
     Index("ix_images_collection_sha256", "collection", "sha256"),
     mysql_charset="utf8mb4",
 )
@@ -331,6 +339,10 @@ _LATER_IMAGE_COLUMNS = {
     "camera": "",
     "latitude": "",
     "longitude": "",
+    "kind": "",
+    "parent": "",
+    "at_ms": "",
+    "duration_ms": "",
 }
 
 
@@ -386,6 +398,8 @@ def _add_missing_columns(engine: Engine) -> None:
                 kind = images.c[name].type.compile(dialect=engine.dialect)
                 required = f" NOT NULL DEFAULT {default}" if default else ""
                 conn.execute(text(f"ALTER TABLE images ADD COLUMN {name} {kind}{required}"))
+    for index in images.indexes:  # a later column's index (the frames of a video)
+        index.create(engine, checkfirst=True)
     collection_columns = {column["name"] for column in inspect(engine).get_columns("collections")}
     with engine.begin() as conn:
         for name in _LATER_COLLECTION_COLUMNS:

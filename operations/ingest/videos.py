@@ -1,0 +1,223 @@
+"""Videos as items of a collection: one row for the video (its poster as the picture, its vector the poster's) and
+one row and vector per sample (kind "frame": its time and a small JPEG). A search finds samples and folds them into
+moments (operations/search/moments.py); the original stays in its file and is streamed from there.
+
+Reading a video here (``read_facts``) opens its container and hashes its bytes: no frame is decoded until the
+content is new (a move or an unchanged file costs no decode). ``encode`` samples and encodes one video; it runs
+on a decode thread, or on a Ray actor where a cluster is set (``operations.models.ray_encoding``)."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from adapters import video
+from adapters.images import ImageFacts
+from adapters.stores.sql.metadata_store import FRAME, VIDEO
+from operations.ingest.writes import ImageToWrite, delete_images, insert_rows, store_vectors
+from operations.services import Services
+
+logger = logging.getLogger(__name__)
+
+MIMES = {
+    ".mp4": "video/mp4",
+    ".m4v": "video/x-m4v",
+    ".mov": "video/quicktime",
+    ".mkv": "video/x-matroska",
+    ".webm": "video/webm",
+    ".avi": "video/x-msvideo",
+}
+SAMPLE_SIDE = 448  # what a sample is decoded to: above the encoder's 224, enough for a poster
+FRAME_SIDE = 320  # the JPEG kept per sample: a thumbnail for the page and the input of a re-embed
+FRAME_QUALITY = 80
+POSTER_QUALITY = 85
+ENCODE_BATCH = 16
+
+
+def is_video(path: str) -> bool:
+    return Path(path).suffix.lower() in MIMES
+
+
+@dataclass(frozen=True)
+class VideoRead:
+    """What a sync learns of a video file before deciding to decode it."""
+
+    facts: ImageFacts  # mime: the container's type; width and height as shown; the file's hash and size
+    video: video.VideoFacts
+
+
+@dataclass(frozen=True)
+class Frame:
+    ms: int
+    jpeg: bytes
+    vector: np.ndarray
+
+
+@dataclass(frozen=True)
+class EncodedVideo:
+    poster: bytes
+    poster_ms: int
+    poster_vector: np.ndarray
+    frames: list[Frame]
+    damage: str | None = None  # sampling stopped early: what is indexed ends there (the job names the reason)
+
+
+def read_facts(path: Path, max_bytes: int) -> VideoRead:
+    """The container's facts and the file's hash; raises ``video.VideoError`` with a reason a person can act on."""
+    if not video.available():
+        raise video.VideoError("videos need the video extra (pip install 'imgsearch[video]')")
+    size = path.stat().st_size
+    if size == 0:
+        raise video.VideoError("the file is empty")
+    if size > max_bytes:
+        raise video.VideoError(f"file is over the video limit of {max_bytes} bytes")
+    facts = video.probe(path)
+    if facts.duration_ms <= 0:
+        raise video.VideoError(video.NO_DURATION)
+    with path.open("rb") as handle:
+        sha = hashlib.file_digest(handle, "sha256").hexdigest()
+    mime = MIMES.get(path.suffix.lower(), "video/mp4")
+    return VideoRead(
+        ImageFacts(
+            mime,
+            facts.width,
+            facts.height,
+            sha,
+            size,
+            facts.taken_at,
+            facts.taken_offset,
+            facts.camera,
+            facts.latitude,
+            facts.longitude,
+        ),
+        facts,
+    )
+
+
+def encode(path: str | Path, encoder: Any, settings: Any) -> EncodedVideo:
+    """Samples one video and encodes its samples; raises ``video.VideoError`` when nothing can be indexed."""
+    sampled = video.sample(
+        path,
+        every_s=settings.video_sample_seconds,
+        max_samples=settings.video_max_samples,
+        max_side=SAMPLE_SIDE,
+        time_limit_s=settings.video_decode_seconds,
+    )
+    if not sampled.samples:
+        raise video.VideoError(sampled.damage or "every sampled frame is black")
+    vectors = []
+    for start in range(0, len(sampled.samples), ENCODE_BATCH):
+        batch = sampled.samples[start : start + ENCODE_BATCH]
+        vectors.append(encoder.encode_pixels([encoder.preprocess(s.image) for s in batch]))
+    matrix = np.concatenate(vectors)
+    frames = [Frame(s.ms, _jpeg(s.image, FRAME_SIDE, FRAME_QUALITY), matrix[i]) for i, s in enumerate(sampled.samples)]
+    first = sampled.samples[0]
+    return EncodedVideo(_jpeg(first.image, SAMPLE_SIDE, POSTER_QUALITY), first.ms, matrix[0], frames, sampled.damage)
+
+
+def encode_where(services: Services, model: str, location: Path) -> EncodedVideo:
+    """Samples and encodes a video file here, with the process's encoder."""
+    return encode(location, services.models.get(model), services.settings)
+
+
+def _jpeg(picture: Any, side: int, quality: int) -> bytes:
+    picture = picture.copy()
+    picture.thumbnail((side, side))
+    out = io.BytesIO()
+    picture.save(out, "JPEG", quality=quality)
+    return out.getvalue()
+
+
+def write(
+    services: Services,
+    collection: str,
+    model: str,
+    image_id: str,
+    read: VideoRead,
+    encoded: EncodedVideo,
+    source: str | None,
+    origin: str,
+) -> int:
+    """The video's row and its frames' rows, pending, then every vector, then all searchable at once (the write
+    order of operations/ingest/writes.py). Returns the video's row id."""
+    item = ImageToWrite(
+        image_id,
+        encoded.poster,
+        read.facts,
+        encoded.poster_vector,
+        source,
+        origin,
+        preview=True,
+        kind=VIDEO,
+        at_ms=encoded.poster_ms,
+        duration_ms=read.video.duration_ms,
+    )
+    written = insert_rows(services, collection, [item])
+    if not written:
+        raise RuntimeError(f"the row of video {image_id!r} was not written")
+    video_id = written[0][1]
+    services.metadata.note_video(collection)
+    frames = _frame_rows(services, collection, video_id, image_id, read, encoded.frames, origin)
+    store_vectors(services, collection, [*written, *frames], model)
+    return video_id
+
+
+def rewrite(
+    services: Services, collection: str, model: str, video_id: int, read: VideoRead, encoded: EncodedVideo
+) -> None:
+    """A video edited in its file: same row, id and tags; new poster, vector and frames."""
+    record = services.metadata.fetch(collection, [video_id], include_pending=True)[video_id]
+    old_frames = [frame for frame, _ in services.metadata.frames_of([video_id]).get(video_id, [])]
+    delete_images(services, collection, old_frames)
+    services.metadata.update_video(video_id, encoded.poster, read.facts, encoded.poster_ms, read.video.duration_ms)
+    item = ImageToWrite(
+        record.image_id, encoded.poster, read.facts, encoded.poster_vector, record.source, record.origin, True
+    )
+    frames = _frame_rows(services, collection, video_id, record.image_id, read, encoded.frames, record.origin or "")
+    store_vectors(services, collection, [(item, video_id), *frames], model)
+
+
+def _frame_rows(
+    services: Services,
+    collection: str,
+    video_id: int,
+    image_id: str,
+    read: VideoRead,
+    frames: Sequence[Frame],
+    origin: str,
+) -> list[tuple[ImageToWrite, int]]:
+    """Pending rows of a video's samples; each row carries the video's filter facts (its type, size, capture
+    time, camera, place), so a filtered search finds its moments as it finds its photos."""
+    items = [
+        ImageToWrite(
+            f"{image_id}@{frame.ms}",
+            frame.jpeg,
+            ImageFacts(
+                read.facts.mime,
+                read.facts.width,
+                read.facts.height,
+                hashlib.sha256(frame.jpeg).hexdigest(),
+                len(frame.jpeg),
+                read.facts.taken_at,
+                read.facts.taken_offset,
+                read.facts.camera,
+                read.facts.latitude,
+                read.facts.longitude,
+            ),
+            frame.vector,
+            None,
+            origin,
+            kind=FRAME,
+            parent=video_id,
+            at_ms=frame.ms,
+        )
+        for frame in frames
+    ]
+    return insert_rows(services, collection, items)
