@@ -45,7 +45,52 @@ async function setImage(img, url) {
 }
 
 function thumbUrl(hit) {
-  return `/img/${encodeURIComponent(collection())}/${encodeURIComponent(hit.image_id)}/thumb?size=320`;
+  // A video's moment shows its best sample (stored: no decoding).
+  const shown = hit.kind === "video" ? hit.video.frame_image_id : hit.image_id;
+  return `/img/${encodeURIComponent(collection())}/${encodeURIComponent(shown)}/thumb?size=320`;
+}
+
+// 0:05.0 — a moment's times, to the tenth of a second.
+function clock(milliseconds) {
+  const seconds = Math.max(0, Math.round(milliseconds / 100) / 10);
+  const minutes = Math.floor(seconds / 60);
+  return `${minutes}:${(seconds - minutes * 60).toFixed(1).padStart(4, "0")}`;
+}
+
+// A moment plays where it is: the original streams with Range requests from its start (media fragment). The
+// moment's clip (re-encoded H.264, small) plays instead where the original cannot: with a key (a <video> cannot
+// send the header, so the clip is fetched) or a codec the browser lacks (HEVC from an iPhone on most desktops).
+function playMoment(video, hit, startMs, endMs, loop = false, asClip = Boolean(apiKey())) {
+  const base = asClip ? 0 : startMs; // a clip starts at 0
+  const stopAt = base + (endMs - startMs);
+  video.ontimeupdate = () => {
+    if (video.currentTime * 1000 < stopAt) return;
+    if (loop) video.currentTime = base / 1000; else video.pause();
+  };
+  video.onerror = asClip ? null : () => playMoment(video, hit, startMs, endMs, loop, true);
+  if (asClip) {
+    const clip = `${hit.video.clip_url.split("?")[0]}?start_ms=${startMs}&end_ms=${endMs}`;
+    const ready = apiKey() ? setImage(video, clip) : Promise.resolve((video.src = clip));
+    ready.then(() => video.play().catch(() => {}));
+  } else {
+    video.src = `${hit.url}#t=${startMs / 1000}`;
+    video.play().catch(() => {});
+  }
+}
+
+function previewMoment(card, hit) {
+  if (card.querySelector("video")) return;
+  const video = document.createElement("video");
+  video.className = "preview";
+  video.muted = true;
+  video.playsInline = true;
+  card.append(video);
+  playMoment(video, hit, hit.video.start_ms, hit.video.end_ms, true);
+}
+
+function stopPreview(card) {
+  const video = card.querySelector("video.preview");
+  if (video) { video.onerror = null; video.pause(); video.removeAttribute("src"); video.load(); video.remove(); }
 }
 
 // What the key may do decides what the page offers: a read-only key sees no upload, tagging or delete.
@@ -113,7 +158,16 @@ function appendHits(hits, start) {
     tags.className = "tags";
     tags.textContent = (hit.tags || []).join(" · ");
     card.append(img, score, name, tags, ...snippetNodes(hit));
-    card.addEventListener("click", () => openViewer(hit));
+    if (hit.kind === "video") {
+      card.classList.add("video");
+      const moment = document.createElement("span");
+      moment.className = "moment";
+      moment.textContent = `▶ ${clock(hit.video.start_ms)}–${clock(hit.video.end_ms)}`;
+      card.append(moment);
+      card.addEventListener("mouseenter", () => previewMoment(card, hit));
+      card.addEventListener("mouseleave", () => stopPreview(card));
+    }
+    card.addEventListener("click", () => { stopPreview(card); openViewer(hit); });
     return card;
   }));
 }
@@ -149,6 +203,7 @@ function filters() {
   const wanted = {};
   if (chosenTags.size) wanted.tags_any = [...chosenTags];
   if ($("filter-mime").value) wanted.mime = [$("filter-mime").value];
+  if ($("filter-kind").value) wanted.kinds = [$("filter-kind").value];
   const width = parseInt($("filter-width").value, 10);
   if (width > 0) wanted.min_width = width;
   // Capture dates (EXIF), whole days in the browser's time zone.
@@ -264,9 +319,17 @@ function openViewer(hit) {
   const img = $("viewer-img");
   img.removeAttribute("src");
   img.alt = hit.image_id;
-  // Most browsers cannot show HEIC (iPhone) originals: the viewer takes the server's largest JPEG of it instead.
-  const url = `/img/${encodeURIComponent(collection())}/${encodeURIComponent(hit.image_id)}`;
-  setImage(img, hit.mime === "image/heic" ? `${url}/thumb?size=1024` : hit.url);
+  const isVideo = hit.kind === "video";
+  img.hidden = isVideo;
+  $("viewer-video").hidden = !isVideo;
+  $("moment-controls").hidden = !isVideo;
+  if (isVideo) {
+    showMoment(hit, hit.video.start_ms, hit.video.end_ms);
+  } else {
+    // Most browsers cannot show HEIC (iPhone) originals: the viewer takes the server's largest JPEG of it instead.
+    const url = `/img/${encodeURIComponent(collection())}/${encodeURIComponent(hit.image_id)}`;
+    setImage(img, hit.mime === "image/heic" ? `${url}/thumb?size=1024` : hit.url);
+  }
   const where = hit.paths && hit.paths.length ? ` · ${hit.paths[0]}` : "";
   const taken = hit.taken_at ? ` · 拍摄于 ${takenText(hit)}` : "";
   const camera = hit.camera ? ` · ${hit.camera}` : "";
@@ -279,6 +342,43 @@ function openViewer(hit) {
   $("description-status").textContent = "";
   $("viewer").showModal();
   loadWords(hit);
+}
+
+// The viewer plays a moment from its start and stops at its end; a person widens or narrows it and downloads it.
+function showMoment(hit, startMs, endMs) {
+  const duration = hit.video.duration_ms || endMs;
+  startMs = Math.max(0, Math.round(startMs));
+  endMs = Math.min(duration, Math.max(startMs + 500, Math.round(endMs)));
+  $("moment-start").value = (startMs / 1000).toFixed(1);
+  $("moment-end").value = (endMs / 1000).toFixed(1);
+  $("moment-range").textContent = `${clock(startMs)}–${clock(endMs)} / ${clock(duration)}`;
+  const clip = `${hit.video.clip_url.split("?")[0]}?start_ms=${startMs}&end_ms=${endMs}&download=true`;
+  $("moment-download").href = clip;
+  $("moment-download").dataset.href = clip;
+  playMoment($("viewer-video"), hit, startMs, endMs);
+}
+
+function momentInputs() {
+  return [parseFloat($("moment-start").value) * 1000, parseFloat($("moment-end").value) * 1000];
+}
+
+function changeMoment(by) {
+  if (!current || current.kind !== "video") return;
+  const [start, end] = momentInputs();
+  showMoment(current, start - by, end + by);
+}
+
+async function downloadMoment(event) {
+  if (!apiKey()) return; // the link downloads by itself
+  event.preventDefault();
+  try {
+    const response = await fetch(event.currentTarget.dataset.href, { headers: authHeaders() });
+    if (!response.ok) throw new Error(`HTTP ${response.status}`);
+    const link = document.createElement("a");
+    link.href = URL.createObjectURL(await response.blob());
+    link.download = `${current.image_id.slice(0, 16)}.mp4`;
+    link.click();
+  } catch (error) { setStatus(`下载失败：${error.message}`); }
 }
 
 async function loadWords(hit) {
@@ -357,7 +457,9 @@ async function moreLikeThis() {
   const seq = ++searchSeq;
   setStatus("查找相似图片…");
   try {
-    const path = `/img/${encodeURIComponent(collection())}/${encodeURIComponent(hit.image_id)}/similar?top_k=${TOP_K}`;
+    // From a moment: its best sample (the scene), not the video's poster.
+    const from = hit.kind === "video" ? hit.video.frame_image_id : hit.image_id;
+    const path = `/img/${encodeURIComponent(collection())}/${encodeURIComponent(from)}/similar?top_k=${TOP_K}`;
     const body = await api(path);
     if (seq === searchSeq) renderHits(body.hits, `与 ${hit.image_id} 相似的 ${body.hits.length} 张${ms(body.timings_ms)}`);
   } catch (error) { if (seq === searchSeq) setStatus(`查找失败：${error.message}`); }
@@ -545,6 +647,12 @@ function wire() {
   $("delete-duplicates").addEventListener("click", deleteDuplicates);
   $("add-files").addEventListener("change", (e) => addFiles([...e.target.files]));
   $("close-viewer").addEventListener("click", () => $("viewer").close());
+  $("viewer").addEventListener("close", () => $("viewer-video").pause());
+  $("filter-kind").addEventListener("change", rerun);
+  $("moment-wider").addEventListener("click", () => changeMoment(1000));
+  $("moment-narrower").addEventListener("click", () => changeMoment(-1000));
+  $("moment-play").addEventListener("click", () => { const [s, e] = momentInputs(); showMoment(current, s, e); });
+  $("moment-download").addEventListener("click", downloadMoment);
   $("save-description").addEventListener("click", saveDescription);
   $("show-boxes").addEventListener("change", (e) => { $("ocr-boxes").toggleAttribute("hidden", !e.target.checked); });
   $("mode").addEventListener("change", rerun);
