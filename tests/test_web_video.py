@@ -4,6 +4,7 @@ requests), the viewer plays the moment from its start and stops at its end, wide
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -28,7 +29,7 @@ def _wait_for_job(client: httpx.Client, job_id: str) -> dict:
         job = client.get(f"/jobs/{job_id}").json()
         if job["state"] in ("succeeded", "failed", "cancelled"):
             return job
-        __import__("time").sleep(0.2)
+        time.sleep(0.2)
     raise AssertionError(f"job {job_id} did not finish")
 
 
