@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from adapters import video
-from tests.videofiles import scene, write_video
+from tests.videofiles import damage, scene, write_audio_only, write_video
 
 
 def _second_shown(image) -> int:  # type: ignore[no-untyped-def]
@@ -108,17 +108,7 @@ def test_files_that_are_not_videos_are_refused_with_the_reason(
 def test_audio_only_and_cut_short_files_are_refused(tmp_path: Path) -> None:
     import av
 
-    audio = tmp_path / "voice.m4a"
-    with av.open(str(audio), "w") as output:
-        stream = output.add_stream("aac", rate=16000)
-        frame = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
-        frame.sample_rate = 16000
-        for i in range(20):
-            frame.pts = i * 1024
-            for packet in stream.encode(frame):
-                output.mux(packet)
-        for packet in stream.encode():
-            output.mux(packet)
+    audio = write_audio_only(tmp_path / "voice.m4a")
     with pytest.raises(video.VideoError, match="no video stream"):
         video.sample(audio)
     whole = write_video(tmp_path / "whole.mp4", seconds=4).path.read_bytes()
@@ -129,11 +119,7 @@ def test_audio_only_and_cut_short_files_are_refused(tmp_path: Path) -> None:
 
 
 def test_a_stream_damaged_part_way_keeps_what_came_before(tmp_path: Path) -> None:
-    path = write_video(tmp_path / "damaged.mkv", seconds=8).path
-    data = bytearray(path.read_bytes())
-    middle = len(data) // 2
-    data[middle : middle + 20000] = bytes(20000)  # a run of zeros in the middle of the stream
-    path.write_bytes(bytes(data))
+    path = damage(write_video(tmp_path / "damaged.mkv", seconds=8).path)
     sampled = video.sample(path, every_s=1)
     assert sampled.samples and min(s.ms for s in sampled.samples) == 0
     assert sampled.damage is not None and "damaged after" in sampled.damage

@@ -22,7 +22,7 @@ from config import Settings
 from operations.ingest import videos
 from tests.conftest import wait_for_job
 from tests.imagefiles import jpeg
-from tests.videofiles import pattern, write_video
+from tests.videofiles import damage, pattern, write_audio_only, write_video
 
 C = "clips"
 
@@ -46,6 +46,8 @@ def _folder(data_root: Path) -> Path:
     (folder / "DCIM/empty.mp4").write_bytes(b"")
     whole = (folder / "DCIM/beach.mp4").read_bytes()
     (folder / "DCIM/cut_short.mp4").write_bytes(whole[: len(whole) // 2])  # a copy that stopped half-way
+    write_audio_only(folder / "DCIM/voice.mp4")
+    damage(write_video(folder / "DCIM/scratched.mkv", seconds=8, scene_offset=80).path)
     return folder
 
 
@@ -96,15 +98,18 @@ def test_videos_of_a_source_are_found_as_moments_and_watched(
     source = client.post(f"/collections/{C}/sources", json={"path": folder.relative_to(data_root).as_posix()}).json()
     job = _sync(client, source["id"])
     counts = job["result"]["counts"]
-    # 2 videos and 2 photos stored; the empty file and the one cut short refused
-    assert counts["stored"] == 4 and counts["rejected"] == 2, (counts, job["errors"])
+    # 3 videos (one damaged part-way: indexed up to the damage) and 2 photos stored; the empty file, the one cut
+    # short and the one with no picture refused, each with its reason.
+    assert counts["stored"] == 5 and counts["rejected"] == 3, (counts, job["errors"])
     reasons = {e["file"]: e["reason"] for e in job["errors"]}
     assert "empty" in reasons["DCIM/empty.mp4"]
     assert "cut short" in reasons["DCIM/cut_short.mp4"] or "readable" in reasons["DCIM/cut_short.mp4"]
+    assert "no video stream" in reasons["DCIM/voice.mp4"]
+    assert "damaged" in reasons["DCIM/scratched.mkv"] and "indexed up to" in reasons["DCIM/scratched.mkv"]
     skipped = {s["path"]: s["reason"] for s in job["result"]["skipped_sample"]}
     assert "Live Photo" in skipped["DCIM/IMG_0007.MOV"] and "IMG_0007.JPG" in skipped["DCIM/IMG_0007.MOV"]
-    assert client.get(f"/img/count?collection={C}").json()["count"] == 4  # samples are part of their video
-    assert _rows(client, "video") == 2 and _rows(client, "frame") >= 8 + 5
+    assert client.get(f"/img/count?collection={C}").json()["count"] == 5  # samples are part of their video
+    assert _rows(client, "video") == 3 and _rows(client, "frame") >= 8 + 5
 
     # The container's facts: duration, size as shown (the portrait HEVC turned), capture time.
     services = client.app.state.services  # type: ignore[attr-defined]
@@ -171,7 +176,7 @@ def test_videos_of_a_source_are_found_as_moments_and_watched(
     real_read = videos.read_facts
     monkeypatch.setattr(videos, "read_facts", lambda path, limit: opened.append(str(path)) or real_read(path, limit))
     again = _sync(client, source["id"])
-    assert again["result"]["counts"]["unchanged"] == 4 and opened == []
+    assert again["result"]["counts"]["unchanged"] == 5 and opened == []
     (folder / "DCIM/old").mkdir()
     (folder / "DCIM/city.mov").rename(folder / "DCIM/old/city.mov")
     encoded: list[str] = []
@@ -183,6 +188,6 @@ def test_videos_of_a_source_are_found_as_moments_and_watched(
     (folder / "DCIM/beach.mp4").unlink()
     gone = _sync(client, source["id"])
     assert gone["result"]["counts"]["removed"] == 1
-    assert _rows(client, "video") == 1 and 0 < _rows(client, "frame") < frames_before
+    assert _rows(client, "video") == 2 and 0 < _rows(client, "frame") < frames_before
     assert client.get(f"/img/{C}/{beach.image_id}").status_code == 404
     assert all(h["image_id"] != beach.image_id for h in _search_image(client, _picture_of_second(5)))

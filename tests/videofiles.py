@@ -110,3 +110,29 @@ def write_video(
         output.mux(packet)
     output.close()
     return Written(path, times, keyframe_every_s)
+
+
+def write_audio_only(path: Path, seconds: float = 1.0) -> Path:
+    """An MP4 with sound and no picture (a voice memo, a song)."""
+    import av
+
+    with av.open(str(path), "w", format="mp4" if path.suffix in (".mp4", ".m4a") else None) as output:
+        stream = output.add_stream("aac", rate=16000)
+        frame = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
+        frame.sample_rate = 16000
+        for i in range(int(seconds * 16000 / 1024) + 1):
+            frame.pts = i * 1024
+            for packet in stream.encode(frame):
+                output.mux(packet)
+        for packet in stream.encode():
+            output.mux(packet)
+    return path
+
+
+def damage(path: Path, run: int = 20000) -> Path:
+    """A run of zeros in the middle of the stream, as a bad sector or a broken copy leaves."""
+    data = bytearray(path.read_bytes())
+    middle = len(data) // 2
+    data[middle : middle + run] = bytes(run)
+    path.write_bytes(bytes(data))
+    return path
