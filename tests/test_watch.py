@@ -17,6 +17,7 @@ from fastapi.testclient import TestClient
 from config import Settings
 from operations.ingest.watch import SourceWatcher
 from tests.imagefiles import jpeg
+from tests.videofiles import write_video
 
 C = "watched"
 SETTLE_LIMIT_S = 60
@@ -180,3 +181,28 @@ def test_a_watched_source_follows_files_whose_names_are_not_utf8(client: TestCli
     assert all(j["state"] == "succeeded" for j in jobs), jobs
     hits = client.post("/img/search", json={"collection": C, "text": "旧照片", "mode": "keyword"}).json()["hits"]
     assert len(hits) == 1 and hits[0]["paths"][0].endswith("/相册/旧照片.jpg")
+
+
+def test_a_watched_source_takes_a_video_once_its_copy_is_complete(client: TestClient, data_root: Path) -> None:
+    """A phone video copied in slowly: refused while it is cut short (no index yet), taken when the copy completes
+    (its size changed, so the next sync reads it again); a Live Photo's motion file stays with its photo."""
+    folder = _folder(data_root, 1)
+    client.post(f"/collections/{C}/sources", json={"path": folder.relative_to(data_root).as_posix(), "watched": True})
+    _settled(client, 1)
+    whole = write_video(data_root / f"staging_{uuid.uuid4().hex[:6]}.mp4", seconds=4, patterned=True).path
+    data = whole.read_bytes()
+    target = folder / "2024" / "VID_0001.mp4"
+    with target.open("wb") as handle:
+        handle.write(data[: len(data) // 2])
+    jobs = _settled(client, 1, after=1)
+    assert any("VID_0001.mp4" in e["file"] for j in jobs for e in j["errors"]), jobs
+    with target.open("ab") as handle:
+        handle.write(data[len(data) // 2 :])
+    _settled(client, 2, after=len(jobs))
+    (folder / "2024" / "IMG_0009.JPG").write_bytes(jpeg(909))
+    write_video(folder / "2024" / "IMG_0009.MOV", seconds=2)
+    _settled(client, 3, after=len(_sync_jobs(client)))
+    time.sleep(1.5)  # the motion file's own event, if any, comes and goes
+    _settled(client, 3)
+    hits = client.post("/img/search", json={"collection": C, "text": "视频", "filters": {"kinds": ["video"]}}).json()
+    assert [h["kind"] for h in hits["hits"]] == ["video"], hits
