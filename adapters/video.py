@@ -92,8 +92,11 @@ def sample(
     max_samples: int = 600,
     max_side: int = 448,
     time_limit_s: float = 120.0,
+    start_ms: int = 0,
+    end_ms: int | None = None,
 ) -> Sampled:
-    """The frames to index: keyframes first, then a frame every ``every_s`` where keyframes are further apart."""
+    """The frames to index: keyframes first, then a frame every ``every_s`` where keyframes are further apart.
+    ``start_ms``/``end_ms``: only that piece of the video (a long one is sampled in pieces, on several workers)."""
     import av
 
     deadline = time.monotonic() + time_limit_s
@@ -108,6 +111,8 @@ def sample(
         rotation: int | None = None  # told by the first frame (FFmpeg gives each frame the stream's matrix)
         decoded, damage = 0, None
         stream.codec_context.skip_frame = "NONKEY"
+        if start_ms > 0:
+            container.seek(int(start_ms / 1000 / stream.time_base), stream=stream, backward=True)
         try:
             for frame in container.decode(stream):
                 decoded += 1
@@ -115,7 +120,10 @@ def sample(
                     rotation = int(getattr(frame, "rotation", 0) or 0)
                 if frame.pts is not None:
                     ms = _ms(frame, stream)
-                    taken.setdefault(ms, Sample(ms, upright_picture(frame, max_side), True))
+                    if end_ms is not None and ms >= end_ms:
+                        break
+                    if ms >= start_ms:
+                        taken.setdefault(ms, Sample(ms, upright_picture(frame, max_side), True))
                 if time.monotonic() > deadline:
                     damage = over_time
                     break
@@ -128,7 +136,8 @@ def sample(
         facts = _facts(container, stream, rotation)
         if damage is None:
             stream.codec_context.skip_frame = "DEFAULT"
-            for target in _gaps(sorted(taken), facts.duration_ms, every_s):
+            piece_end = facts.duration_ms if end_ms is None else min(end_ms, facts.duration_ms)
+            for target in _gaps(sorted(taken), start_ms, piece_end, every_s):
                 if time.monotonic() > deadline:
                     damage = over_time
                     break
@@ -138,7 +147,7 @@ def sample(
                     damage = f"the stream is damaged near {target / 1000:.1f} s: {exc}"
                     break
                 decoded += frames
-                if found is not None:
+                if found is not None and start_ms <= found.ms and (end_ms is None or found.ms < end_ms):
                     taken.setdefault(found.ms, found)
         result = Sampled(facts, [], damage, decoded)
         result.samples = _kept(sorted(taken.values(), key=lambda s: s.ms), max_samples, result.dropped)
@@ -228,12 +237,12 @@ def upright_picture(frame: Any, max_side: int) -> Image.Image:
     return image.transpose(turn[rotation]) if rotation in turn else image
 
 
-def _gaps(keyframes_ms: list[int], duration_ms: int, every_s: float) -> list[int]:
-    """Times to seek to: each stretch between keyframes (and before the first, after the last) that is longer than
-    ``every_s`` is cut evenly into pieces no longer than that."""
+def _gaps(keyframes_ms: list[int], first_ms: int, last_ms: int, every_s: float) -> list[int]:
+    """Times to seek to: each stretch between keyframes (and before the first, after the last) of
+    ``[first_ms, last_ms]`` that is longer than ``every_s`` is cut evenly into pieces no longer than that."""
     step = every_s * 1000
     targets = []
-    for start, end in itertools.pairwise(sorted({0, *keyframes_ms, duration_ms})):
+    for start, end in itertools.pairwise(sorted({first_ms, *keyframes_ms, last_ms})):
         pieces = math.ceil((end - start) / step)
         targets.extend(round(start + (end - start) * k / pieces) for k in range(1, pieces))
     return targets

@@ -134,6 +134,9 @@ class Settings(BaseSettings):
     video_decode_seconds: float = Field(
         300.0, gt=0, le=86400, description="Decode time limit per video: indexed up to there, with the reason."
     )
+    video_piece_seconds: float = Field(
+        120.0, ge=1, le=86400, description="With Ray: a longer video is sampled in pieces this long on several actors."
+    )
     video_max_clip_seconds: float = Field(60.0, gt=0, le=3600, description="Longest clip a user can cut.")
     max_video_bytes: int = Field(
         4 * 1024**3, ge=1024, description="Largest video file a source folder or an upload may hold, in bytes."

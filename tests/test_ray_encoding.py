@@ -217,3 +217,39 @@ def test_ocr_reads_on_the_cluster_at_sync_and_as_a_job(
         preview = services.metadata.fetch("ray_scans", [receipt_id], with_data=True)[receipt_id].data
         local = OcrReader(threads=1).read(images.picture_for_ocr(preview, 10**9, services.settings.ocr_max_side))
         assert [line["text"] for line in again["receipt0.jpg"]["ocr_lines"]] == [line.text for line in local]
+
+
+def test_videos_are_sampled_and_encoded_on_the_cluster_in_pieces(
+    cluster, make_settings, make_client, data_root: Path, vit_split: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:  # type: ignore[no-untyped-def]
+    """A video longer than a piece is sampled by both nodes (the service never decodes a frame), and its samples
+    are the ones one process would have made, vectors included."""
+    from adapters import video
+    from operations.ingest import videos
+    from tests.videofiles import write_video
+
+    folder = data_root / f"ray_videos_{cluster.address.rsplit(':', 1)[1]}"
+    folder.mkdir()
+    write_video(folder / "long.mp4", seconds=12, patterned=True)
+    write_video(folder / "short.mov", seconds=3, scene_offset=30, patterned=True)
+    ray = {"ray_address": cluster.address, "ray_shared_paths": True, "video_piece_seconds": 4}
+    with _client(make_settings, make_client, data_root, vit_split, **ray) as client:
+        services = client.app.state.services  # type: ignore[attr-defined]
+        local = videos.encode(folder / "long.mp4", services.models.get("RN50"), services.settings)
+        real_sample, real_picture = video.sample, video.upright_picture
+        refuse = lambda *a, **k: pytest.fail("a frame was decoded in the service")  # noqa: E731
+        monkeypatch.setattr(video, "sample", refuse)
+        monkeypatch.setattr(video, "upright_picture", refuse)
+        source = client.post("/collections/ray_videos/sources", json={"path": folder.name}).json()
+        job = wait_for_job(client, client.post(f"/collections/ray_videos/sources/{source['id']}/sync").json()["job_id"])
+        assert job["state"] == "succeeded" and job["result"]["counts"]["stored"] == 2, job
+        assert len(job["result"]["encoded_by"]) == 2, job  # the long video's pieces went to both nodes
+        monkeypatch.setattr(video, "sample", real_sample)
+        monkeypatch.setattr(video, "upright_picture", real_picture)
+        sha = videos.read_facts(folder / "long.mp4", 1 << 30).facts.sha256
+        row = services.metadata.lookup_sha("ray_videos", [sha])[sha].id
+        frames = services.metadata.frames_of([row])[row]
+        assert [ms for _, ms in frames] == [frame.ms for frame in local.frames]
+        stored = services.vectors.get("ray_videos", [frame for frame, _ in frames])
+        for (frame, _), mine in zip(frames, local.frames, strict=True):
+            assert float(np.dot(stored[frame], mine.vector)) >= 0.9999

@@ -106,7 +106,6 @@ def test_files_that_are_not_videos_are_refused_with_the_reason(
 
 
 def test_audio_only_and_cut_short_files_are_refused(tmp_path: Path) -> None:
-    import av
 
     audio = write_audio_only(tmp_path / "voice.m4a")
     with pytest.raises(video.VideoError, match="no video stream"):

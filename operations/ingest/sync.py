@@ -371,14 +371,13 @@ def _write_videos(state: _Run, batch: list[_Encode]) -> None:
     services = state.services
     origin = f"source:{state.source.path}"
 
-    def encode(item: _Encode) -> tuple[_Encode, videos.EncodedVideo | str]:
-        location = state.folder / file_names.file_system(item.file.path)
-        try:
-            return item, videos.encode_where(services, state.model, location)
-        except video.VideoError as exc:
-            return item, str(exc)
+    def location(item: _Encode) -> Path:
+        return state.folder / file_names.file_system(item.file.path)
 
-    for item, encoded in bounded_map(services.decode_pool, encode, batch, lookahead=1):
+    def duration(item: _Encode) -> int:
+        return item.file.video.video.duration_ms if item.file.video else 0
+
+    for item, encoded in videos.encode_all(services, state.model, batch, location, duration):
         file, read = item.file, item.file.video
         assert read is not None
         if isinstance(encoded, str):
@@ -386,6 +385,8 @@ def _write_videos(state: _Run, batch: list[_Encode]) -> None:
             continue
         if encoded.damage:
             state.progress.error(f"indexed up to where sampling stopped: {encoded.damage}", file=file.path)
+        for node in encoded.nodes:
+            state.progress.encoded_by[node] += len(encoded.frames) // len(encoded.nodes)  # samples, per node
         if item.edit_of is not None:
             videos.rewrite(services, state.collection, state.model, item.edit_of.image, read, encoded)
             stat, sha = file.stat, read.facts.sha256

@@ -11,20 +11,23 @@ from __future__ import annotations
 import hashlib
 import io
 import logging
-from collections.abc import Sequence
+import math
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
 from adapters import video
 from adapters.images import ImageFacts
 from adapters.stores.sql.metadata_store import FRAME, VIDEO
+from operations.ingest.streams import bounded_map
 from operations.ingest.writes import ImageToWrite, delete_images, insert_rows, store_vectors
 from operations.services import Services
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 MIMES = {
     ".mp4": "video/mp4",
@@ -67,6 +70,7 @@ class EncodedVideo:
     poster_vector: np.ndarray
     frames: list[Frame]
     damage: str | None = None  # sampling stopped early: what is indexed ends there (the job names the reason)
+    nodes: tuple[str, ...] = ("local",)  # where it was sampled and encoded (Ray nodes, or this process)
 
 
 def read_facts(path: Path, max_bytes: int) -> VideoRead:
@@ -101,14 +105,17 @@ def read_facts(path: Path, max_bytes: int) -> VideoRead:
     )
 
 
-def encode(path: str | Path, encoder: Any, settings: Any) -> EncodedVideo:
-    """Samples one video and encodes its samples; raises ``video.VideoError`` when nothing can be indexed."""
+def encode(path: str | Path, encoder: Any, settings: Any, start_ms: int = 0, end_ms: int | None = None) -> EncodedVideo:
+    """Samples one video (or the piece ``[start_ms, end_ms)`` of it) and encodes its samples; raises
+    ``video.VideoError`` when nothing can be indexed."""
     sampled = video.sample(
         path,
         every_s=settings.video_sample_seconds,
         max_samples=settings.video_max_samples,
         max_side=SAMPLE_SIDE,
         time_limit_s=settings.video_decode_seconds,
+        start_ms=start_ms,
+        end_ms=end_ms,
     )
     if not sampled.samples:
         raise video.VideoError(sampled.damage or "every sampled frame is black")
@@ -122,9 +129,95 @@ def encode(path: str | Path, encoder: Any, settings: Any) -> EncodedVideo:
     return EncodedVideo(_jpeg(first.image, SAMPLE_SIDE, POSTER_QUALITY), first.ms, matrix[0], frames, sampled.damage)
 
 
-def encode_where(services: Services, model: str, location: Path) -> EncodedVideo:
-    """Samples and encodes a video file here, with the process's encoder."""
-    return encode(location, services.models.get(model), services.settings)
+def pieces(duration_ms: int, piece_s: float, max_samples: int) -> list[tuple[int, int | None]]:
+    """A long video's time ranges, sampled on several workers at once (one piece: the whole video)."""
+    count = max(1, math.ceil(duration_ms / (piece_s * 1000)))
+    if count == 1 or max_samples < count:
+        return [(0, None)]
+    bounds = [round(duration_ms * k / count) for k in range(count + 1)]
+    return [(bounds[k], bounds[k + 1] if k + 1 < count else None) for k in range(count)]
+
+
+def joined(parts: Sequence[EncodedVideo | str], max_samples: int) -> EncodedVideo | str:
+    """The pieces of one video as one: their frames in time order (thinned evenly to ``max_samples``), the first
+    piece's poster, the first damage (a piece after a damaged one is kept: the damage was local). A reason when
+    no piece gave a frame."""
+    good = [part for part in parts if not isinstance(part, str)]
+    if not good:
+        return next((part for part in parts if isinstance(part, str)), "no frame could be decoded")
+    frames = sorted((frame for part in good for frame in part.frames), key=lambda frame: frame.ms)
+    if len(frames) > max_samples:
+        chosen = sorted(set(np.linspace(0, len(frames) - 1, max_samples).round().astype(int).tolist()))
+        frames = [frames[i] for i in chosen]
+    damage = next((part.damage for part in good if part.damage), None)
+    if damage is None and len(good) < len(parts):
+        damage = next(part for part in parts if isinstance(part, str))
+    first = good[0]
+    nodes = tuple(dict.fromkeys(node for part in good for node in part.nodes))
+    return EncodedVideo(first.poster, first.poster_ms, first.poster_vector, frames, damage, nodes)
+
+
+def encode_all(
+    services: Services,
+    model: str,
+    items: Iterable[T],
+    location_of: Callable[[T], Path],
+    duration_of: Callable[[T], int],
+) -> Iterator[tuple[T, EncodedVideo | str]]:
+    """Each video sampled and encoded (or the reason it cannot be), in order: on the decode threads here, or with
+    a Ray cluster that shares the data root (IMGSEARCH_RAY_SHARED_PATHS) on its actors, a long video in pieces
+    over several of them (frames never pass through the service: only the small JPEGs and vectors come back)."""
+    settings = services.settings
+    if services.ray is not None and settings.ray_shared_paths:
+        yield from _on_ray(services, model, items, location_of, duration_of)
+        return
+    encoder = services.models.get(model)
+
+    def one(item: T) -> tuple[T, EncodedVideo | str]:
+        try:
+            return item, encode(location_of(item), encoder, settings)
+        except video.VideoError as exc:
+            return item, str(exc)
+
+    yield from bounded_map(services.decode_pool, one, items, lookahead=1)
+
+
+@dataclass(frozen=True)
+class PieceTask:
+    """A piece of a video for a Ray actor: a path its node can read and a time range."""
+
+    path: str
+    start_ms: int
+    end_ms: int | None
+
+    @property
+    def size(self) -> int:
+        return 0  # the actor reads the file itself
+
+
+def _on_ray(
+    services: Services,
+    model: str,
+    items: Iterable[T],
+    location_of: Callable[[T], Path],
+    duration_of: Callable[[T], int],
+) -> Iterator[tuple[T, EncodedVideo | str]]:
+    settings = services.settings
+    assert services.ray is not None
+    listed = list(items)
+    tasks: list[tuple[int, PieceTask]] = []
+    for index, item in enumerate(listed):
+        location = str(location_of(item))
+        for start, end in pieces(duration_of(item), settings.video_piece_seconds, settings.video_max_samples):
+            tasks.append((index, PieceTask(location, start, end)))
+    wanted = {index: sum(1 for i, _ in tasks if i == index) for index in range(len(listed))}
+    parts: dict[int, list[EncodedVideo | str]] = {}
+    done = 0
+    for (index, _), result in services.ray.encode_video_pieces(model, tasks):
+        parts.setdefault(index, []).append(result)
+        while done < len(listed) and len(parts.get(done, ())) == wanted[done]:
+            yield listed[done], joined(parts.pop(done), settings.video_max_samples)
+            done += 1
 
 
 def _jpeg(picture: Any, side: int, quality: int) -> bytes:

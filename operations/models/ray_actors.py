@@ -131,3 +131,37 @@ class OcrActor(_Actor):
             "error": np.array([error for _, error in results], dtype=object),
             "node": np.array([self.node] * count, dtype=object),
         }
+
+
+class VideoActor(_Actor):
+    """Samples and encodes pieces of videos, each a file its node reads and a time range: the decoded frames stay on
+    the node, only each sample's small JPEG and vector go back (pickled, as the service's own ``EncodedVideo``)."""
+
+    def __init__(self, settings: dict[str, Any], model: str) -> None:
+        from operations.models.models import build_encoder
+
+        super().__init__(settings)
+        self.encoder = build_encoder(self.settings, model)
+        self.encoder.load()
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, Any]:
+        import dataclasses
+        import pickle
+
+        from adapters.video import VideoError
+        from operations.ingest import videos
+
+        results = []
+        for path, start, end in zip(batch["path"], batch["start"], batch["end"], strict=True):
+            try:
+                end_ms = None if int(end) < 0 else int(end)
+                result: Any = videos.encode(str(path), self.encoder, self.settings, int(start), end_ms)
+                result = dataclasses.replace(result, nodes=(self.node,))
+            except VideoError as exc:
+                result = str(exc)
+            results.append(pickle.dumps(result))
+        return {
+            "i": batch["i"],
+            "result": np.array(results, dtype=object),
+            "node": np.array([self.node] * len(results)),
+        }

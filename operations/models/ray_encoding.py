@@ -13,6 +13,7 @@ running it again completes it: every job is idempotent."""
 from __future__ import annotations
 
 import logging
+import pickle
 import socket
 import threading
 from collections.abc import Callable, Iterable, Iterator
@@ -105,6 +106,22 @@ class RayEncoding:
         for window in self._windows(items, task_of):
             yield from self._run(window, EncoderActor, actor_args, row_of, encoded, Encoded(None))
 
+    def encode_video_pieces(self, model: str, items: Iterable[tuple[T, Any]]) -> Iterator[tuple[tuple[T, Any], Any]]:
+        """Pieces of videos (``operations.ingest.videos.PieceTask``), one per actor call, sampled and encoded on the
+        cluster: each with its ``EncodedVideo`` or the reason it gave none, in order. The nodes read the files."""
+        from operations.models.ray_actors import VideoActor
+
+        actor_args = {"settings": _worker_settings(self.settings), "model": model}
+
+        def row_of(task: Any) -> dict[str, Any]:
+            return {"path": task.path, "start": task.start_ms, "end": -1 if task.end_ms is None else task.end_ms}
+
+        def result_of(batch: dict[str, np.ndarray], row: int) -> Any:
+            return pickle.loads(bytes(batch["result"][row]))  # written by our own actor, never by a user
+
+        for window in self._windows(items, lambda item: item[1]):
+            yield from self._run(window, VideoActor, actor_args, row_of, result_of, "not sampled", rows_per_call=1)
+
     def read_text(self, items: Iterable[T], task_of: Callable[[T], Any]) -> Iterator[tuple[T, TextRead]]:
         """Each item's lines (or why it has none), in order: OCR of stored pictures on the cluster. A task has
         ``data`` (the picture) and ``longest`` (its original's longer side, for the boxes)."""
@@ -144,6 +161,7 @@ class RayEncoding:
         row_of: Callable[[Any], dict[str, Any]],
         result_of: Callable[[dict[str, np.ndarray], int], Any],
         nothing: Any,
+        rows_per_call: int | None = None,
     ) -> Iterator[tuple[T, Any]]:
         """One Ray Data run of ``actor`` over a window: each item with its result, in order; an item without a
         task passes through as ``nothing``."""
@@ -160,7 +178,7 @@ class RayEncoding:
         # One block per actor batch (at most IMGSEARCH_RAY_BATCH_SIZE rows, as even as Ray splits them), each block
         # one batch (``batch_size=None``): from_items makes a single block of a small window otherwise, and with a
         # batch size Ray bundles blocks smaller than it into one task; either way one actor gets the work of two.
-        blocks = -(-len(rows) // settings.ray_batch_size)
+        blocks = -(-len(rows) // (rows_per_call or settings.ray_batch_size))
         dataset = ray.data.from_items(rows, override_num_blocks=blocks).map_batches(
             actor,
             fn_constructor_kwargs=actor_args,
