@@ -128,3 +128,28 @@ def test_a_synced_folder_is_read_and_found_by_its_words_and_file_names(
         assert renamed[0]["match"]["snippets"][0]["field"] == "name"
         assert client.post("/img/search", json={**words, "text": "receipt0"}).json()["hits"] == []
         assert len(texts) == 2
+
+
+def test_subtitles_in_a_synced_video_are_read_and_found_as_its_moment(
+    metadata_url, make_settings, make_client, data_root
+) -> None:
+    """With OCR on, the samples of a video are read as they are taken: a subtitle's words find the moment it is on
+    screen (keyword and hybrid), not the whole video."""
+    from tests.videofiles import write_video
+
+    folder = data_root / f"films_{uuid.uuid4().hex[:8]}"
+    folder.mkdir()
+    write_video(
+        folder / "trip.mp4", seconds=8, patterned=True, subtitles={5: "明天去外滩看日落", 6: "明天去外滩看日落"}
+    )
+    with make_client(make_settings(metadata_url, ocr="on")) as client:
+        source = client.post("/collections/films/sources", json={"path": folder.name}).json()
+        job = wait_for_job(client, client.post(f"/collections/films/sources/{source['id']}/sync").json()["job_id"])
+        assert job["state"] == "succeeded" and job["result"]["counts"]["stored"] == 1, job
+        for mode in ("keyword", "hybrid"):
+            body = {"collection": "films", "text": "外滩看日落", "mode": mode, "top_k": 5}
+            hits = client.post("/img/search", json=body).json()["hits"]
+            assert hits and hits[0]["kind"] == "video", (mode, hits)
+            moment = hits[0]["video"]
+            assert 5000 <= moment["best_ms"] < 7000 and moment["start_ms"] >= 4000, (mode, moment)
+            assert hits[0]["match"]["keyword_rank"] is not None and hits[0]["match"]["snippets"], hits[0]["match"]

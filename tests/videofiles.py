@@ -54,10 +54,12 @@ def write_video(
     texture: float = 0.0,
     bitrate: int | None = None,
     patterned: bool = False,
+    subtitles: dict[int, str] | None = None,
 ) -> Written:
     """``texture``: the strength (0-1) of a fixed grain that drifts across the picture, so a phone-sized video has
     the detail (and the decode cost) of a real one; ``bitrate``: bits/s asked of the encoder; ``patterned``: each
-    second a planted scene of its own (``pattern``) instead of a hue."""
+    second a planted scene of its own (``pattern``) instead of a hue; ``subtitles``: a line shown during each of
+    those seconds."""
     import av
 
     rng = np.random.default_rng(seed)
@@ -102,6 +104,8 @@ def write_video(
         if ms >= black_until_ms:
             pixels[:, bar : bar + 20] = 255
             pixels[: height // 8, : width // 8] = (255, 0, 0)  # a red corner: top-left as recorded
+        if subtitles and ms // 1000 in subtitles:
+            pixels = _subtitled(pixels, subtitles[ms // 1000])
         frame = av.VideoFrame.from_ndarray(pixels, format="rgb24")
         frame.pts = ms
         for packet in stream.encode(frame):
@@ -136,3 +140,18 @@ def damage(path: Path, run: int = 20000) -> Path:
     data[middle : middle + run] = bytes(run)
     path.write_bytes(bytes(data))
     return path
+
+
+def _subtitled(pixels: np.ndarray, text: str) -> np.ndarray:
+    """A subtitle as a film shows it: white text on a dark band at the bottom."""
+    from PIL import Image, ImageDraw
+
+    from tests.text_pictures import font
+
+    height, width = pixels.shape[:2]
+    picture = Image.fromarray(pixels)
+    draw = ImageDraw.Draw(picture)
+    size = max(18, height // 12)
+    draw.rectangle((0, height - size * 2, width, height), fill=(20, 20, 20))
+    draw.text((width // 10, height - size * 2 + size // 2), text, font=font(size), fill=(255, 255, 255))
+    return np.asarray(picture)

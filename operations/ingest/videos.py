@@ -19,12 +19,14 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from adapters import video
+from adapters import ocr, video
 from adapters.images import ImageFacts
+from adapters.ocr import OcrLine, OcrReader
 from adapters.stores.sql.metadata_store import FRAME, VIDEO
 from operations.ingest.streams import bounded_map
 from operations.ingest.writes import ImageToWrite, delete_images, insert_rows, store_vectors
 from operations.services import Services
+from operations.words import ocr as words
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -38,6 +40,7 @@ MIMES = {
     ".avi": "video/x-msvideo",
 }
 SAMPLE_SIDE = 448  # what a sample is decoded to: above the encoder's 224, enough for a poster
+OCR_SAMPLE_SIDE = 960  # with OCR on: subtitles of a 1080p video stay about as tall as they are shown
 FRAME_SIDE = 320  # the JPEG kept per sample: a thumbnail for the page and the input of a re-embed
 FRAME_QUALITY = 80
 POSTER_QUALITY = 85
@@ -61,6 +64,7 @@ class Frame:
     ms: int
     jpeg: bytes
     vector: np.ndarray
+    text: list[OcrLine] | None = None  # read at sampling (IMGSEARCH_OCR=on), boxes in the video's pixels
 
 
 @dataclass(frozen=True)
@@ -105,14 +109,22 @@ def read_facts(path: Path, max_bytes: int) -> VideoRead:
     )
 
 
-def encode(path: str | Path, encoder: Any, settings: Any, start_ms: int = 0, end_ms: int | None = None) -> EncodedVideo:
-    """Samples one video (or the piece ``[start_ms, end_ms)`` of it) and encodes its samples; raises
-    ``video.VideoError`` when nothing can be indexed."""
+def encode(
+    path: str | Path,
+    encoder: Any,
+    settings: Any,
+    start_ms: int = 0,
+    end_ms: int | None = None,
+    reader: OcrReader | None = None,
+) -> EncodedVideo:
+    """Samples one video (or the piece ``[start_ms, end_ms)`` of it) and encodes its samples; with ``reader``, the
+    text in each sample is read too (subtitles, signs: sampled larger for it). Raises ``video.VideoError`` when
+    nothing can be indexed."""
     sampled = video.sample(
         path,
         every_s=settings.video_sample_seconds,
         max_samples=settings.video_max_samples,
-        max_side=SAMPLE_SIDE,
+        max_side=OCR_SAMPLE_SIDE if reader is not None else SAMPLE_SIDE,
         time_limit_s=settings.video_decode_seconds,
         start_ms=start_ms,
         end_ms=end_ms,
@@ -124,9 +136,19 @@ def encode(path: str | Path, encoder: Any, settings: Any, start_ms: int = 0, end
         batch = sampled.samples[start : start + ENCODE_BATCH]
         vectors.append(encoder.encode_pixels([encoder.preprocess(s.image) for s in batch]))
     matrix = np.concatenate(vectors)
-    frames = [Frame(s.ms, _jpeg(s.image, FRAME_SIDE, FRAME_QUALITY), matrix[i]) for i, s in enumerate(sampled.samples)]
+    longest = max(sampled.facts.width, sampled.facts.height)
+    frames = [
+        Frame(s.ms, _jpeg(s.image, FRAME_SIDE, FRAME_QUALITY), matrix[i], _text(reader, s.image, longest))
+        for i, s in enumerate(sampled.samples)
+    ]
     first = sampled.samples[0]
     return EncodedVideo(_jpeg(first.image, SAMPLE_SIDE, POSTER_QUALITY), first.ms, matrix[0], frames, sampled.damage)
+
+
+def _text(reader: OcrReader | None, picture: Any, longest: int) -> list[OcrLine] | None:
+    if reader is None:
+        return None
+    return [line.scaled(longest / max(picture.size)) for line in reader.read(picture)]
 
 
 def pieces(duration_ms: int, piece_s: float, max_samples: int) -> list[tuple[int, int | None]]:
@@ -172,10 +194,11 @@ def encode_all(
         yield from _on_ray(services, model, items, location_of, duration_of)
         return
     encoder = services.models.get(model)
+    reader = services.ocr if ocr.reads_at_write(settings) else None
 
     def one(item: T) -> tuple[T, EncodedVideo | str]:
         try:
-            return item, encode(location_of(item), encoder, settings)
+            return item, encode(location_of(item), encoder, settings, reader=reader)
         except video.VideoError as exc:
             return item, str(exc)
 
@@ -259,7 +282,17 @@ def write(
     services.metadata.note_video(collection)
     frames = _frame_rows(services, collection, video_id, image_id, read, encoded.frames, origin)
     store_vectors(services, collection, [*written, *frames], model)
+    _store_text(services, collection, frames, encoded.frames)
     return video_id
+
+
+def _store_text(
+    services: Services, collection: str, rows: Sequence[tuple[ImageToWrite, int]], frames: Sequence[Frame]
+) -> None:
+    """What OCR read in the samples, as each frame's words: keyword and hybrid search find them as moments."""
+    read = {row_id: frame.text for (_, row_id), frame in zip(rows, frames, strict=True) if frame.text is not None}
+    if read:
+        words.store(services, collection, read)
 
 
 def rewrite(
@@ -275,6 +308,7 @@ def rewrite(
     )
     frames = _frame_rows(services, collection, video_id, record.image_id, read, encoded.frames, record.origin or "")
     store_vectors(services, collection, [(item, video_id), *frames], model)
+    _store_text(services, collection, frames, encoded.frames)
 
 
 def _frame_rows(

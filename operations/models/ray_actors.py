@@ -143,6 +143,8 @@ class VideoActor(_Actor):
         super().__init__(settings)
         self.encoder = build_encoder(self.settings, model)
         self.encoder.load()
+        if self.settings.ocr == "on":  # subtitles and signs read on the node, from the frames it decoded
+            self._load_reader()
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, Any]:
         import dataclasses
@@ -155,7 +157,9 @@ class VideoActor(_Actor):
         for path, start, end in zip(batch["path"], batch["start"], batch["end"], strict=True):
             try:
                 end_ms = None if int(end) < 0 else int(end)
-                result: Any = videos.encode(str(path), self.encoder, self.settings, int(start), end_ms)
+                result: Any = videos.encode(
+                    str(path), self.encoder, self.settings, int(start), end_ms, reader=self.reader
+                )
                 result = dataclasses.replace(result, nodes=(self.node,))
             except VideoError as exc:
                 result = str(exc)

@@ -148,7 +148,9 @@ def search(
     started = time.perf_counter()
     if services.metadata.has_videos(record.name):  # moments fold by fused score, then the page is cut
         listed = hits_for(services.metadata, record.name, fused, with_data)
-        folded = video_hits.fold(services.metadata, record.name, listed, with_data, margin=None)
+        folded = video_hits.fold(
+            services.metadata, record.name, listed, with_data, margin=None, share=video_hits.FUSED_SHARE
+        )
         page_hits = folded[offset : offset + top_k]
         chosen_page = [(hit.frame_id or hit.id, hit.score) for hit in page_hits]
     else:
