@@ -17,6 +17,7 @@ from adapters.stores.sql.job_store import JobStore
 from adapters.stores.sql.metadata_store import MetadataStore
 from adapters.stores.sql.source_store import SourceStore
 from adapters.stores.sql.text_store import TextStore
+from adapters.video_store import VideoStore
 from config import Settings
 from operations.labels.label_vectors import LabelVectors
 from operations.models.models import ModelRegistry, build_encoder
@@ -62,6 +63,11 @@ class Services:
     def texts(self) -> TextStore:
         """Words in and about images (captions, descriptions, OCR) and the keyword index over them."""
         return TextStore(self.metadata.engine)
+
+    @cached_property
+    def video_store(self) -> VideoStore:
+        """The videos the service keeps itself (uploads, ingests); a source folder's stay in their folder."""
+        return VideoStore(self.settings.data_dir / "videos")
 
     @cached_property
     def ocr(self) -> OcrReader:

@@ -191,3 +191,52 @@ def test_videos_of_a_source_are_found_as_moments_and_watched(
     assert _rows(client, "video") == 2 and 0 < _rows(client, "frame") < frames_before
     assert client.get(f"/img/{C}/{beach.image_id}").status_code == 404
     assert all(h["image_id"] != beach.image_id for h in _search_image(client, _picture_of_second(5)))
+
+
+def test_uploaded_and_ingested_videos_are_kept_streamed_and_removed_with_their_rows(
+    client: TestClient, data_root: Path, tmp_path: Path
+) -> None:
+    """A video has no place in a database row: the service keeps the file (one per content) and streams it."""
+    clip = write_video(tmp_path / "upload.mp4", seconds=4, patterned=True).path
+    data = clip.read_bytes()
+    files = [("files", ("家庭聚会.mp4", data, "video/mp4")), ("files", ("photo.jpg", jpeg(3), "image/jpeg"))]
+    uploaded = client.post("/img/upload", data={"collection": C}, files=files)
+    assert uploaded.status_code == 200 and uploaded.json()["stored"] == 2, uploaded.text
+    video_id = uploaded.json()["results"][0]["image_id"]
+    again = client.post("/img/upload", data={"collection": C}, files=files[:1]).json()
+    assert again["results"][0]["status"] == "duplicate"
+    ranged = client.get(f"/img/{C}/{video_id}", headers={"Range": "bytes=0-9"})
+    assert ranged.status_code == 206 and ranged.content == data[:10]
+    kept = client.app.state.services.video_store  # type: ignore[attr-defined]
+    assert kept.find(C, videos.read_facts(clip, 1 << 30).facts.sha256) is not None
+    hits = client.post("/img/search", json={"collection": C, "text": "家庭聚会", "mode": "keyword"}).json()["hits"]
+    assert [(h["image_id"], h["kind"]) for h in hits] == [(video_id, "video")]  # found by its file name
+
+    # A folder ingest takes videos as well; a bad one is listed with its reason.
+    folder = data_root / f"ingest_{uuid.uuid4().hex[:8]}"
+    folder.mkdir()
+    write_video(folder / "walk.mov", seconds=3, scene_offset=20, patterned=True)
+    write_audio_only(folder / "song.mp4")
+    job = wait_for_job(client, client.post("/img/ingest", json={"collection": C, "path": folder.name}).json()["job_id"])
+    assert job["state"] == "succeeded" and job["loaded"] == 1, job
+    assert [e["file"] for e in job["errors"]] == ["song.mp4"] and "no video stream" in job["errors"][0]["reason"]
+    assert client.get(f"/img/count?collection={C}").json()["count"] == 3
+
+    # Deleting the video deletes its frames and the kept file.
+    assert client.delete(f"/img/{C}/{video_id}").status_code == 200
+    assert kept.find(C, videos.read_facts(clip, 1 << 30).facts.sha256) is None
+    assert client.get(f"/img/{C}/{video_id}").status_code == 404
+    assert _rows(client, "frame") > 0 and _rows(client, "video") == 1  # the ingested one stays
+
+
+def test_an_upload_over_the_video_limit_is_refused_with_413(
+    metadata_url: str,
+    make_settings: Callable[..., Settings],
+    make_client: Callable[[Settings], TestClient],
+    tmp_path: Path,
+) -> None:
+    data = write_video(tmp_path / "big.mp4", seconds=3).path.read_bytes()
+    with make_client(make_settings(metadata_url, max_video_bytes=len(data) // 2)) as small:
+        response = small.post("/img/upload", data={"collection": C}, files=[("files", ("big.mp4", data, "video/mp4"))])
+        assert response.status_code == 413 and "video limit" in response.json()["error"]["message"], response.text
+        assert not list((small.app.state.services.video_store.root / C).glob("*"))  # type: ignore[attr-defined]

@@ -32,7 +32,7 @@ from operations.collections import collections
 from operations.errors import InvalidInput, TooLarge
 from operations.evaluation import evaluation
 from operations.ingest import ingest_job, load, sources, writes
-from operations.ingest.ingest import Candidate, ingest
+from operations.ingest.ingest import Candidate, Outcome, ingest
 
 router = APIRouter(prefix="/img", tags=["images"])
 ERRORS = documented(401, 403, 404, 409, 413, 422, 429, 503)
@@ -82,7 +82,10 @@ async def evaluate_split(body: EvaluateRequest, services: ServicesDep, jobs: Job
 async def upload_images(
     services: ServicesDep,
     collection: Annotated[CollectionName, Form(examples=["photos"])],
-    files: Annotated[list[UploadFile], File(description="One or more images (JPEG, PNG, WebP, BMP, GIF).")],
+    files: Annotated[
+        list[UploadFile],
+        File(description="One or more images (JPEG, PNG, WebP, BMP, GIF, HEIC) or videos (MP4, MOV, MKV, WebM, AVI)."),
+    ],
     image_ids: Annotated[
         list[str] | None, Form(description="Optional external ids, one per file in order; else from content.")
     ] = None,
@@ -103,6 +106,7 @@ async def upload_images(
         for i, upload in enumerate(files)
     ]
     outcomes = await run_in_threadpool(lambda: list(ingest(services, collection, candidates, None, model)))
+    outcomes = _in_file_order(outcomes, [c.name for c in candidates])
     results = [
         UploadResult(file=o.name, status=o.status, image_id=o.image_id, id=o.id, reason=o.reason) for o in outcomes
     ]
@@ -118,6 +122,14 @@ async def upload_images(
         rejected=counts["rejected"],
         results=results,
     )
+
+
+def _in_file_order(outcomes: list[Outcome], names: list[str]) -> list[Outcome]:
+    """One result per file, in the order the files came (videos are taken after the photos)."""
+    by_name: dict[str, list[Outcome]] = {}
+    for outcome in outcomes:
+        by_name.setdefault(outcome.name, []).append(outcome)
+    return [by_name[name].pop(0) for name in names if by_name.get(name)]
 
 
 @router.get("/count", response_model=CountResponse, responses=ERRORS)

@@ -155,5 +155,6 @@ def drop(services: Services, name: str) -> int:
     removed = services.metadata.delete_collection(name)
     for milvus_name in milvus:
         services.vectors.drop_collection(milvus_name)
+    services.video_store.drop_collection(name)
     logger.info("dropped collection %s (%d images)", name, removed)
     return removed

@@ -9,13 +9,20 @@ cluster), and each batch is written in the consistent order of ``operations.inge
 from __future__ import annotations
 
 import logging
-import re
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import Literal
 
 from adapters import images
 from operations.collections import collections
+from operations.ingest import video_ingest, videos
+from operations.ingest.candidates import (
+    IMAGE_ID,
+    IMAGE_ID_PATTERN,
+    Candidate,
+    Outcome,
+    content_image_id,
+    count,
+)
 from operations.ingest.encode_stage import Encoded, EncodeTask, encode_stream
 from operations.ingest.streams import batched, bounded_map
 from operations.ingest.writes import ImageToWrite, write_batch
@@ -24,30 +31,7 @@ from operations.services import Services
 from operations.words import ocr
 
 logger = logging.getLogger(__name__)
-
-IMAGE_ID_PATTERN = r"^[^/\x00-\x1f]{1,255}$"
-_IMAGE_ID = re.compile(IMAGE_ID_PATTERN)
-
-
-@dataclass(frozen=True)
-class Candidate:
-    """One file to ingest; ``read(limit)`` returns at most ``limit`` bytes."""
-
-    name: str
-    read: Callable[[int], bytes]
-    image_id: str | None = None
-    refusal: str | None = None  # listed, not read: why (a hidden file, an unsafe zip name)
-    path: str | None = None  # a file a Ray worker may read itself (IMGSEARCH_RAY_SHARED_PATHS)
-
-
-@dataclass(frozen=True)
-class Outcome:
-    name: str
-    status: Literal["stored", "duplicate", "rejected"]
-    image_id: str | None = None
-    id: int | None = None
-    reason: str | None = None
-    too_large: bool = False
+__all__ = ["IMAGE_ID_PATTERN", "Candidate", "Outcome", "content_image_id", "ingest"]
 
 
 @dataclass(frozen=True)
@@ -58,15 +42,10 @@ class _Probed:
     image_id: str
 
 
-def content_image_id(sha256: str) -> str:
-    """Images without an external id are named by their content: the same file always gets the same id."""
-    return sha256[:24]
-
-
 def _read_and_probe(candidate: Candidate, max_bytes: int, max_pixels: int) -> _Probed | Outcome:
     if candidate.refusal is not None:
         return Outcome(candidate.name, "rejected", reason=candidate.refusal)
-    if candidate.image_id is not None and not _IMAGE_ID.match(candidate.image_id):
+    if candidate.image_id is not None and not IMAGE_ID.match(candidate.image_id):
         return Outcome(candidate.name, "rejected", reason="image_id must be 1-255 characters without '/'")
     try:
         data = candidate.read(max_bytes + 1)
@@ -128,15 +107,6 @@ def _write(
     return outcomes
 
 
-def _count(progress: JobProgress, outcome: Outcome) -> None:
-    if outcome.status == "rejected":
-        progress.error(outcome.reason or "rejected", file=outcome.name)  # counts it as done
-    else:
-        progress.done += 1
-        progress.loaded += outcome.status == "stored"
-        progress.skipped += outcome.status == "duplicate"
-
-
 def ingest(
     services: Services,
     collection: str,
@@ -157,14 +127,23 @@ def ingest(
     probe = lambda c: _read_and_probe(c, settings.max_image_bytes, settings.max_image_pixels)  # noqa: E731
     unreported: list[Outcome] = []  # refused and duplicate files, counted at once, yielded with the next batch
 
+    held: list[Candidate] = []  # videos: taken one by one once the photos are in
+
+    def photos() -> Iterator[Candidate]:
+        for candidate in candidates:
+            if candidate.refusal is None and videos.is_video(candidate.name):
+                held.append(candidate)
+            else:
+                yield candidate
+
     def new_images() -> Iterator[_Probed]:
-        for batch in batched(bounded_map(services.decode_pool, probe, candidates, lookahead=2 * size + 2), size):
+        for batch in batched(bounded_map(services.decode_pool, probe, photos(), lookahead=2 * size + 2), size):
             if progress.should_stop():
                 return
             probed = [item for item in batch if isinstance(item, _Probed)]
             skipped, fresh = _split_duplicates(services, collection, probed, seen) if probed else ([], [])
             for outcome in [item for item in batch if isinstance(item, Outcome)] + skipped:
-                _count(progress, outcome)
+                count(progress, outcome)
                 unreported.append(outcome)
             if not fresh:
                 progress.flush()
@@ -177,7 +156,7 @@ def ingest(
     for batch in batched(encoded, size):
         written = _write(services, collection, model, batch, origin)
         for outcome in written:
-            _count(progress, outcome)
+            count(progress, outcome)
         waiting, unreported[:] = list(unreported), []
         yield from waiting + written
         progress.flush()
@@ -185,3 +164,7 @@ def ingest(
             return
     yield from unreported
     progress.flush()
+    for outcome in video_ingest.ingest_videos(services, collection, model, held, origin, progress):
+        count(progress, outcome)
+        progress.flush()
+        yield outcome

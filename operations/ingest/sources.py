@@ -160,6 +160,9 @@ def original_file(services: Services, image: ImageRecord) -> Path:
         location = folder / file_names.file_system(path)
         if location.is_file() and location.resolve().is_relative_to(root.resolve()):
             return location
+    kept = services.video_store.find(image.collection, image.sha256)  # an uploaded or ingested video
+    if kept is not None:
+        return kept
     raise NotFound(f"the original of {image.image_id!r} is gone from its source: {', '.join(tried) or 'no path known'}")
 
 

@@ -77,7 +77,7 @@ class EncodedVideo:
     nodes: tuple[str, ...] = ("local",)  # where it was sampled and encoded (Ray nodes, or this process)
 
 
-def read_facts(path: Path, max_bytes: int) -> VideoRead:
+def read_facts(path: Path, max_bytes: int, sha256: str | None = None) -> VideoRead:
     """The container's facts and the file's hash; raises ``video.VideoError`` with a reason a person can act on."""
     if not video.available():
         raise video.VideoError("videos need the video extra (pip install 'imgsearch[video]')")
@@ -89,8 +89,10 @@ def read_facts(path: Path, max_bytes: int) -> VideoRead:
     facts = video.probe(path)
     if facts.duration_ms <= 0:
         raise video.VideoError(video.NO_DURATION)
-    with path.open("rb") as handle:
-        sha = hashlib.file_digest(handle, "sha256").hexdigest()
+    sha = sha256
+    if sha is None:
+        with path.open("rb") as handle:
+            sha = hashlib.file_digest(handle, "sha256").hexdigest()
     mime = MIMES.get(path.suffix.lower(), "video/mp4")
     return VideoRead(
         ImageFacts(
@@ -260,6 +262,7 @@ def write(
     encoded: EncodedVideo,
     source: str | None,
     origin: str,
+    in_source: bool = True,
 ) -> int:
     """The video's row and its frames' rows, pending, then every vector, then all searchable at once (the write
     order of operations/ingest/writes.py). Returns the video's row id."""
@@ -270,7 +273,7 @@ def write(
         encoded.poster_vector,
         source,
         origin,
-        preview=True,
+        preview=in_source,  # the original stays in a source folder (else the service keeps it: video_store)
         kind=VIDEO,
         at_ms=encoded.poster_ms,
         duration_ms=read.video.duration_ms,

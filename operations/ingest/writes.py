@@ -115,9 +115,15 @@ def delete_image(services: Services, collection: str, image_id: str) -> int:
 def delete_images(services: Services, collection: str, ids: list[int]) -> None:
     """Hidden first, then the vectors, then the rows: a failure part-way leaves rows reconcile can finish. A
     video goes with its frames."""
-    frames = services.metadata.frames_of(ids) if ids else {}
-    ids = [*ids, *(frame for found in frames.values() for frame, _ in found if frame not in ids)]
+    kept: list[str] = []  # videos the service keeps (uploads, ingests): their files go with their rows
+    if ids and services.metadata.has_videos(collection):
+        frames = services.metadata.frames_of(ids)
+        ids = [*ids, *(frame for found in frames.values() for frame, _ in found if frame not in ids)]
+        records = services.metadata.fetch(collection, list(frames) or ids, include_pending=True)
+        kept = [r.sha256 for r in records.values() if r.is_video and not (r.origin or "").startswith("source:")]
     if ids:
         services.metadata.mark_indexed(ids, indexed=False)
         generations.delete_vectors(services, collection, ids)
         services.metadata.delete_rows(ids)
+    for sha in kept:
+        services.video_store.remove(collection, sha)
