@@ -17,7 +17,7 @@ import logging
 import math
 import re
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -65,6 +65,11 @@ class Sample:
     ms: int  # the frame's presentation time
     image: Image.Image  # RGB, upright, longest side at most the sampling's max_side
     keyframe: bool
+    until_ms: int | None = None  # the last sample it stands for (near-copies after it were dropped)
+
+    @property
+    def span_ms(self) -> int:
+        return (self.until_ms or self.ms) - self.ms
 
 
 @dataclass
@@ -270,6 +275,7 @@ def _kept(samples: list[Sample], max_samples: int, dropped: dict[str, int]) -> l
             continue
         if previous is not None and float(np.abs(grey - previous).mean()) < SAME_SCENE:
             dropped["repeat"] += 1
+            kept[-1] = replace(kept[-1], until_ms=item.ms)  # the scene lasted: the sample kept stands for it
             continue
         kept.append(item)
         previous = grey

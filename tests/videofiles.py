@@ -55,11 +55,12 @@ def write_video(
     bitrate: int | None = None,
     patterned: bool = False,
     subtitles: dict[int, str] | None = None,
+    planted: dict[int, int] | None = None,
 ) -> Written:
     """``texture``: the strength (0-1) of a fixed grain that drifts across the picture, so a phone-sized video has
     the detail (and the decode cost) of a real one; ``bitrate``: bits/s asked of the encoder; ``patterned``: each
     second a planted scene of its own (``pattern``) instead of a hue; ``subtitles``: a line shown during each of
-    those seconds."""
+    those seconds; ``planted``: the seconds that show a planted scene (``pattern`` of the given number)."""
     import av
 
     rng = np.random.default_rng(seed)
@@ -93,6 +94,8 @@ def write_video(
         pixels = np.empty((height, width, 3), np.uint8)
         if ms < black_until_ms:
             pixels[:] = (0, 0, 0)
+        elif planted and ms // 1000 in planted:
+            pixels[:] = pattern(planted[ms // 1000], size)
         elif patterned:
             pixels[:] = pattern(ms // 1000, size, scene_offset)
         else:

@@ -300,6 +300,7 @@ def _new_image(row: ImageRecord) -> NewImage:
         row.parent,  # a frame names its video by id: kept, as row ids are unless taken in the destination
         row.at_ms,
         row.duration_ms,
+        row.seq,
     )
 
 

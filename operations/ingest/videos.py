@@ -65,6 +65,7 @@ class Frame:
     jpeg: bytes
     vector: np.ndarray
     text: list[OcrLine] | None = None  # read at sampling (IMGSEARCH_OCR=on), boxes in the video's pixels
+    span: int = 0  # ms its picture lasted after it (near-copies dropped at sampling): a moment reaches that far
 
 
 @dataclass(frozen=True)
@@ -140,7 +141,7 @@ def encode(
     matrix = np.concatenate(vectors)
     longest = max(sampled.facts.width, sampled.facts.height)
     frames = [
-        Frame(s.ms, _jpeg(s.image, FRAME_SIDE, FRAME_QUALITY), matrix[i], _text(reader, s.image, longest))
+        Frame(s.ms, _jpeg(s.image, FRAME_SIDE, FRAME_QUALITY), matrix[i], _text(reader, s.image, longest), s.span_ms)
         for i, s in enumerate(sampled.samples)
     ]
     first = sampled.samples[0]
@@ -347,7 +348,9 @@ def _frame_rows(
             kind=FRAME,
             parent=video_id,
             at_ms=frame.ms,
+            duration_ms=frame.span,
+            seq=seq,
         )
-        for frame in frames
+        for seq, frame in enumerate(frames)
     ]
     return insert_rows(services, collection, items)

@@ -40,6 +40,7 @@ class ImageToWrite:
     parent: int | None = None
     at_ms: int | None = None
     duration_ms: int | None = None
+    seq: int | None = None  # a frame's place among its video's samples
 
 
 def write_batch(services: Services, collection: str, items: Sequence[ImageToWrite], model: str) -> dict[str, int]:
@@ -74,6 +75,7 @@ def insert_rows(services: Services, collection: str, items: Sequence[ImageToWrit
                 i.parent,
                 i.at_ms,
                 i.duration_ms,
+                i.seq,
             )
             for i in items
         ],

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 @dataclass(frozen=True)
@@ -18,6 +18,8 @@ class SampleHit:
     video: int  # the video's image id
     ms: int  # the sample's time
     score: float
+    seq: int | None = None  # its place among the video's samples (None: found from ``sample_times``)
+    span: int = 0  # how long the picture it shows lasted (near-copies after it were dropped at sampling)
 
 
 @dataclass(frozen=True)
@@ -28,6 +30,7 @@ class Moment:
     best_ms: int
     score: float
     samples: int  # how many matching samples it spans
+    best_sample_ms: int | None = field(default=None, compare=False)  # the time of the best sample itself
 
 
 def merge(
@@ -41,35 +44,51 @@ def merge(
     ``sample_times``: every sample time of each video, sorted (what "adjacent" means); ``durations``: each video's
     length in ms, to clamp the padding."""
     by_video: dict[int, dict[int, float]] = defaultdict(dict)
+    seqs: dict[int, dict[int, int]] = defaultdict(dict)
+    spans: dict[tuple[int, int], int] = {}
     for hit in hits:
         known = by_video[hit.video].get(hit.ms)
         by_video[hit.video][hit.ms] = hit.score if known is None else max(known, hit.score)
+        if hit.seq is not None:
+            seqs[hit.video][hit.ms] = hit.seq
+        spans[(hit.video, hit.ms)] = max(spans.get((hit.video, hit.ms), 0), hit.span)
     moments: list[Moment] = []
     for video, matched in by_video.items():
-        times = list(sample_times.get(video) or sorted(matched))
-        position = {ms: i for i, ms in enumerate(times)}
+        position = seqs[video] or {ms: i for i, ms in enumerate(sample_times.get(video) or sorted(matched))}
+        last = len(position)
         run: list[int] = []
-        for ms in sorted(matched, key=lambda t: position.get(t, len(times))):
+        for ms in sorted(matched, key=lambda t: (position.get(t, last), t)):
             if run and position.get(ms, -10) - position.get(run[-1], -10) > max_missing + 1:
-                moments.append(_moment(video, run, matched, durations.get(video), every_ms))
+                moments.append(_moment(video, run, matched, durations.get(video), every_ms, spans))
                 run = []
             run.append(ms)
         if run:
-            moments.append(_moment(video, run, matched, durations.get(video), every_ms))
+            moments.append(_moment(video, run, matched, durations.get(video), every_ms, spans))
     return sorted(moments, key=lambda m: (-m.score, m.video, m.start_ms))
 
 
-def _moment(video: int, run: list[int], scores: dict[int, float], duration: int | None, every_ms: int) -> Moment:
+def _moment(
+    video: int,
+    run: list[int],
+    scores: dict[int, float],
+    duration: int | None,
+    every_ms: int,
+    spans: dict[tuple[int, int], int],
+) -> Moment:
+    """A sample stands for the stretch its picture lasted (its span): the moment runs to the end of its last
+    sample's, and its best time is the middle of the best sample's."""
     best = max(run, key=lambda ms: (scores[ms], -ms))
     pad = every_ms // 2
-    end = run[-1] + pad
+    end = run[-1] + spans.get((video, run[-1]), 0) + pad
+    best_ms = best + spans.get((video, best), 0) // 2
     return Moment(
         video,
         max(0, run[0] - pad),
         min(duration, end) if duration is not None else end,
-        best,
+        min(best_ms, duration) if duration is not None else best_ms,
         scores[best],
         len(run),
+        best,
     )
 
 

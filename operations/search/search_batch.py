@@ -84,24 +84,31 @@ def _search_with_videos(
     vector_collection: str | None,
 ) -> list[list[Hit]]:
     """A collection with videos: the best hits from the first, deep enough that the moments they fold into still
-    fill the page (deeper while they do not and more hits exist), then the page cut from the folded list."""
+    fill the page (deeper while they do not and more hits exist), read with a few facts per row; then the page's
+    rows, tags and paths only."""
     wanted = offset + top_k
     depth = min(MAX_DEPTH, wanted * video_hits.FANOUT)
-    timings["vector_search"] = timings["metadata_fetch"] = timings["moments"] = 0.0
+    timings["vector_search"] = timings["moments"] = 0.0
     while True:
         started = time.perf_counter()
         found = vectors.search(vector_collection or collection, queries, depth, filter, 0)
         timings["vector_search"] += (time.perf_counter() - started) * 1000
         started = time.perf_counter()
-        pages = hits_for_lists(metadata, collection, found, with_data)
-        timings["metadata_fetch"] += (time.perf_counter() - started) * 1000
-        started = time.perf_counter()
-        folded = [video_hits.fold(metadata, collection, page, with_data) for page in pages]
+        facts = metadata.sample_facts(collection, sorted({i for scored in found for i, _ in scored}))
+        folded = [video_hits.fold_scored(scored, facts) for scored in found]
         timings["moments"] += (time.perf_counter() - started) * 1000
         short = any(len(f) < wanted and len(raw) >= depth for f, raw in zip(folded, found, strict=True))
         if not short or depth >= MAX_DEPTH:
-            return [page[offset:wanted] for page in folded]
+            break
         depth = min(MAX_DEPTH, depth * video_hits.FANOUT)
+    started = time.perf_counter()
+    pages = [page[offset:wanted] for page in folded]
+    hits = hits_for_lists(metadata, collection, [[(item.id, item.score) for item in page] for page in pages], with_data)
+    shown = [
+        video_hits.as_hits(page, {hit.id: hit for hit in listed}) for page, listed in zip(pages, hits, strict=True)
+    ]
+    timings["metadata_fetch"] = (time.perf_counter() - started) * 1000
+    return shown
 
 
 @dataclass

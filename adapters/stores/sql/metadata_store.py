@@ -61,7 +61,8 @@ class NewImage:
     kind: str | None = None  # None: a photo; "video", or "frame" (a sample of the video ``parent``)
     parent: int | None = None
     at_ms: int | None = None  # a frame's time; a video's poster time
-    duration_ms: int | None = None
+    duration_ms: int | None = None  # a video's length; a frame's span (how long its picture lasted)
+    seq: int | None = None  # a frame's place among its video's samples
 
 
 @dataclass(frozen=True)
@@ -88,6 +89,7 @@ class ImageRecord:
     parent: int | None = None
     at_ms: int | None = None
     duration_ms: int | None = None
+    seq: int | None = None
 
     @property
     def is_video(self) -> bool:
@@ -97,6 +99,21 @@ class ImageRecord:
     def served_mime(self) -> str:
         """What ``data`` is: a frame row keeps its video's container type (for filters) but holds a JPEG."""
         return "image/jpeg" if self.kind == FRAME else self.mime
+
+
+@dataclass(frozen=True)
+class SampleFacts:
+    """What a search needs of a row to fold video samples into moments (read for a deep list, no bytes)."""
+
+    kind: str | None
+    parent: int | None
+    at_ms: int | None
+    duration_ms: int | None
+    seq: int | None
+
+    @staticmethod
+    def of(record: ImageRecord) -> SampleFacts:
+        return SampleFacts(record.kind, record.parent, record.at_ms, record.duration_ms, record.seq)
 
 
 @dataclass(frozen=True)
@@ -314,6 +331,18 @@ class MetadataStore:
                     found.setdefault(int(parent), []).append((int(row_id), int(at_ms or 0)))
         return {video: sorted(frames, key=lambda f: f[1]) for video, frames in found.items()}
 
+    def sample_facts(self, collection: str, ids: Sequence[int]) -> dict[int, SampleFacts]:
+        """Of searchable rows: kind, video, time, span and place (one narrow query for a search's deep list)."""
+        columns = (images.c.id, images.c.collection, images.c.indexed, images.c.kind, images.c.parent)
+        columns += (images.c.at_ms, images.c.duration_ms, images.c.seq)
+        found: dict[int, SampleFacts] = {}
+        with self.engine.connect() as conn:
+            for chunk in chunks(list(ids)):  # by primary key alone, as in fetch
+                for row in conn.execute(select(*columns).where(images.c.id.in_(chunk))):
+                    if row.collection == collection and row.indexed:
+                        found[int(row.id)] = SampleFacts(row.kind, row.parent, row.at_ms, row.duration_ms, row.seq)
+        return found
+
     def has_videos(self, collection: str) -> bool:
         """Whether searches of ``collection`` fold moments (asked on every search: remembered for a while here,
         and at once after this process wrote a video)."""
@@ -410,6 +439,7 @@ def _pending_values(collection: str, row: NewImage, now: dt.datetime) -> dict:
         "parent": row.parent,
         "at_ms": row.at_ms,
         "duration_ms": row.duration_ms,
+        "seq": row.seq,
         "indexed": False,
         "created_at": now,
     }

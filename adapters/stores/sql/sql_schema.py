@@ -98,12 +98,13 @@ images = Table(
     Column("longitude", Float, nullable=True),
     Column("created_at", DateTime, nullable=False),
     # Videos (operations/ingest/videos.py): a video's row (kind "video", ``data`` its poster, ``at_ms`` the
-    # poster's time) and one row per sample (kind "frame", ``parent`` the video, ``at_ms`` its time, ``data`` a
-    # small JPEG of it). Every row has its vector; NULL kind is a photo.
+    # poster's time) and one row per sample (kind "frame", ``parent`` the video, ``at_ms`` its time, ``seq`` its
+    # place, ``data`` a small JPEG of it). Every row has its vector; NULL kind is a photo.
     Column("kind", String(8), nullable=True),
     Column("parent", BigInteger, nullable=True),
     Column("at_ms", BigInteger, nullable=True),
-    Column("duration_ms", BigInteger, nullable=True),
+    Column("duration_ms", BigInteger, nullable=True),  # a video's length; a frame's span (its picture lasted)
+    Column("seq", Integer, nullable=True),  # a frame's place among its video's samples (moments count samples)
     Index("uq_images_collection_image_id", "collection", "image_id", unique=True),
     Index("ix_images_parent", "parent"),
     Index("ix_images_collection_sha256", "collection", "sha256"),
@@ -343,6 +344,7 @@ _LATER_IMAGE_COLUMNS = {
     "parent": "",
     "at_ms": "",
     "duration_ms": "",
+    "seq": "",
 }
 
 
