@@ -84,7 +84,7 @@ def _colour(picture: np.ndarray) -> np.ndarray:
 def _search_image(client: TestClient, picture: bytes, **form: str) -> list[dict]:
     response = client.post(
         "/img/search/image",
-        data={"collection": C, "top_k": "5", **form},
+        data={"collection": C, "top_k": "5"} | form,
         files={"files": ("query.jpg", picture, "image/jpeg")},
     )
     assert response.status_code == 200, response.text
@@ -131,6 +131,9 @@ def test_videos_of_a_source_are_found_as_moments_and_watched(
     assert moment["duration_ms"] == record.duration_ms
     assert len([h for h in hits if h["image_id"] == beach.image_id]) <= 3  # a video fills at most a few places
     assert {h["kind"] for h in hits} == {"video", "photo"}
+    four = _search_image(client, _picture_of_second(5), top_k="4")
+    later = _search_image(client, _picture_of_second(5), top_k="2", offset="2")
+    assert [(h["image_id"], h["video"]) for h in later] == [(h["image_id"], h["video"]) for h in four[2:]]
     only_photos = _search_image(client, _picture_of_second(5), filters='{"kinds": ["photo"]}')
     assert only_photos and {h["kind"] for h in only_photos} == {"photo"}
     only_videos = _search_image(client, _picture_of_second(5), filters='{"kinds": ["video"]}')
@@ -170,6 +173,13 @@ def test_videos_of_a_source_are_found_as_moments_and_watched(
         assert response.status_code == 422 and response.json()["error"]["message"], bad
     photo_id = next(h["image_id"] for h in hits if h["kind"] == "photo")
     assert client.get(f"/img/{C}/{photo_id}/frame?t=0").status_code == 404
+
+    # Near-duplicates are a photo matter: a video's samples (alike by nature) are never grouped or deleted.
+    done = wait_for_job(client, client.post(f"/collections/{C}/duplicates", json={"min_cosine": 0.5}).json()["job_id"])
+    assert done["state"] == "succeeded" and done["total"] == 2, done  # the two photos only
+    grouped = client.get(f"/collections/{C}/duplicates").json()["groups"]
+    members = {m["image_id"] for g in grouped for m in [g["keeper"], *g["extras"]]}
+    assert members <= {h["image_id"] for h in only_photos} | {photo_id}, grouped
 
     # An unchanged folder: no video is opened again. A move is a move (no decode), a deletion takes the frames.
     opened: list[str] = []

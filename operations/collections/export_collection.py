@@ -59,6 +59,7 @@ class ExportReport:
     directory: Path
     count: int = 0
     without_vector: int = 0  # rows whose vector is missing from Milvus: not exported (run reconcile first)
+    videos: int = 0  # videos left out: the Flickr format holds pictures (a sync or an upload brings them back)
     # Restored, but not exactly: the TSV loader strips spaces around an image_id; an id the feature file's index
     # does not find (checked after writing, with the loader's own index) would have its image re-encoded on load.
     renamed_on_load: list[str] = field(default_factory=list)
@@ -73,6 +74,8 @@ class ExportReport:
         )
         if self.without_vector:
             line += f"; {self.without_vector} skipped without a vector (run reconcile, then export again)"
+        if self.videos:
+            line += f"; {self.videos} videos left out (the format holds pictures: sync or upload them again)"
         return line
 
     def warnings(self) -> list[str]:
@@ -125,6 +128,9 @@ def export_collection(
                 vectors = stores.vectors.get(record.vector_collection, [row.id for row in page])
                 texts = TextStore(stores.metadata.engine).texts([row.id for row in page])
                 for row in page:
+                    if row.kind is not None:  # a video or one of its samples
+                        report.videos += row.is_video
+                        continue
                     vector = vectors.get(row.id)
                     if vector is None:
                         report.without_vector += 1

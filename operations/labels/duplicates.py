@@ -65,7 +65,9 @@ def find(services: Services, collection: str, min_cosine: float, progress: JobPr
     """The job: every image's neighbours, then the groups, stored as the collection's latest report."""
     validate_min_cosine(min_cosine)
     served = collections.require(services, collection).vector_collection  # the model's vectors that serve now
-    ids = [i for batch in services.vectors.iter_ids(served) for i in batch]
+    # Photos only: a video's samples are alike by nature, and deleting one would cut a hole in the video.
+    moving = services.metadata.video_rows(collection)
+    ids = [i for batch in services.vectors.iter_ids(served) for i in batch if i not in moving]
     progress.total = len(ids)
     progress.flush()
     joined = _Groups()
@@ -79,7 +81,7 @@ def find(services: Services, collection: str, min_cosine: float, progress: JobPr
             matrix = np.stack([vectors[i] for i in present])
             for vector_id, hits in zip(present, services.vectors.search(served, matrix, NEIGHBOURS), strict=True):
                 for other, score in hits:
-                    if other != vector_id and score >= min_cosine:
+                    if other != vector_id and score >= min_cosine and other not in moving:
                         joined.join(vector_id, other)
         progress.done += len(chunk)
         progress.flush()

@@ -343,6 +343,12 @@ class MetadataStore:
                         found[int(row.id)] = SampleFacts(row.kind, row.parent, row.at_ms, row.duration_ms, row.seq)
         return found
 
+    def video_rows(self, collection: str) -> set[int]:
+        """Ids of the collection's videos and their frames (what a photo-only job leaves alone)."""
+        query = select(images.c.id).where(images.c.collection == collection, images.c.kind.is_not(None))
+        with self.engine.connect() as conn:
+            return {int(i) for (i,) in conn.execute(query)}
+
     def has_videos(self, collection: str) -> bool:
         """Whether searches of ``collection`` fold moments (asked on every search: remembered for a while here,
         and at once after this process wrote a video)."""
