@@ -33,7 +33,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 from results_file import run_header, write_section  # noqa: E402
 
 from adapters import video  # noqa: E402
-from tests.videofiles import write_video  # noqa: E402
+from tests.videofiles import android_1080p, iphone_4k  # noqa: E402
 
 FLOOR_SPEEDUP = 5.0
 
@@ -98,22 +98,9 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         files = {
-            "1080p30 H.264, keyframe each 1 s (Android)": write_video(
-                work / "android.mp4", args.seconds, size=(1920, 1080), texture=0.6, bitrate=16_000_000
-            ),
-            "4K30 HEVC, rotated, keyframe each 2 s (iPhone)": write_video(
-                work / "iphone.mov",
-                args.seconds / 3,
-                size=(3840, 2160),
-                codec="libx265",
-                keyframe_every_s=2,
-                rotation_ccw=-90,
-                texture=0.6,
-                bitrate=40_000_000,
-            ),
-            "1080p H.264, variable frame rate": write_video(
-                work / "vfr.mp4", args.seconds, size=(1920, 1080), variable=True, texture=0.6, bitrate=16_000_000
-            ),
+            "1080p30 H.264, keyframe each 1 s (Android)": android_1080p(work / "android.mp4", args.seconds),
+            "4K30 HEVC, rotated, keyframe each 2 s (iPhone)": iphone_4k(work / "iphone.mov", args.seconds / 3),
+            "1080p H.264, variable frame rate": android_1080p(work / "vfr.mp4", args.seconds, variable=True),
         }
         print("videos written", flush=True)
         for label, written in files.items():

@@ -58,7 +58,7 @@ from operations.search import search  # noqa: E402
 from operations.search.search_batch import search_vectors  # noqa: E402
 from operations.services import Services, build_services  # noqa: E402
 from tests.milvus_server import LocalMilvusServer  # noqa: E402
-from tests.videofiles import write_video  # noqa: E402
+from tests.videofiles import android_1080p, iphone_4k, write_video  # noqa: E402
 
 FLOORS = {"share": 0.7, "realtime": 10.0, "first": 0.95, "range": 0.95, "best_ms": 1000, "growth": 0.02, "search": 1.5}
 DIM = 512
@@ -107,29 +107,11 @@ def indexing(services: Services, data: Path, args: argparse.Namespace) -> dict:
     android = data / "android"
     android.mkdir()
     for i in range(args.videos):
-        write_video(
-            android / f"VID_{i:04d}.mp4",
-            args.seconds,
-            size=(1920, 1080),
-            texture=0.6,
-            bitrate=16_000_000,
-            seed=i,
-            scene_offset=i * 7,
-        )
+        android_1080p(android / f"VID_{i:04d}.mp4", args.seconds, seed=i, scene_offset=i * 7)
     iphone = data / "iphone"
     iphone.mkdir()
     for i in range(2):
-        write_video(
-            iphone / f"IMG_{i:04d}.MOV",
-            args.seconds / 3,
-            size=(3840, 2160),
-            codec="libx265",
-            keyframe_every_s=2,
-            rotation_ccw=-90,
-            texture=0.6,
-            bitrate=40_000_000,
-            seed=10 + i,
-        )
+        iphone_4k(iphone / f"IMG_{i:04d}.MOV", args.seconds / 3, seed=10 + i)
     print("videos written", flush=True)
     first = sorted(android.glob("*.mp4"))[0]
     floors = [encoder_alone(services, first)]

@@ -158,3 +158,14 @@ def _subtitled(pixels: np.ndarray, text: str) -> np.ndarray:
     draw.rectangle((0, height - size * 2, width, height), fill=(20, 20, 20))
     draw.text((width // 10, height - size * 2 + size // 2), text, font=font(size), fill=(255, 255, 255))
     return np.asarray(picture)
+
+
+def android_1080p(path: Path, seconds: float, **more: object) -> Written:
+    """As Android's recorder writes: 1080p30 H.264 at 16 Mbps with a keyframe a second, and sensor grain."""
+    return write_video(path, seconds, size=(1920, 1080), texture=0.6, bitrate=16_000_000, **more)  # type: ignore[arg-type]
+
+
+def iphone_4k(path: Path, seconds: float, **more: object) -> Written:
+    """As an iPhone writes a portrait video: 4K30 HEVC at 40 Mbps, turned by a display matrix, a keyframe each 2 s."""
+    options: dict = {"size": (3840, 2160), "codec": "libx265", "keyframe_every_s": 2, "rotation_ccw": -90}
+    return write_video(path, seconds, texture=0.6, bitrate=40_000_000, **{**options, **more})
