@@ -5,6 +5,7 @@ A revoked key is refused by the other process within 5 s."""
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -50,6 +51,35 @@ def test_two_counters_on_one_database_share_a_limit(backend: str, tmp_path: Path
         first.flush(now + 120)
         first.prune(now + 120)
         assert RateStore(engine).add_and_read({}, [("key:1:read", 10)]) == {("key:1:read", 10): 0}
+    finally:
+        engine.dispose()
+
+
+def test_requests_during_a_flush_still_count_what_is_being_flushed(tmp_path: Path) -> None:
+    """While a flush writes this process's counts and reads the totals back, those counts are neither pending nor
+    in the totals yet: a request then must still see them (else a refused key gets through again)."""
+    engine = create_metadata_engine(f"sqlite:///{tmp_path / 'm.db'}")
+    try:
+        store, entered, release = RateStore(engine), threading.Event(), threading.Event()
+        real = store.add_and_read
+
+        def slow(pending, wanted):  # type: ignore[no-untyped-def]
+            entered.set()
+            release.wait(10)
+            return real(pending, wanted)
+
+        store.add_and_read = slow  # type: ignore[method-assign]
+        limiter = RateLimiter(60)
+        limiter.attach(store)
+        now = 600.5
+        assert all(limiter.hit("key:2:read", 5, now) is None for _ in range(5))
+        flushing = threading.Thread(target=limiter.flush, args=(now,))
+        flushing.start()
+        assert entered.wait(10)
+        assert limiter.hit("key:2:read", 5, now) is not None  # the 5 in flight still count
+        release.set()
+        flushing.join(10)
+        assert limiter.hit("key:2:read", 5, now) is not None  # and, once read back, as the shared total
     finally:
         engine.dispose()
 

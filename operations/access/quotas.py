@@ -25,6 +25,9 @@ class RateLimiter:
         self._lock = threading.Lock()
         self._pending: dict[Slot, int] = {}
         self._totals: dict[Slot, int] = {}  # the latest totals read from the store (every process's)
+        # Counts on their way to the store: still this process's until the totals read back include them (a
+        # request during a flush would otherwise see neither).
+        self._flushing: dict[Slot, int] = {}
 
     def attach(self, store: RateStore) -> None:
         self.store = store
@@ -37,7 +40,7 @@ class RateLimiter:
         window = int(now // self.window_s)
         slot = (subject, window)
         with self._lock:
-            used = self._totals.get(slot, 0) + self._pending.get(slot, 0)
+            used = self._totals.get(slot, 0) + self._flushing.get(slot, 0) + self._pending.get(slot, 0)
             if used >= limit:
                 return max(1.0, math.ceil((window + 1) * self.window_s - now))
             self._pending[slot] = self._pending.get(slot, 0) + 1
@@ -66,6 +69,7 @@ class RateLimiter:
         current = int(now // self.window_s)
         with self._lock:
             pending, self._pending = self._pending, {}
+            self._flushing = pending
             # Slots of ended windows decide nothing more; the current window's are read back.
             self._totals = {slot: total for slot, total in self._totals.items() if slot[1] >= current}
             wanted = list(self._totals)
@@ -74,6 +78,7 @@ class RateLimiter:
                 for slot, count in pending.items():
                     if slot[1] >= current:
                         self._totals[slot] = self._totals.get(slot, 0) + count
+                self._flushing = {}
             return
         try:
             totals = self.store.add_and_read(pending, wanted)
@@ -81,11 +86,13 @@ class RateLimiter:
             with self._lock:  # counted again next time: a database hiccup loses no request
                 for slot, count in pending.items():
                     self._pending[slot] = self._pending.get(slot, 0) + count
+                self._flushing = {}
             raise
         with self._lock:
             for slot, total in totals.items():
                 if slot[1] >= current:
                     self._totals[slot] = total
+            self._flushing = {}
 
     def prune(self, now: float | None = None) -> None:
         if self.store is not None:
