@@ -43,6 +43,8 @@ def count(progress: JobProgress, outcome: Outcome) -> None:
     if outcome.status == "rejected":
         progress.error(outcome.reason or "rejected", file=outcome.name)  # counts it as done
     else:
+        if outcome.reason and outcome.status == "stored":  # stored in part: said, not counted as a failure
+            progress.warn(outcome.reason, file=outcome.name)
         progress.done += 1
         progress.loaded += outcome.status == "stored"
         progress.skipped += outcome.status == "duplicate"

@@ -384,7 +384,7 @@ def _write_videos(state: _Run, batch: list[_Encode]) -> None:
             _reject(state, replace(file, refusal=encoded))
             continue
         if encoded.damage:
-            state.progress.error(f"indexed up to where sampling stopped: {encoded.damage}", file=file.path)
+            state.progress.warn(f"indexed up to where sampling stopped: {encoded.damage}", file=file.path)
         for node in encoded.nodes:
             state.progress.encoded_by[node] += len(encoded.frames) // len(encoded.nodes)  # samples, per node
         if item.edit_of is not None:

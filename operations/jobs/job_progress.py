@@ -41,6 +41,11 @@ class JobProgress:
     def error(self, reason: str, **where: Any) -> None:
         self.failed += 1
         self.done += 1
+        self.warn(reason, **where)
+
+    def warn(self, reason: str, **where: Any) -> None:
+        """Listed with the errors without counting a failure: an item done in part (a video indexed up to where
+        its stream is damaged)."""
         if len(self.errors) < MAX_ERROR_SAMPLES:
             if isinstance(where.get("file"), str):  # a file name as people read it: never a lone surrogate
                 where["file"] = file_names.readable(where["file"])
