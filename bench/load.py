@@ -46,7 +46,13 @@ def rss_mb(pid: int) -> float:
 
 def children(pid: int) -> list[int]:
     """Child processes started from any thread (Milvus Lite's server is started from a worker thread)."""
-    return [int(c) for task in Path(f"/proc/{pid}/task").iterdir() for c in (task / "children").read_text().split()]
+    found = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            found += [int(c) for c in (task / "children").read_text().split()]
+        except (FileNotFoundError, ProcessLookupError):  # the thread ended meanwhile
+            continue
+    return found
 
 
 def tree(pid: int) -> list[int]:
