@@ -84,7 +84,7 @@ def _colour(picture: np.ndarray) -> np.ndarray:
 def _search_image(client: TestClient, picture: bytes, **form: str) -> list[dict]:
     response = client.post(
         "/img/search/image",
-        data={"collection": C, "top_k": "5"} | form,
+        data={"collection": C, "top_k": "10"} | form,
         files={"files": ("query.jpg", picture, "image/jpeg")},
     )
     assert response.status_code == 200, response.text

@@ -9,7 +9,7 @@ does the same on whole seconds computed from rounded fps; here every time is a f
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 
@@ -39,6 +39,7 @@ def merge(
     durations: dict[int, int],
     every_ms: int,
     max_missing: int = 1,
+    joins: Callable[[float, float], bool] | None = None,
 ) -> list[Moment]:
     """Moments of the matching samples ``hits``, best first (ties: the earlier moment of the lower video id).
     ``sample_times``: every sample time of each video, sorted (what "adjacent" means); ``durations``: each video's
@@ -55,16 +56,41 @@ def merge(
     moments: list[Moment] = []
     for video, matched in by_video.items():
         position = seqs[video] or {ms: i for i, ms in enumerate(sample_times.get(video) or sorted(matched))}
-        last = len(position)
-        run: list[int] = []
-        for ms in sorted(matched, key=lambda t: (position.get(t, last), t)):
-            if run and position.get(ms, -10) - position.get(run[-1], -10) > max_missing + 1:
-                moments.append(_moment(video, run, matched, durations.get(video), every_ms, spans))
-                run = []
-            run.append(ms)
-        if run:
+        for run in _runs(matched, position, max_missing, joins):
             moments.append(_moment(video, run, matched, durations.get(video), every_ms, spans))
     return sorted(moments, key=lambda m: (-m.score, m.video, m.start_ms))
+
+
+def _runs(
+    matched: dict[int, float],
+    position: dict[int, int],
+    max_missing: int,
+    joins: Callable[[float, float], bool] | None,
+) -> list[list[int]]:
+    """The matched sample times in runs of neighbours. With ``joins(score, best)``, best samples first: a sample
+    joins a run it neighbours when ``joins`` says its score is close enough to that run's best, else it starts a
+    run of its own (another moment of the same video)."""
+    last = len(position)
+    place = lambda ms: position.get(ms, last)  # noqa: E731
+    if joins is None:
+        runs: list[list[int]] = []
+        for ms in sorted(matched, key=lambda t: (place(t), t)):
+            if runs and place(ms) - place(runs[-1][-1]) <= max_missing + 1:
+                runs[-1].append(ms)
+            else:
+                runs.append([ms])
+        return runs
+    grown: list[tuple[float, set[int], list[int]]] = []  # (best score, places, times)
+    for ms in sorted(matched, key=lambda t: (-matched[t], t)):
+        for best, places, times in grown:
+            near = any(abs(place(ms) - other) <= max_missing + 1 for other in places)
+            if near and joins(matched[ms], best):
+                places.add(place(ms))
+                times.append(ms)
+                break
+        else:
+            grown.append((matched[ms], {place(ms)}, [ms]))
+    return [sorted(times, key=lambda t: (place(t), t)) for _, _, times in grown]
 
 
 def _moment(

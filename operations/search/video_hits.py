@@ -21,7 +21,8 @@ PER_VIDEO = 3  # moments of one video in one result list: a long video does not 
 FALLBACK_EVERY_MS = 2000  # a moment of one sample is padded as if sampled every 2 s (the default interval)
 MARGIN = 0.02  # cosine: adjacent samples of one scene score within this of each other; another scene drops more
 FUSED_SHARE = 0.75  # hybrid: 1/(k+r) in both lists is about twice what one list gives
-FANOUT = 4  # a search over videos reads this many hits per place it returns, and more while moments fill them
+FANOUT = 10  # a search over videos reads this many hits per place it returns (a video gives up to 3 places of its
+# many samples), and more while moments do not fill the page
 
 
 @dataclass(frozen=True)
@@ -40,11 +41,12 @@ def fold_scored(
     margin: float | None = MARGIN,
     share: float | None = None,
 ) -> list[Shown]:
-    """The list (best first) with each video's sample hits merged into moments. A sample matches when it is in
-    the list and scores within ``margin`` of its video's best (cosines), or at least ``share`` of it (fused ranks:
-    a sample both lists found against one that only one did); with neither, anywhere in the list (keyword
-    matches). In a small collection every sample is in the list: a moment must still be where the video is like
-    the query. Ids without facts (pending or gone rows) are left out."""
+    """The list (best first) with each video's sample hits merged into moments. A sample joins a neighbouring
+    sample's moment when it scores within ``margin`` of that moment's best (cosines), or at least ``share`` of it
+    (fused ranks: a sample both lists found against one that only one did); with neither, whenever it is in the
+    list (keyword matches). Else it is a moment of its own: in a small collection every sample is in the list, and
+    a moment must still be where the video is like the query. Ids without facts (pending or gone rows) are left
+    out."""
     samples: dict[int, list[SampleHit]] = defaultdict(list)
     rows: dict[tuple[int, int], int] = {}
     shown: list[Shown] = []
@@ -60,14 +62,13 @@ def fold_scored(
         span = (fact.duration_ms or 0) if fact.kind == FRAME else 0  # a video row's duration is its length
         samples[video].append(SampleHit(video, ms, score, fact.seq if fact.kind == FRAME else 0, span))
         rows.setdefault((video, ms), row)
+
+    def joins(score: float, best: float) -> bool:
+        return (margin is None or score >= best - margin) and (share is None or score >= best * share)
+
     moments: list[Moment] = []
     for found in samples.values():
-        best = max(sample.score for sample in found)
-        if margin is not None:
-            found = [sample for sample in found if sample.score >= best - margin]
-        if share is not None:
-            found = [sample for sample in found if sample.score >= best * share]
-        moments += merge(found, {}, {}, _interval(found))
+        moments += merge(found, {}, {}, _interval(found), joins=joins)
     for moment in capped(sorted(moments, key=lambda m: (-m.score, m.video, m.start_ms)), PER_VIDEO):
         sample = rows.get((moment.video, moment.best_sample_ms or moment.best_ms))
         shown.append(Shown(moment.video, moment.score, moment, sample))
