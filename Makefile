@@ -57,6 +57,7 @@ bench: install
 	$(BIN)/python bench/distributed.py
 	$(BIN)/python bench/access.py
 	$(BIN)/python bench/video.py
+	$(BIN)/python bench/video_index.py
 
 # 8 clients, mixed requests, 60 s, on loopback: zero errors and exact counts afterwards.
 soak: install
