@@ -90,6 +90,37 @@ def _ocr(args: argparse.Namespace, settings: Settings) -> int:
         )
 
 
+def _faces(args: argparse.Namespace, settings: Settings) -> int:
+    from operations.collections import collections
+    from operations.people import faces
+
+    faces.require_available()
+    with _services(settings) as services:
+        collections.require(services, args.collection)
+        return _run_job(
+            services,
+            "faces",
+            args.collection,
+            {"collection": args.collection, "redo": args.redo, "via": "cli"},
+            lambda progress: faces.run_job(services, args.collection, progress, args.redo),
+        )
+
+
+def _people(args: argparse.Namespace, settings: Settings) -> int:
+    from operations.collections import collections
+    from operations.people import cluster_job
+
+    with _services(settings) as services:
+        collections.require(services, args.collection)
+        return _run_job(
+            services,
+            "people",
+            args.collection,
+            {"collection": args.collection, "all": args.all, "via": "cli"},
+            lambda progress: str(cluster_job.run(services, args.collection, args.all)),
+        )
+
+
 def _reconcile(args: argparse.Namespace, settings: Settings) -> int:
     from operations.collections import collections, reconcile
 
@@ -361,6 +392,16 @@ def build_parser() -> argparse.ArgumentParser:
     read.add_argument("--collection", required=True)
     read.add_argument("--redo", action="store_true", help="read images that were read before again")
     read.set_defaults(handler=_ocr)
+
+    found = commands.add_parser("faces", help="find the faces in every photo of a collection and group them")
+    found.add_argument("--collection", required=True)
+    found.add_argument("--redo", action="store_true", help="read photos that were read before again")
+    found.set_defaults(handler=_faces)
+
+    group = commands.add_parser("people", help="group a collection's faces into persons (what users did stays)")
+    group.add_argument("--collection", required=True)
+    group.add_argument("--all", action="store_true", help="forget the machine's grouping and start over")
+    group.set_defaults(handler=_people)
 
     reconcile = commands.add_parser("reconcile", help="find and repair mismatches between Milvus and the DB")
     reconcile.add_argument("--collection", required=True)

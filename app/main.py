@@ -14,7 +14,7 @@ from fastapi_offline import FastAPIOffline
 from starlette.concurrency import run_in_threadpool
 from starlette.staticfiles import StaticFiles
 
-from adapters import ocr
+from adapters import faces, ocr
 from adapters.encoders.encoder_base import EncoderBase
 from app.access import Authorized
 from app.audit_trail import AuditTrail
@@ -34,6 +34,7 @@ from app.routes import (
     keys,
     labels,
     models,
+    people,
     search,
     sources,
     tags,
@@ -130,8 +131,13 @@ def create_app(settings: Settings | None = None, encoder: EncoderBase | None = N
         logger.warning("IMGSEARCH_OCR=on but %s: images are stored without OCR", ocr.MISSING)
     elif resolved.ocr == "on":
         logger.info("OCR on: new and changed images are read at ingest and sync")
+    if resolved.faces == "on" and not faces.available():
+        logger.warning("IMGSEARCH_FACES=on but %s: images are stored without faces", faces.MISSING)
+    elif resolved.faces == "on":
+        logger.info("faces on: new and changed photos are read at upload, ingest and sync")
     # Each route's scope is declared in app/scopes.py; `authorize` enforces it on every route, the page included.
-    routers = (search, labels, tags, texts, images, videos, collections, sources, duplicates, models, jobs, embed)
+    routers = (search, labels, tags, texts, images, videos, people, collections, sources, duplicates, models, jobs)
+    routers = (*routers, embed)
     routers = (*routers, keys, audit)
     for module in (*routers, health, web):
         app.include_router(module.router, dependencies=[Authorized])

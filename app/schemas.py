@@ -164,6 +164,10 @@ class FiltersIn(BaseModel):
     kinds: list[Literal["photo", "video"]] = Field(
         default_factory=list, description="photo, video (moments of videos) or both (empty: both)."
     )
+    people: list[int] = Field(
+        default_factory=list, description="Photos every one of these persons is in (ids from /people)."
+    )
+    people_any: list[int] = Field(default_factory=list, description="Photos at least one of these persons is in.")
 
 
 class SearchRequest(BaseModel):
@@ -208,9 +212,18 @@ class QueryPartOut(BaseModel):
     file: str | None = None
 
 
+class PersonRefOut(BaseModel):
+    id: int
+    name: str
+
+
 class QueryOut(BaseModel):
     parts: list[QueryPartOut]
     combined: bool = Field(description="True: normalise(Σ weight × part), negative texts subtracted.")
+    people: list[PersonRefOut] = Field(
+        default_factory=list,
+        description="Names of persons found in the text: they became the people filter and left the text.",
+    )
 
 
 class SnippetOut(BaseModel):
@@ -418,5 +431,11 @@ class HealthResponse(BaseModel):
     status: str
     model: ModelHealth
     ocr: str = Field(description="on (IMGSEARCH_OCR=on: at ingest and sync), off, or unavailable (no ocr extra).")
+    faces: str = Field(
+        "off",
+        description="on (IMGSEARCH_FACES=on: at upload, ingest and sync), off (face jobs on demand), or "
+        "unavailable (no faces extra: people features answer 409).",
+    )
+    face_model: str | None = Field(None, description="The face detector and embedding, when faces are available.")
     stores: dict[str, StoreHealth]
     vector_index: VectorIndexHealth | None = None

@@ -116,6 +116,29 @@ class Settings(BaseSettings):
         "off", description="on: OCR reads new and changed images at ingest and sync (needs the ocr extra)."
     )
     ocr_max_side: int = Field(1600, ge=320, le=8192, description="OCR reads images scaled to this longest side.")
+    # People in photos (the faces extra): faces found, embedded and grouped into persons.
+    faces: Literal["off", "on"] = Field(
+        "off", description="on: faces are read from new and changed images at upload, ingest and sync."
+    )
+    face_detector: Literal["hog", "cnn"] = Field(
+        "hog", description="dlib's HOG detector (fast, frontal faces) or its CNN detector (more angles, ~20x slower)."
+    )
+    face_model: Literal["dlib"] = Field("dlib", description="The face detector + embedding (adapters/faces.py).")
+    face_max_side: int = Field(1280, ge=320, le=8192, description="Faces are found on the picture at this side.")
+    face_min_size: int = Field(
+        40, ge=20, le=2000, description="Smallest face found, in pixels of the picture faces are read from."
+    )
+    face_min_score: float = Field(0.0, ge=-2, le=10, description="Detections scoring below this are dropped.")
+    face_max_distance: float = Field(
+        0.40,
+        gt=0,
+        le=2,
+        description="Faces this close (unit vectors) may be one person: stricter than dlib's own 0.6, which is "
+        "about 0.43 on unit vectors and merges relatives.",
+    )
+    face_min_faces: int = Field(
+        3, ge=1, le=1000, description="Faces close to each other that start a person; smaller persons stay hidden."
+    )
     hybrid_rrf_k: float = Field(
         60.0, gt=0, le=10000, description="k of reciprocal-rank fusion in hybrid search: Σ 1/(k + rank) per list."
     )

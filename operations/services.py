@@ -8,10 +8,12 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import TYPE_CHECKING
 
+from adapters import faces
 from adapters.encoders.clip_tokenizer import ClipTokenizer
 from adapters.encoders.encoder_base import EncoderBase
 from adapters.ocr import OcrReader
 from adapters.stores.milvus.vector_store import MilvusVectorStore, VectorStore
+from adapters.stores.sql.face_store import FaceStore
 from adapters.stores.sql.generation_store import GenerationStore
 from adapters.stores.sql.job_store import JobStore
 from adapters.stores.sql.metadata_store import MetadataStore
@@ -73,6 +75,16 @@ class Services:
     def ocr(self) -> OcrReader:
         """PP-OCR for text in images (the ocr extra); loaded on first use."""
         return OcrReader(threads=self.settings.onnx_threads)
+
+    @cached_property
+    def faces(self) -> faces.FaceModel:
+        """The face detector and embedding (the faces extra); loaded on first use."""
+        return faces.build(self.settings)
+
+    @cached_property
+    def face_store(self) -> FaceStore:
+        """Faces found in images and the persons they are grouped into."""
+        return FaceStore(self.metadata.engine)
 
     @cached_property
     def ray(self) -> RayEncoding | None:

@@ -10,7 +10,7 @@ from pydantic import BaseModel
 from sqlalchemy.engine import make_url
 from starlette.concurrency import run_in_threadpool
 
-from adapters import ocr
+from adapters import faces, ocr
 from app.errors import RETRY_AFTER_S
 from app.schemas import (
     HealthResponse,
@@ -65,7 +65,18 @@ def _health(services: Services) -> HealthResponse:
     status = "ok" if all(s.ok for s in stores.values()) and encoder.loaded else "degraded"
     vector_index = _vector_index(services) if stores["vectors"].ok and stores["metadata"].ok else None
     ocr_state = services.settings.ocr if ocr.available() else "unavailable"
-    return HealthResponse(status=status, model=model, ocr=ocr_state, stores=stores, vector_index=vector_index)
+    face_state = services.settings.faces if faces.available() else "unavailable"
+    return HealthResponse(
+        status=status,
+        model=model,
+        ocr=ocr_state,
+        faces=face_state,
+        face_model=f"dlib {services.settings.face_detector} + ResNet 128-d (real weights)"
+        if faces.available()
+        else None,
+        stores=stores,
+        vector_index=vector_index,
+    )
 
 
 def _vector_index(services: Services) -> VectorIndexHealth:

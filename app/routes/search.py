@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import math
+from dataclasses import replace
 from typing import Annotated
 from urllib.parse import quote
 
@@ -27,6 +28,7 @@ from app.schemas import (
     MatchOut,
     MomentOut,
     OverlapOut,
+    PersonRefOut,
     QueryOut,
     QueryPartOut,
     SearchRequest,
@@ -34,6 +36,7 @@ from app.schemas import (
     SnippetOut,
 )
 from operations.errors import InvalidInput, TooLarge
+from operations.people import people_query
 from operations.search import combined_query, hybrid, search
 from operations.search.combined_query import QueryImage, QueryPart
 from operations.search.results_picture import RANDOM_NOTE, PictureHit, render
@@ -139,6 +142,8 @@ def filters_of(body: FiltersIn | None) -> SearchFilters | None:
         tuple(body.camera),
         (body.near.lat, body.near.lon, body.near.km) if body.near else None,
         tuple(body.kinds),
+        tuple(body.people),
+        tuple(body.people_any),
     )
 
 
@@ -191,23 +196,34 @@ async def search_by_text(body: SearchRequest, services: ServicesDep, request: Re
     (both, fused; the default when the collection has words). Add ``image_id`` (a stored image) and/or
     ``negative_text`` with weights for a combined query; ``min_score`` / ``relative_cutoff`` drop weak hits."""
     image = QueryImage(image_id=body.image_id) if body.image_id is not None else None
+    text, filters = body.text, filters_of(body.filters)
+    named = await run_in_threadpool(people_query.extract, services, body.collection, text) if text else None
+    if named is not None and named.people:  # 妈妈 在海边: the photos 妈妈 is in, searched for 在海边
+        base = filters or SearchFilters()
+        filters = replace(base, people=(*base.people, *(person for person, _ in named.people)))
+        text = named.text or text  # names alone: the photos they are in, ranked by the names' own vector
     outcome = await run_in_threadpool(
         lambda: hybrid.search(
             services,
             body.collection,
             body.top_k,
             body.mode,
-            text=body.text,
+            text=text,
             image=image,
             negative_text=body.negative_text,
             weights=(body.text_weight, body.image_weight, body.negative_weight),
             with_data=body.include_image,
-            filters=filters_of(body.filters),
+            filters=filters,
             offset=body.offset,
             cutoffs=hybrid.Cutoffs(body.min_score, body.relative_cutoff),
         )
     )
-    return search_response(outcome.result, outcome.parts, request, body.include_image, body.offset, body.sort, outcome)
+    response = search_response(
+        outcome.result, outcome.parts, request, body.include_image, body.offset, body.sort, outcome
+    )
+    if named is not None and named.people and response.query is not None:
+        response.query.people = [PersonRefOut(id=person, name=name) for person, name in named.people]
+    return response
 
 
 @router.post("/search/combined", response_model=SearchResponse, responses=ERRORS)

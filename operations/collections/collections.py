@@ -10,6 +10,7 @@ from typing import Any
 from adapters.encoders.encoder_base import EncoderBase
 from adapters.stores.sql.metadata_store import CollectionRecord, ImageRecord, MetadataStore
 from operations.errors import Conflict, InvalidInput, NotFound
+from operations.people import face_vectors
 from operations.services import Services
 
 logger = logging.getLogger(__name__)
@@ -152,6 +153,7 @@ def drop(services: Services, name: str) -> int:
     in_vectors = any(services.vectors.has_collection(m) for m in milvus)
     if record is None and not in_vectors:
         raise NotFound(f"collection {name!r} does not exist")
+    face_vectors.drop(services, name)
     removed = services.metadata.delete_collection(name)
     for milvus_name in milvus:
         services.vectors.drop_collection(milvus_name)

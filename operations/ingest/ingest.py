@@ -27,6 +27,7 @@ from operations.ingest.encode_stage import Encoded, EncodeTask, encode_stream
 from operations.ingest.streams import batched, bounded_map
 from operations.ingest.writes import ImageToWrite, write_batch
 from operations.jobs.job_progress import JobProgress
+from operations.people import faces
 from operations.services import Services
 from operations.words import ocr
 
@@ -103,6 +104,7 @@ def _write(
         ids = write_batch(services, collection, items, model)
         read = {ids[p.image_id]: encoded.text for p, encoded in batch if encoded.text is not None and p.image_id in ids}
         ocr.after_write(services, collection, list(ids.values()), read)
+        faces.after_write(services, collection, list(ids.values()))
         outcomes.extend(Outcome(p.candidate.name, "stored", p.image_id, ids.get(p.image_id)) for p, _ in ready)
     return outcomes
 

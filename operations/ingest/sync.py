@@ -31,6 +31,7 @@ from operations.ingest.streams import batched, bounded_map
 from operations.ingest.vector_fields import fields_for_ids
 from operations.ingest.writes import ImageToWrite, write_batch
 from operations.jobs.job_progress import JobOutcome, JobProgress
+from operations.people import face_vectors, faces
 from operations.services import Services
 from operations.words import ocr
 
@@ -348,6 +349,7 @@ def _encode_and_write(state: _Run, batch: list[_Encode]) -> None:
 
     read = {image_of(item): item.file.prepared.text for item in ready if item.file.prepared.text is not None}  # type: ignore[union-attr]
     ocr.after_write(services, state.collection, [image_of(item) for item in ready], read)
+    faces.after_write(services, state.collection, [image_of(item) for item in ready])
 
 
 def _rewrite(state: _Run, item: _Encode, preview: bytes, vector: Any) -> None:
@@ -357,6 +359,7 @@ def _rewrite(state: _Run, item: _Encode, preview: bytes, vector: Any) -> None:
     assert old is not None and facts is not None
     services.metadata.update_content(old.image, preview, facts)
     services.texts.set_fields(state.collection, {old.image: {"ocr": None, "ocr_lines": None}})  # read the new one
+    face_vectors.forget_images(services, state.collection, [old.image])  # its faces too
     fields = fields_for_ids(services.metadata, state.collection, [old.image])
     generations.put_vectors(
         services, state.collection, [old.image], vector[None, :], [fields[old.image]], state.model, [preview]

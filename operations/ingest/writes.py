@@ -21,6 +21,7 @@ from adapters.stores.sql.metadata_store import NewImage
 from operations.collections import generations
 from operations.errors import NotFound
 from operations.ingest.vector_fields import photo_fields
+from operations.people import face_vectors
 from operations.services import Services
 
 logger = logging.getLogger(__name__)
@@ -126,6 +127,7 @@ def delete_images(services: Services, collection: str, ids: list[int]) -> None:
     if ids:
         services.metadata.mark_indexed(ids, indexed=False)
         generations.delete_vectors(services, collection, ids)
+        face_vectors.forget_images(services, collection, ids)
         services.metadata.delete_rows(ids)
     for sha in kept:
         services.video_store.remove(collection, sha)

@@ -15,6 +15,7 @@ from operations.ingest import ingest_job, load, sources, sync
 from operations.jobs.job_progress import JobProgress
 from operations.jobs.jobs import JobFn
 from operations.labels import duplicates, tags
+from operations.people import cluster_job, faces
 from operations.services import Services
 from operations.words import ocr
 
@@ -75,6 +76,18 @@ def _ocr(services: Services, p: dict[str, Any]) -> JobFn:
     return lambda progress: ocr.run_job(services, p["collection"], progress, bool(p.get("redo", False)))
 
 
+def _faces(services: Services, p: dict[str, Any]) -> JobFn:
+    faces.require_available()
+    return lambda progress: faces.run_job(services, p["collection"], progress, bool(p.get("redo", False)))
+
+
+def _people(services: Services, p: dict[str, Any]) -> JobFn:
+    def run(progress: JobProgress) -> str:
+        return str(cluster_job.run(services, p["collection"], bool(p.get("all", False))))
+
+    return run
+
+
 _BUILDERS: dict[str, Callable[[Services, dict[str, Any]], JobFn]] = {
     "load": _load,
     "ingest": _ingest,
@@ -83,6 +96,8 @@ _BUILDERS: dict[str, Callable[[Services, dict[str, Any]], JobFn]] = {
     "duplicates": _duplicates,
     "tags": _tags,
     "ocr": _ocr,
+    "faces": _faces,
+    "people": _people,
     "reembed": _reembed,
 }
 

@@ -81,11 +81,12 @@ def _runs(
                 runs.append([ms])
         return runs
     grown: list[tuple[float, set[int], list[int]]] = []  # (best score, places, times)
+    reach = range(-(max_missing + 1), max_missing + 2)
     for ms in sorted(matched, key=lambda t: (-matched[t], t)):
+        here = place(ms)
         for best, places, times in grown:
-            near = any(abs(place(ms) - other) <= max_missing + 1 for other in places)
-            if near and joins(matched[ms], best):
-                places.add(place(ms))
+            if any(here + step in places for step in reach) and joins(matched[ms], best):
+                places.add(here)
                 times.append(ms)
                 break
         else:

@@ -35,6 +35,7 @@ KINDS = ("photo", "video")
 EARTH_RADIUS_KM = 6371.0  # mean radius
 KM_PER_DEGREE = math.radians(EARTH_RADIUS_KM)  # of latitude: 111.195 km
 MAX_CORNER_IDS = 100_000  # photos a near filter may exclude by id (the expression grows ~8 bytes a photo)
+MAX_PEOPLE_IDS = 200_000  # photos a people filter may name by id
 
 
 @dataclass(frozen=True)
@@ -52,6 +53,8 @@ class SearchFilters:
     cameras: Sequence[str] = field(default_factory=tuple)
     near: tuple[float, float, float] | None = None  # (latitude, longitude, km)
     kinds: Sequence[str] = field(default_factory=tuple)  # "photo", "video" (a video's moments); empty: both
+    people: Sequence[int] = field(default_factory=tuple)  # persons who are all in the photo
+    people_any: Sequence[int] = field(default_factory=tuple)  # at least one of these persons is
 
     @property
     def empty(self) -> bool:
@@ -124,6 +127,8 @@ def expression(services: Services, record: CollectionRecord, filters: SearchFilt
         parts.append(f"{CAMERA} in [{', '.join(map(_literal, filters.cameras))}]")
     if filters.near is not None:
         parts.append(_near(services, vector_collection, *filters.near))
+    if filters.people or filters.people_any:
+        parts.append(_people(services, collection, filters.people, filters.people_any))
     # A video's frames carry its container's type (operations/ingest/videos.py); Milvus Lite has no "like".
     video_types = ", ".join(map(_literal, sorted(set(VIDEO_MIMES.values()))))
     if set(filters.kinds) == {"video"}:
@@ -151,6 +156,26 @@ def _near(services: Services, vector_collection: str, latitude: float, longitude
             f"{MAX_CORNER_IDS}): search a smaller radius"
         )
     return f"({box} and {ID_FIELD} not in {corners})" if corners else box
+
+
+def _people(services: Services, collection: str, every: Sequence[int], some: Sequence[int]) -> str:
+    """The photos the persons are in, by id, in the vector search (exact under paging like every filter)."""
+    asked = [*every, *some]
+    if len(asked) > MAX_VALUES or any(not isinstance(p, int) or isinstance(p, bool) for p in asked):
+        raise InvalidInput(f"people, people_any: at most {MAX_VALUES} person ids")
+    known = {person.id for person in services.face_store.persons(collection, asked)}
+    unknown = sorted(set(asked) - known)
+    if unknown:
+        raise InvalidInput(f"no person {', '.join(map(str, unknown[:5]))} in collection {collection!r}")
+    photos: set[int] | None = None
+    for persons, all_of in ((every, True), (some, False)):
+        if persons:
+            found = set(services.face_store.images_with(collection, persons, all_of))
+            photos = found if photos is None else photos & found
+    ids = sorted(photos or ())
+    if len(ids) > MAX_PEOPLE_IDS:
+        raise InvalidInput(f"the persons are in {len(ids)} photos (at most {MAX_PEOPLE_IDS}): add another filter")
+    return f"{ID_FIELD} in {ids or [-1]}"
 
 
 def great_circle_km(lat1: float, lon1: float, lat2: float, lon2: float) -> float:

@@ -256,6 +256,52 @@ text_grams = Table(
 )
 
 
+# People (adapters/stores/sql/face_store.py): the faces found in each image, with their box in the original's pixels
+# (the vectors are in Milvus, in the collection's face collection, under the face's id), and the persons they are
+# grouped into. ``by_user``: a person a user named or changed, a face a user placed; the machine never undoes those.
+persons = Table(
+    "persons",
+    metadata,
+    Column("id", _Id, primary_key=True, autoincrement=True),
+    Column("collection", String(64), ForeignKey("collections.name", ondelete="CASCADE"), nullable=False),
+    Column("name", String(64), nullable=True),
+    Column("hidden", Boolean, nullable=False, default=False),
+    Column("by_user", Boolean, nullable=False, default=False),
+    Column("cover_face", BigInteger, nullable=True),
+    Column("created_at", _Time, nullable=False),
+    Index("ix_persons_collection_name", "collection", "name"),
+    mysql_charset="utf8mb4",
+)
+faces = Table(
+    "faces",
+    metadata,
+    Column("id", _Id, primary_key=True, autoincrement=True),
+    Column("collection", String(64), nullable=False),
+    Column("image", _Id, ForeignKey("images.id", ondelete="CASCADE"), nullable=False),
+    Column("x", Integer, nullable=False),
+    Column("y", Integer, nullable=False),
+    Column("width", Integer, nullable=False),
+    Column("height", Integer, nullable=False),
+    Column("score", Float, nullable=False),
+    Column("person", _Id, ForeignKey("persons.id", ondelete="SET NULL"), nullable=True),
+    Column("by_user", Boolean, nullable=False, default=False),
+    Column("clustered", Boolean, nullable=False, default=False),  # seen by clustering (unplaced: waits for more)
+    Column("created_at", _Time, nullable=False),
+    Index("ix_faces_image", "image"),
+    Index("ix_faces_collection_person", "collection", "person"),
+)
+# Which images the face model has read (a job resumes after them; an image with no face has a row too).
+face_scans = Table(
+    "face_scans",
+    metadata,
+    Column("image", _Id, ForeignKey("images.id", ondelete="CASCADE"), primary_key=True),
+    Column("collection", String(64), nullable=False),
+    Column("model", String(32), nullable=False),
+    Column("faces", Integer, nullable=False),
+    Column("scanned_at", _Time, nullable=False),
+    Index("ix_face_scans_collection", "collection"),
+)
+
 # API keys (issue 20): only a SHA-256 of each key is kept (keys are 256-bit random, so a fast hash is enough), with
 # its first characters to tell keys apart in lists. A revoked key keeps its row: the audit trail names it.
 api_keys = Table(

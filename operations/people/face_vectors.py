@@ -1,0 +1,42 @@
+"""Where a collection's face vectors live: a Milvus collection beside its image vectors, on Lite and on a server
+alike, named after it (a re-embed of the images leaves it alone: faces do not depend on the image model)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from adapters import faces
+from operations.services import Services
+
+SUFFIX = "__faces"
+
+
+def collection_name(collection: str) -> str:
+    return f"{collection}{SUFFIX}"
+
+
+def put(services: Services, collection: str, ids: Sequence[int], vectors: np.ndarray) -> None:
+    if not len(ids):
+        return
+    name = collection_name(collection)
+    services.vectors.ensure_collection(name, faces.DIM)
+    services.vectors.upsert(name, list(ids), vectors)
+
+
+def delete(services: Services, collection: str, ids: Sequence[int]) -> None:
+    name = collection_name(collection)
+    if ids and services.vectors.has_collection(name):
+        services.vectors.delete(name, list(ids))
+
+
+def forget_images(services: Services, collection: str, image_ids: Sequence[int]) -> None:
+    """Images going: their faces (rows and vectors) go with them."""
+    delete(services, collection, services.face_store.delete_faces_of(image_ids))
+
+
+def drop(services: Services, collection: str) -> None:
+    """The collection going: every face, person and face vector of it."""
+    services.face_store.wipe(collection)
+    services.vectors.drop_collection(collection_name(collection))
