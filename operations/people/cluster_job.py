@@ -1,7 +1,8 @@
 """Persons from faces: after each face job, and on demand (`POST /collections/{name}/people/cluster`).
 
 An incremental run places the faces no run has seen, and tries again the waiting faces they landed near; ``all``
-forgets what the machine decided (never what a user did) and places every face again. Neighbours come from the
+forgets what the machine decided (never what a user did: a person a user named keeps its faces) and places
+every other face again. Neighbours come from the
 collection's face vectors in Milvus (a batched search), so a run reads the vectors of the faces it places only."""
 
 from __future__ import annotations

@@ -40,11 +40,8 @@ def list_people(services: Services, collection: str, everyone: bool = False) -> 
     rows = services.face_store.persons(collection)
     covers = services.face_store.covers(collection, [r.id for r in rows if r.cover_face is None])
     minimum = services.settings.face_min_faces
-    people = [
-        Person(row, row.cover_face or covers.get(row.id), bool(row.name) or (not row.hidden and row.faces >= minimum))
-        for row in rows
-    ]
-    return people if everyone else [p for p in people if p.shown and not p.row.hidden]
+    people = [Person(row, row.cover_face or covers.get(row.id), _shown(row, minimum)) for row in rows]
+    return people if everyone else [p for p in people if p.shown]
 
 
 def get_person(services: Services, collection: str, person: int) -> Person:
@@ -54,7 +51,12 @@ def get_person(services: Services, collection: str, person: int) -> Person:
         raise NotFound(f"person {person} not found in collection {collection!r}")
     row = found[0]
     cover = row.cover_face or services.face_store.covers(collection, [row.id]).get(row.id)
-    return Person(row, cover, bool(row.name) or (not row.hidden and row.faces >= services.settings.face_min_faces))
+    return Person(row, cover, _shown(row, services.settings.face_min_faces))
+
+
+def _shown(row: PersonRow, minimum: int) -> bool:
+    """In the people strip: not hidden, and named, made by a user, or with enough faces."""
+    return not row.hidden and (bool(row.name) or row.by_user or row.faces >= minimum)
 
 
 def faces_of(services: Services, collection: str, person: int, limit: int, offset: int) -> list[FaceRow]:

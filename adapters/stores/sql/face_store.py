@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import Engine, and_, delete, func, insert, select, update
+from sqlalchemy import Engine, and_, delete, func, insert, or_, select, update
 
 from adapters.stores.sql.sql_schema import chunks, face_scans, faces, images, persons, utc_now
 
@@ -227,10 +227,15 @@ class FaceStore:
                 conn.execute(delete(persons).where(persons.c.id.in_(chunk)))
 
     def forget_machine_work(self, collection: str) -> None:
-        """For a clustering from scratch: faces the machine placed go back to nobody, and the persons nobody named
-        or changed go, unless a user placed a face in them."""
+        """For a clustering from scratch: the persons nobody named or changed go, with the machine's placements
+        in them (unless a user placed a face there). A person a user named keeps its faces: the user saw them."""
+        users = select(persons.c.id).where(persons.c.collection == collection, persons.c.by_user.is_(True))
         with self.engine.begin() as conn:
-            mine = and_(faces.c.collection == collection, faces.c.by_user.is_(False))
+            mine = and_(
+                faces.c.collection == collection,
+                faces.c.by_user.is_(False),
+                or_(faces.c.person.is_(None), faces.c.person.not_in(users)),
+            )
             conn.execute(update(faces).where(mine).values(person=None, clustered=False))
             kept = select(faces.c.person).where(faces.c.collection == collection, faces.c.person.is_not(None))
             conn.execute(

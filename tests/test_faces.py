@@ -1,0 +1,206 @@
+"""People: dlib's real detector and embedding on real face photos (tests/data/faces), the clustering rules, the face
+store on SQLite and MariaDB, and the whole flow through the API: faces read at upload, persons formed, named,
+corrected, merged, split, searched by name, and gone with their images."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from adapters import faces
+from adapters.stores.sql.face_store import FaceBox, FaceStore
+from adapters.stores.sql.metadata_store import MetadataStore, NewImage
+from operations.people.clustering import Face, cluster
+from tests import facefiles
+from tests.conftest import wait_for_job
+
+C = "family"
+
+
+@pytest.fixture(scope="module")
+def model() -> faces.DlibFaces:
+    found = faces.DlibFaces()
+    found.load()
+    return found
+
+
+def test_real_faces_are_found_and_one_person_is_closer_than_two(model: faces.DlibFaces) -> None:
+    found = {name: model.find(facefiles.photo(name)) for name in ("obama.jpg", "obama2.jpg", "biden.jpg")}
+    assert {name: len(f) for name, f in found.items()} == {"obama.jpg": 1, "obama2.jpg": 1, "biden.jpg": 1}
+    group = model.find(facefiles.photo(facefiles.GROUP))
+    assert len(group) == facefiles.GROUP_FACES
+    width, height = facefiles.photo(facefiles.GROUP).size
+    for face in group:
+        x, y, w, h = face.box
+        assert 0 <= x < x + w <= width and 0 <= y < y + h <= height and 60 <= w <= 200
+        assert np.linalg.norm(face.vector) == pytest.approx(1.0, abs=1e-5) and face.vector.shape == (faces.DIM,)
+    obama, obama2, biden = (found[n][0].vector for n in ("obama.jpg", "obama2.jpg", "biden.jpg"))
+    same, other = float(np.linalg.norm(obama - obama2)), float(np.linalg.norm(obama - biden))
+    assert same < 0.40 < other, (same, other)  # IMGSEARCH_FACE_MAX_DISTANCE's default between the two
+
+
+@pytest.mark.parametrize("side", [40, 100, 400])
+def test_faces_from_40_to_400_pixels_are_found(model: faces.DlibFaces, side: int) -> None:
+    found = model.find(Image.open(io.BytesIO(facefiles.face_of_size(side))))
+    assert len(found) == 1 and side * 0.8 <= found[0].box[2] <= side * 1.1, [f.box for f in found]
+
+
+def test_a_picture_without_faces_gives_none(model: faces.DlibFaces) -> None:
+    assert model.find(Image.new("RGB", (640, 480), (90, 120, 200))) == []
+
+
+def _near(pairs: dict[int, list[int]], distance: float = 0.2) -> dict[int, list[tuple[int, float]]]:
+    return {face: [(other, distance) for other in others] for face, others in pairs.items()}
+
+
+def test_two_faces_of_one_photo_never_make_one_person() -> None:
+    """Twins side by side: four photos of the pair, every face close to every other."""
+    ids = list(range(8))
+    table = {i: Face(i, i // 2, None) for i in ids}  # faces 0 and 1 in photo 0, 2 and 3 in photo 1, ...
+    outcome = cluster(ids, table, _near({i: [j for j in ids if j != i] for i in ids}), 3)
+    persons = {outcome.placed[i] for i in ids if i in outcome.placed}
+    assert len(persons) == 2
+    for photo in range(4):
+        assert outcome.placed.get(2 * photo) != outcome.placed.get(2 * photo + 1)
+
+
+def test_one_look_alike_face_does_not_bridge_two_persons() -> None:
+    """Person 7 (faces 0-3) and a stranger's faces 10-12, which are near each other; face 12 is also near one
+    face of person 7. Single-link clustering would chain them; here 12 needs two of person 7's faces."""
+    table = {i: Face(i, 100 + i, 7 if i < 4 else None) for i in [0, 1, 2, 3, 10, 11, 12]}
+    outcome = cluster([10, 11, 12], table, _near({10: [11, 12], 11: [10, 12], 12: [10, 11, 3]}), 3)
+    assert outcome.placed[12] != 7 and len({outcome.placed[i] for i in (10, 11, 12)}) == 1
+    joined = cluster([12], {**table, 12: Face(12, 112, None)}, _near({12: [2, 3]}), 3)
+    assert joined.placed == {12: 7}
+
+
+def test_a_face_alone_waits_for_company() -> None:
+    table = {0: Face(0, 0, None), 1: Face(1, 1, None)}
+    outcome = cluster([0, 1], table, _near({0: [1], 1: [0]}), 3)
+    assert outcome.placed == {} and sorted(outcome.waiting) == [0, 1]
+
+
+def test_the_face_store_on_both_databases(metadata_url: str) -> None:
+    metadata = MetadataStore(metadata_url)
+    try:
+        metadata.create_collection(C, "RN50", 1024, "IP")
+        found = metadata.insert_pending(C, [NewImage(f"p{i}", b"x", "image/jpeg", 8, 8, f"{i:064x}") for i in range(4)])
+        images = [found[f"p{i}"] for i in range(4)]
+        metadata.mark_indexed(images)
+        store = FaceStore(metadata.engine)
+        new, removed = store.replace(C, "dlib-hog", {images[0]: [FaceBox(1, 2, 30, 30, 1.5)] * 2, images[1]: []})
+        assert removed == [] and len(new[images[0]]) == 2 and new[images[1]] == []
+        assert store.scanned(images) == {images[0], images[1]} and store.scan_count(C) == (2, 2)
+        again, removed = store.replace(C, "dlib-hog", {images[0]: [FaceBox(1, 2, 30, 30, 1.5)]})
+        assert sorted(removed) == sorted(new[images[0]]) and len(again[images[0]]) == 1
+        face = again[images[0]][0]
+        mine, machine = store.create_persons(C, 2)
+        store.update_person(mine, name="妈妈")
+        store.assign({face: machine})
+        assert store.persons(C, [machine])[0].faces == 1 and store.images_with(C, [machine], True) == [images[0]]
+        store.forget_machine_work(C)  # the machine's person goes, the named one stays
+        assert [p.id for p in store.persons(C)] == [mine] and store.named(C) == {"妈妈": mine}
+        assert store.get_faces(C, [face])[face].person is None
+        store.assign({face: mine})
+        store.forget_machine_work(C)
+        assert store.get_faces(C, [face])[face].person == mine  # a named person keeps its faces
+        assert store.delete_faces_of([images[0]]) == [face] and store.scan_count(C) == (1, 0)
+        assert store.wipe(C) == [] and store.persons(C) == []
+    finally:
+        metadata.close()
+
+
+def _upload(client, photos: dict[str, bytes]) -> dict[str, str]:
+    files = [("files", (name, data, "image/jpeg")) for name, data in photos.items()]
+    body = client.post("/img/upload", data={"collection": C}, files=files).json()
+    assert body["stored"] == len(photos), body
+    return {r["file"]: r["image_id"] for r in body["results"]}
+
+
+def _people(client, everyone: bool = False) -> list[dict]:
+    response = client.get(f"/collections/{C}/people", params={"all": everyone})
+    assert response.status_code == 200, response.text
+    return response.json()["people"]
+
+
+def test_people_from_upload_to_a_search_by_name(make_settings, make_client) -> None:
+    """Faces read at upload (IMGSEARCH_FACES=on): two persons form from camera variants of real photos, a group
+    photo's six strangers wait unplaced; names, a correction that survives a clustering from scratch, a split and
+    a merge; "奥巴马 在海边" searches 奥巴马's photos; a deleted photo takes its faces; a wipe and a job redo it."""
+    shots = facefiles.variants(4, seed=3, names=["obama.jpg", "obama2.jpg", "biden.jpg"])
+    photos = {f"{v.person}_{n}.jpg": v.data for n, v in enumerate(shots)}
+    photos["group.jpg"] = facefiles.jpeg(facefiles.photo(facefiles.GROUP))
+    with make_client(make_settings(faces="on")) as client:
+        health = client.get("/healthz").json()
+        assert health["faces"] == "on" and "dlib" in health["face_model"]
+        ids = _upload(client, photos)
+        shown = _people(client)
+        assert sorted(p["faces"] for p in shown) == [4, 8], shown  # obama ×8, biden ×4
+        assert len(_people(client, everyone=True)) == 2  # the group's six strangers: a face each, waiting
+        obama = next(p for p in shown if p["faces"] == 8)
+        biden = next(p for p in shown if p["faces"] == 4)
+        detail = client.get(f"/collections/{C}/people/{obama['id']}").json()
+        assert {f["image_id"] for f in detail["faces"]} == {ids[n] for n in photos if n.startswith("obama")}
+        crop = client.get(obama["cover_url"])
+        assert crop.status_code == 200 and Image.open(io.BytesIO(crop.content)).format == "JPEG"
+        group = client.get(f"/img/{C}/{ids['group.jpg']}/faces").json()
+        assert len(group) == facefiles.GROUP_FACES and {f["person"] for f in group} == {None}
+
+        for person, name in ((obama, "奥巴马"), (biden, "拜登")):
+            named = client.patch(f"/collections/{C}/people/{person['id']}", json={"name": name}).json()
+            assert named["name"] == name and named["by_user"]
+        hits = client.post("/img/search", json={"collection": C, "text": "奥巴马 在海边", "top_k": 20}).json()
+        assert hits["query"]["people"] == [{"id": obama["id"], "name": "奥巴马"}]
+        assert {h["image_id"] for h in hits["hits"]} == {ids[n] for n in photos if n.startswith("obama")}
+        both = {"people_any": [obama["id"], biden["id"]]}
+        hits = client.post("/img/search", json={"collection": C, "text": "人", "top_k": 20, "filters": both}).json()
+        assert len(hits["hits"]) == 12
+
+        # A correction (one of obama's faces is biden's), kept by a clustering from scratch.
+        wrong = detail["faces"][0]["id"]
+        moved = client.post(
+            f"/collections/{C}/people/{obama['id']}/faces/move", json={"face_ids": [wrong], "to": biden["id"]}
+        )
+        assert moved.status_code == 200 and moved.json()["faces"] == 5
+        job = client.post(f"/collections/{C}/people/cluster", json={"all": True}).json()
+        assert wait_for_job(client, job["job_id"])["state"] == "succeeded"
+        after = {p["name"]: p for p in _people(client) if p["name"]}
+        assert after["拜登"]["faces"] == 5 and after["奥巴马"]["faces"] == 7
+        # A split into a new person, then merged back.
+        faces_now = client.get(f"/collections/{C}/people/{obama['id']}").json()["faces"]
+        split = client.post(
+            f"/collections/{C}/people/{obama['id']}/faces/move", json={"face_ids": [f["id"] for f in faces_now[:2]]}
+        ).json()
+        assert split["faces"] == 2 and split["id"] not in (obama["id"], biden["id"]) and split["shown"]
+        merged = client.post(f"/collections/{C}/people/merge", json={"ids": [obama["id"], split["id"]]}).json()
+        assert merged["faces"] == 7 and merged["name"] == "奥巴马"
+        assert client.get(f"/collections/{C}/people/{split['id']}").status_code == 404
+
+        services = client.app.state.services
+        gone = next(n for n in photos if n.startswith("biden"))
+        gone_faces = [f["id"] for f in client.get(f"/img/{C}/{ids[gone]}/faces").json()]
+        assert client.delete(f"/img/{C}/{ids[gone]}").status_code == 200
+        assert services.face_store.get_faces(C, gone_faces) == {}
+        assert services.vectors.get(f"{C}__faces", gone_faces) == {}
+        bad = client.patch(f"/collections/{C}/people/{obama['id']}", json={"cover_face": gone_faces[0]})
+        assert bad.status_code == 422 and "error" in bad.json()
+
+        assert client.delete(f"/collections/{C}/faces").json()["faces_removed"] == 8 + 4 - 1 + 6
+        assert _people(client, everyone=True) == []
+        job = client.post(f"/collections/{C}/faces", json={}).json()
+        done = wait_for_job(client, job["job_id"])
+        assert done["state"] == "succeeded" and done["loaded"] == len(photos) - 1, done
+        assert sorted(p["faces"] for p in _people(client)) == [3, 8]
+
+
+def test_without_the_faces_extra_the_service_starts_and_says_so(make_settings, make_client, monkeypatch) -> None:
+    monkeypatch.setattr(faces, "available", lambda: False)
+    with make_client(make_settings(faces="on")) as client:
+        assert client.get("/healthz").json()["faces"] == "unavailable"
+        _upload(client, {"a.jpg": facefiles.jpeg(facefiles.photo("obama.jpg"))})  # stored, without faces
+        refused = client.post(f"/collections/{C}/faces", json={})
+        assert refused.status_code == 409 and "faces extra" in refused.json()["error"]["message"]
+        assert client.get(f"/collections/{C}/people").json()["people"] == []
