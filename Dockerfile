@@ -18,7 +18,7 @@ WORKDIR /srv
 # Dependencies first (from the project's own list, pinned by the lock), so code changes do not reinstall them.
 COPY pyproject.toml requirements.lock README.md ./
 RUN mkdir -p app operations adapters config \
-    && pip install -c requirements.lock ".[ocr,video]" \
+    && pip install -c requirements.lock ".[ocr,video,faces]" \
     && pip uninstall -y cn-image-search
 
 COPY app ./app

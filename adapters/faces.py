@@ -68,7 +68,7 @@ class DlibFaces:
 
     def __init__(self, detector: Literal["hog", "cnn"] = "hog", min_size: int = 40, min_score: float = 0.0) -> None:
         self.detector, self.min_size, self.min_score = detector, min_size, min_score
-        self.name = f"dlib-{detector}"
+        self.name = model_name_of("dlib", detector)
         self._parts: tuple[Any, Any, Any] | None = None
         self._lock = threading.Lock()
 
@@ -124,6 +124,35 @@ class DlibFaces:
             for (r, score), vector in zip(found, vectors, strict=True)
         ]
         return sorted(faces, key=lambda f: -f.score)
+
+
+def in_original(found: list[FoundFace], width: int, height: int, size: tuple[int, int]) -> list[FoundFace]:
+    """Boxes from a picture of ``size`` (upright) into the original's pixels; ``width`` × ``height`` is the
+    original's size as stored, before EXIF rotation, so the longer sides are matched."""
+    scale = max(width, height) / max(size)
+    if (width >= height) != (size[0] >= size[1]):
+        width, height = height, width
+    return [face.scaled(scale, width, height) for face in found]
+
+
+def read_picture(
+    data: bytes, width: int, height: int, max_pixels: int, max_side: int, model: FaceModel
+) -> list[FoundFace]:
+    """The faces of a stored picture (upright, scaled to ``max_side``), boxes in the original's pixels; raises
+    ``images.InvalidImage`` when it cannot be decoded."""
+    from adapters import images
+
+    picture = images.picture_for_ocr(data, max_pixels, max_side)
+    return in_original(model.find(picture), width, height, picture.size)
+
+
+def model_name_of(model: str, detector: str) -> str:
+    return f"{model}-{detector}"
+
+
+def model_name(settings: Any) -> str:
+    """What the face store records as the model that read an image (without building the model)."""
+    return model_name_of(settings.face_model, settings.face_detector)
 
 
 def build(settings: Any) -> FaceModel:

@@ -77,6 +77,7 @@ RULES: dict[tuple[str, str], Rule] = {
     ("POST", "/jobs/{job_id}/cancel"): Rule(WRITE, "job"),
     ("PATCH", "/collections/{name}/people/{person_id}"): Rule(WRITE, "path"),
     ("POST", "/collections/{name}/people/merge"): Rule(WRITE, "path"),
+    ("POST", "/collections/{name}/faces/assign"): Rule(WRITE, "path"),
     ("POST", "/collections/{name}/people/{person_id}/faces/move"): Rule(WRITE, "path"),
     # collections, sources, models of a collection
     ("POST", "/collections"): Rule(ADMIN, "body"),

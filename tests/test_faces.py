@@ -204,3 +204,46 @@ def test_without_the_faces_extra_the_service_starts_and_says_so(make_settings, m
         refused = client.post(f"/collections/{C}/faces", json={})
         assert refused.status_code == 409 and "faces extra" in refused.json()["error"]["message"]
         assert client.get(f"/collections/{C}/people").json()["people"] == []
+
+
+def test_a_copy_carries_faces_vectors_and_persons(tmp_path, mysql_url, milvus_server_db) -> None:  # type: ignore[no-untyped-def]
+    """Embedded stores → MariaDB and a Milvus server: every face with its box and vector (not read again), the
+    persons with their names, and a user's correction still marked as the user's."""
+    from operations.collections.copy_collection import copy_collection, open_stores
+
+    source = open_stores(f"sqlite:///{tmp_path / 'm.db'}", str(tmp_path / "milvus.db"))
+    destination = open_stores(mysql_url, milvus_server_db["milvus_uri"], milvus_server_db["milvus_db"])
+    try:
+        source.metadata.create_collection(C, "RN50", 1024, "IP")
+        source.vectors.ensure_collection(C, 1024)
+        rows = [NewImage(f"p{i}", b"x", "image/jpeg", 640, 480, f"{i:064x}") for i in range(6)]
+        found = source.metadata.insert_pending(C, rows)
+        images = [found[f"p{i}"] for i in range(6)]
+        rng = np.random.default_rng(1)
+        source.vectors.upsert(C, images, rng.normal(size=(6, 1024)).astype(np.float32))
+        source.metadata.mark_indexed(images)
+        store = FaceStore(source.metadata.engine)
+        new, _ = store.replace(C, "dlib-hog", {i: [FaceBox(5 * n, 10, 40, 40, 1.0)] for n, i in enumerate(images)})
+        face_ids = [new[i][0] for i in images]
+        vectors = rng.normal(size=(6, faces.DIM)).astype(np.float32)
+        source.vectors.ensure_collection(f"{C}__faces", faces.DIM)
+        source.vectors.upsert(f"{C}__faces", face_ids, vectors)
+        mama, other = store.create_persons(C, 2)
+        store.assign({f: mama for f in face_ids[:4]} | {face_ids[4]: other})
+        store.update_person(mama, name="妈妈")
+        store.assign({face_ids[3]: other}, by_user=True)  # a correction
+
+        report = copy_collection(source, destination, C)
+        assert report.faces == 6, report.summary()
+        copied = FaceStore(destination.metadata.engine)
+        people = {p.name: p for p in copied.persons(C)}
+        assert people["妈妈"].faces == 3 and people[None].faces == 2 and people["妈妈"].by_user
+        rows_there = copied.all_faces(C)
+        assert sum(r.by_user for r in rows_there) == 1 and sum(r.person is None for r in rows_there) == 1
+        there = destination.vectors.get(f"{C}__faces", [r.id for r in rows_there])
+        assert sorted(np.round(v, 5).tolist() for v in there.values()) == sorted(np.round(vectors, 5).tolist())
+        again = copy_collection(source, destination, C)  # nothing new: no face twice
+        assert again.faces == 0 and len(copied.all_faces(C)) == 6
+    finally:
+        source.close()
+        destination.close()

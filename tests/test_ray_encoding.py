@@ -219,6 +219,41 @@ def test_ocr_reads_on_the_cluster_at_sync_and_as_a_job(
         assert [line["text"] for line in again["receipt0.jpg"]["ocr_lines"]] == [line.text for line in local]
 
 
+def test_faces_are_read_on_the_cluster_at_sync_and_as_a_job(
+    cluster, make_settings, make_client, data_root: Path, vit_split: Path
+) -> None:  # type: ignore[no-untyped-def]
+    """With IMGSEARCH_FACES=on a synced folder's photos have their faces read by face actors on both nodes (the
+    service never loads a face model), the same faces this process finds in the stored previews; the persons
+    form in the service, and a face job redoes it all on the cluster."""
+    from adapters import faces
+    from tests import facefiles
+
+    folder = data_root / f"ray_faces_{cluster.address.rsplit(':', 1)[1]}"
+    folder.mkdir()
+    shots = facefiles.variants(3, seed=4, names=["obama.jpg", "biden.jpg"])
+    for n, shot in enumerate(shots):
+        (folder / f"{shot.person}_{n}.jpg").write_bytes(shot.data)
+    ray = {"ray_address": cluster.address, "ray_shared_paths": True, "faces": "on", "ray_batch_size": 1}
+    with _client(make_settings, make_client, data_root, vit_split, **ray) as client:
+        source = client.post("/collections/ray_faces/sources", json={"path": folder.name}).json()
+        job = wait_for_job(client, client.post(f"/collections/ray_faces/sources/{source['id']}/sync").json()["job_id"])
+        assert job["state"] == "succeeded" and job["result"]["counts"]["stored"] == 6, job
+        services = client.app.state.services  # type: ignore[attr-defined]
+        people = client.get("/collections/ray_faces/people").json()
+        assert sorted(p["faces"] for p in people["people"]) == [3, 3], people
+        job = wait_for_job(client, client.post("/collections/ray_faces/faces", json={"redo": True}).json()["job_id"])
+        assert job["state"] == "succeeded" and (job["loaded"], job["failed"]) == (6, 0), job
+        assert len(job["result"]["encoded_by"]) == 2 and sum(job["result"]["encoded_by"].values()) == 6, job
+        assert "faces" not in vars(services)  # read on the cluster: this process never built its face model
+        local = faces.DlibFaces()
+        for page in services.metadata.iter_image_pages("ray_faces"):
+            for row in page:
+                mine = faces.read_picture(row.data, row.width, row.height, 10**9, 1280, local)
+                theirs = services.face_store.faces_of("ray_faces", [row.id])[row.id]
+                assert sorted((f.box.x, f.box.y, f.box.width) for f in theirs) == sorted(f.box[:3] for f in mine)
+        assert sorted(p["faces"] for p in client.get("/collections/ray_faces/people").json()["people"]) == [3, 3]
+
+
 def test_videos_are_sampled_and_encoded_on_the_cluster_in_pieces(
     cluster, make_settings, make_client, data_root: Path, vit_split: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:  # type: ignore[no-untyped-def]

@@ -200,6 +200,13 @@ async def move_faces(
     return person_out(request, name, found)
 
 
+@router.post("/collections/{name}/faces/assign", response_model=PersonOut, responses=ERRORS)
+async def assign_faces(name: CollectionPath, body: MoveIn, services: ServicesDep, request: Request) -> PersonOut:
+    """Faces, placed or waiting, to the person ``to`` (or a new person): "this is 妈妈" on any face of a photo."""
+    found = await run_in_threadpool(people.assign_faces, services, name, body.face_ids, body.to)
+    return person_out(request, name, found)
+
+
 @router.get("/img/{collection}/{image_id}/faces", response_model=list[FaceOut], responses=ERRORS)
 async def image_faces(
     collection: CollectionPath, image_id: str, services: ServicesDep, request: Request

@@ -204,6 +204,7 @@ function filters() {
   if (chosenTags.size) wanted.tags_any = [...chosenTags];
   if ($("filter-mime").value) wanted.mime = [$("filter-mime").value];
   if ($("filter-kind").value) wanted.kinds = [$("filter-kind").value];
+  if (chosenPeople.size) wanted.people = [...chosenPeople]; // people.js: persons clicked in the strip
   const width = parseInt($("filter-width").value, 10);
   if (width > 0) wanted.min_width = width;
   // Capture dates (EXIF), whole days in the browser's time zone.
@@ -342,6 +343,7 @@ function openViewer(hit) {
   $("description-status").textContent = "";
   $("viewer").showModal();
   loadWords(hit);
+  loadFaces(hit); // people.js
 }
 
 // The viewer plays a moment from its start and stops at its end; a person widens or narrows it and downloads it.
@@ -394,15 +396,19 @@ async function loadWords(hit) {
   } catch (error) { $("viewer-words").textContent = `读取文字失败：${error.message}`; }
 }
 
-// The OCR lines' boxes over the picture: they are in the original's (upright) pixels, so the overlay's viewBox is
-// the original's size in the orientation the browser shows it.
-function drawBoxes(hit, lines) {
-  const svg = $("ocr-boxes");
-  $("boxes-toggle").hidden = !lines.length;
+// Boxes (OCR lines, faces) are in the original's (upright) pixels, so an overlay's viewBox is the original's size
+// in the orientation the browser shows it.
+function originalBox(hit) {
   const img = $("viewer-img");
   const big = Math.max(hit.width, hit.height), small = Math.min(hit.width, hit.height);
   const landscape = !img.naturalWidth || img.naturalWidth >= img.naturalHeight;
-  svg.setAttribute("viewBox", `0 0 ${landscape ? big : small} ${landscape ? small : big}`);
+  return `0 0 ${landscape ? big : small} ${landscape ? small : big}`;
+}
+
+function drawBoxes(hit, lines) {
+  const svg = $("ocr-boxes");
+  $("boxes-toggle").hidden = !lines.length;
+  svg.setAttribute("viewBox", originalBox(hit));
   svg.replaceChildren(...lines.map((line) => {
     const shape = document.createElementNS("http://www.w3.org/2000/svg", "polygon");
     shape.setAttribute("points", line.box.map(([x, y]) => `${x},${y}`).join(" "));
@@ -624,6 +630,7 @@ function wire() {
     localStorage.setItem("imgsearch-collection", collection());
     renderOverview();
     loadTags();
+    loadPeople(); // people.js
     rerun();
   });
   $("query").addEventListener("input", debounce((e) => searchText(e.target.value), 300));
@@ -661,4 +668,4 @@ function wire() {
 wire();
 checkWeights();
 loadRights();
-loadCollections().then(() => { loadTags(); refreshJobs(); });
+loadCollections().then(() => { loadTags(); loadPeople(); refreshJobs(); });

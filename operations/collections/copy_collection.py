@@ -28,6 +28,7 @@ from config.index_choice import index_choice
 from operations.collections.collections import validate_name
 from operations.errors import Conflict, InvalidInput, NotFound
 from operations.ingest.vector_fields import fields_for_ids
+from operations.people.copy_people import copy_people
 
 logger = logging.getLogger(__name__)
 
@@ -137,6 +138,7 @@ class CopyReport:
     differing: int = 0  # ... of which the destination holds other bytes under that image_id (left as they are)
     new_ids: int = 0  # rows whose source id was taken in the destination
     without_vector: int = 0  # source rows whose vector is missing from the source Milvus (run reconcile there)
+    faces: int = 0  # faces of the copied images, with their vectors and persons
     destination_rows: int = 0
     destination_vectors: int = 0
     seconds: float = 0.0
@@ -150,6 +152,8 @@ class CopyReport:
             + (f" ({self.differing} with other bytes, left as they are)" if self.differing else ""),
             f"{self.new_ids} with new ids (their source id was taken)",
         ]
+        if self.faces:
+            parts.append(f"{self.faces} faces")
         if self.without_vector:
             parts.append(f"{self.without_vector} skipped: no vector in the source (run reconcile on the source)")
         return (
@@ -200,8 +204,9 @@ def copy_collection(
     if progress is not None:
         progress(0, report.source_rows)
     deferred: list[int] = []
+    images: dict[int, int] = {}  # source id -> destination id of the images this copy wrote (their faces follow)
     for page in source.metadata.iter_image_pages(name, page=batch_size):
-        later = _copy_page(source, destination, name, served, page, report, keep_ids=True)
+        later = _copy_page(source, destination, name, served, page, report, keep_ids=True, images=images)
         deferred += later
         done += len(page) - len(later)
         if progress is not None:
@@ -210,10 +215,11 @@ def copy_collection(
         chunk = deferred[start : start + batch_size]
         found = source.metadata.fetch(name, chunk, with_data=True)  # a row deleted meanwhile is left out
         kept = [found[i] for i in chunk if i in found]
-        _copy_page(source, destination, name, served, kept, report, keep_ids=False)
+        _copy_page(source, destination, name, served, kept, report, keep_ids=False, images=images)
         done += len(chunk)
         if progress is not None:
             progress(done, max(report.source_rows, done))
+    report.faces = copy_people(source, destination, name, images)
     destination.vectors.flush(served[1])  # once: a server seals the segments and builds its index on them
     report.destination_rows = destination.metadata.count(name)
     report.destination_vectors = destination.vectors.count(served[1])
@@ -230,6 +236,7 @@ def _copy_page(
     page: list[ImageRecord],
     report: CopyReport,
     keep_ids: bool,
+    images: dict[int, int],
 ) -> list[int]:
     """Write one page in the write order; with keep_ids, rows whose id is taken are left for later: their source
     ids are returned."""
@@ -273,6 +280,7 @@ def _copy_page(
             served[1], vector_ids, np.stack([vectors[row.id] for _, row in written]), [fields[i] for i in vector_ids]
         )
         destination.metadata.mark_indexed(vector_ids)
+        images.update((row.id, vector_id) for vector_id, row in written)
         report.copied += len(written) - len(pending)
         report.completed += len(pending)
         report.new_ids += sum(vector_id != row.id for vector_id, row in written)

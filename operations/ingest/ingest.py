@@ -166,6 +166,7 @@ def ingest(
             return
     yield from unreported
     progress.flush()
+    faces.after_job(services, collection)
     for outcome in video_ingest.ingest_videos(services, collection, model, held, origin, progress):
         count(progress, outcome)
         progress.flush()

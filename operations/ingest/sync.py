@@ -148,6 +148,7 @@ def run(
             _sync_batch(state, [_with_encoded(file, encoded) for file, encoded in batch])
             progress.flush()
     _remove_gone(state)
+    faces.after_job(services, source.collection)
     generations.flush(services, source.collection)
     services.sources.mark_synced(source.id, job_id)
     progress.flush()

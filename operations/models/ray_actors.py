@@ -133,6 +133,48 @@ class OcrActor(_Actor):
         }
 
 
+class FaceActor(_Actor):
+    """Finds and embeds the faces in stored pictures (the face job): each row's bytes and its original's size; the
+    faces come back pickled (boxes in the original's pixels, unit vectors)."""
+
+    def __init__(self, settings: dict[str, Any]) -> None:
+        from adapters import faces
+
+        super().__init__(settings)
+        self.model = faces.build(self.settings)
+        self.model.load()  # now, so that a node without the faces extra fails the actor, not each batch
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, Any]:
+        import pickle
+
+        from adapters import faces, images
+
+        settings = self.settings
+        count = len(batch["i"])
+
+        def read(row: int) -> tuple[bytes, str]:
+            try:
+                found = faces.read_picture(
+                    bytes(batch["data"][row]),
+                    int(batch["width"][row]),
+                    int(batch["height"][row]),
+                    settings.max_image_pixels,
+                    settings.face_max_side,
+                    self.model,
+                )
+                return pickle.dumps(found), ""
+            except images.InvalidImage as exc:
+                return pickle.dumps([]), str(exc)
+
+        results = [read(row) for row in range(count)]  # dlib holds the GIL: one picture at a time
+        return {
+            "i": batch["i"],
+            "result": np.array([result for result, _ in results], dtype=object),
+            "error": np.array([error for _, error in results], dtype=object),
+            "node": np.array([self.node] * count, dtype=object),
+        }
+
+
 class VideoActor(_Actor):
     """Samples and encodes pieces of videos, each a file its node reads and a time range: the decoded frames stay on
     the node, only each sample's small JPEG and vector go back (pickled, as the service's own ``EncodedVideo``)."""

@@ -24,6 +24,7 @@ import numpy as np
 
 from config import Settings
 from operations.errors import Unavailable
+from operations.models.face_reads import FaceRead
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -139,6 +140,23 @@ class RayEncoding:
         for window in self._windows(items, task_of):
             yield from self._run(window, OcrActor, actor_args, row_of, read, TextRead([], None))
 
+    def find_faces(self, rows: Iterable[Any]) -> Iterator[tuple[Any, FaceRead]]:
+        """Each stored picture's faces (or why it has none), in order, read by face actors on the cluster: the rows
+        (``ImageRecord``) carry the bytes and the original's size."""
+        from operations.models.ray_actors import FaceActor
+
+        def read(batch: dict[str, np.ndarray], row: int) -> FaceRead:
+            error = str(batch["error"][row]) or None
+            found = pickle.loads(bytes(batch["result"][row]))  # written by our own actor, never by a user
+            return FaceRead(found, error, str(batch["node"][row]))
+
+        def row_of(task: Any) -> dict[str, Any]:
+            return {"data": task.data or b"", "width": task.width, "height": task.height}
+
+        actor_args = {"settings": _worker_settings(self.settings)}
+        for window in self._windows(rows, lambda row: _Sized(row)):
+            yield from self._run(window, FaceActor, actor_args, lambda t: row_of(t.row), read, FaceRead())
+
     def _windows(self, items: Iterable[T], task_of: Callable[[T], Any]) -> Iterator[list[tuple[T, Any]]]:
         """The items with their tasks, in windows of at most IMGSEARCH_RAY_WINDOW items and _WINDOW_MB bytes."""
         window: list[tuple[T, Any]] = []
@@ -209,6 +227,17 @@ class RayEncoding:
             raise RayUnavailable(f"the Ray cluster at {settings.ray_address} was lost mid-job: {exc}") from exc
         if position != len(window):
             raise RuntimeError(f"Ray returned {position} of {len(window)} images")
+
+
+@dataclass(frozen=True)
+class _Sized:
+    """A stored picture as a window counts it (by its bytes)."""
+
+    row: Any
+
+    @property
+    def size(self) -> int:
+        return len(self.row.data or b"")
 
 
 @dataclass(frozen=True)

@@ -40,6 +40,11 @@ class ClusterReport:
 
 
 def run(services: Services, collection: str, everything: bool = False) -> ClusterReport:
+    with services.face_store.clustering(collection):
+        return _run(services, collection, everything)
+
+
+def _run(services: Services, collection: str, everything: bool) -> ClusterReport:
     started = time.perf_counter()
     store = services.face_store
     if everything:

@@ -20,6 +20,7 @@ from operations.collections import collections
 from operations.errors import Conflict
 from operations.ingest.streams import batched
 from operations.jobs.job_progress import JobProgress
+from operations.models.face_reads import FaceRead
 from operations.people import cluster_job, face_vectors
 from operations.services import Services
 
@@ -71,56 +72,48 @@ def run_job(services: Services, collection: str, progress: JobProgress, redo: bo
 def read_into(
     services: Services, collection: str, ids: Sequence[int], progress: JobProgress | None = None
 ) -> dict[int, list[faces.FoundFace]]:
-    """Reads the images' faces here (or on the Ray cluster) and stores them; an image that cannot be decoded is
-    reported on ``progress`` and left unread."""
+    """Reads the photos' faces here (or on the Ray cluster's face actors) and stores them; a picture that cannot
+    be decoded is reported on ``progress`` and left unread."""
     if not ids:
         return {}
     rows = services.metadata.fetch(collection, list(ids), with_data=True, include_pending=True)
     photos = [rows[i] for i in ids if i in rows and rows[i].kind is None]
-    if services.ray is not None:
-        found, errors = services.ray.find_faces(photos, services.settings)
-    else:
-        found, errors = _read_here(services, photos)
-    for row, error in errors:
-        if progress is not None:
-            progress.error(error, image_id=row.image_id)
-        else:
-            logger.warning("faces of %s/%s not read: %s", collection, row.image_id, error)
+    found: dict[int, list[faces.FoundFace]] = {}
+    for row, read in _on_cluster(services, photos) if services.ray is not None else _here(services, photos):
+        if read.error is not None:
+            if progress is not None:
+                progress.error(read.error, image_id=row.image_id)
+            else:
+                logger.warning("faces of %s/%s not read: %s", collection, row.image_id, read.error)
+            continue
+        if progress is not None and read.node:
+            progress.encoded_by[read.node] += 1
+        found[row.id] = read.faces
     store(services, collection, found)
     return found
 
 
-def _read_here(
-    services: Services, rows: Sequence[ImageRecord]
-) -> tuple[dict[int, list[faces.FoundFace]], list[tuple[ImageRecord, str]]]:
+def _here(services: Services, rows: Sequence[ImageRecord]) -> Iterator[tuple[ImageRecord, FaceRead]]:
+    """On this process: pictures decoded on the decode threads, faces found one picture at a time (dlib holds the
+    GIL while it works)."""
     settings = services.settings
-    decode = lambda row: (row, picture(row, settings.max_image_pixels, settings.face_max_side))  # noqa: E731
-    found: dict[int, list[faces.FoundFace]] = {}
-    errors: list[tuple[ImageRecord, str]] = []
-    for row, read in services.decode_pool.map(decode, rows):
-        if isinstance(read, str):
-            errors.append((row, read))
-            continue
-        found[row.id] = in_original(services.faces.find(read), row, read.size)
-    return found, errors
+    model = services.faces
+
+    def read(row: ImageRecord) -> tuple[ImageRecord, FaceRead]:
+        try:
+            found = faces.read_picture(
+                row.data or b"", row.width, row.height, settings.max_image_pixels, settings.face_max_side, model
+            )
+            return row, FaceRead(found)
+        except images.InvalidImage as exc:
+            return row, FaceRead([], str(exc))
+
+    yield from services.decode_pool.map(read, rows)
 
 
-def picture(row: ImageRecord, max_pixels: int, max_side: int) -> images.Image.Image | str:
-    """The stored picture, upright, at most ``max_side``; or why it cannot be read."""
-    try:
-        return images.picture_for_ocr(row.data or b"", max_pixels, max_side)
-    except images.InvalidImage as exc:
-        return str(exc)
-
-
-def in_original(found: Sequence[faces.FoundFace], row: ImageRecord, size: tuple[int, int]) -> list[faces.FoundFace]:
-    """Boxes from the picture read into the original's pixels (the row's size is before EXIF rotation: the longer
-    sides match)."""
-    scale = max(row.width, row.height) / max(size)
-    width, height = (
-        (row.width, row.height) if (row.width >= row.height) == (size[0] >= size[1]) else (row.height, row.width)
-    )
-    return [face.scaled(scale, width, height) for face in found]
+def _on_cluster(services: Services, rows: Sequence[ImageRecord]) -> Iterator[tuple[ImageRecord, FaceRead]]:
+    """On the Ray cluster's face actors (the cluster cannot reach the metadata DB: the bytes travel)."""
+    yield from services.ray.find_faces(rows)  # type: ignore[union-attr]
 
 
 def store(services: Services, collection: str, found: Mapping[int, Sequence[faces.FoundFace]]) -> None:
@@ -129,7 +122,7 @@ def store(services: Services, collection: str, found: Mapping[int, Sequence[face
     if not found:
         return
     boxes = {image: [FaceBox(*face.box, face.score) for face in items] for image, items in found.items()}
-    new, removed = services.face_store.replace(collection, services.faces.name, boxes)
+    new, removed = services.face_store.replace(collection, faces.model_name(services.settings), boxes)
     face_vectors.delete(services, collection, removed)
     ids = [face for image in found for face in new[image]]
     if ids:
@@ -138,8 +131,13 @@ def store(services: Services, collection: str, found: Mapping[int, Sequence[face
 
 
 def after_write(services: Services, collection: str, ids: Sequence[int]) -> None:
-    """With IMGSEARCH_FACES=on, new and changed photos are read as they are stored, and their faces placed."""
+    """With IMGSEARCH_FACES=on, new and changed photos are read as they are stored (a batch at a time)."""
     if ids and faces.reads_at_write(services.settings):
-        found = read_into(services, collection, ids)
-        if any(found.values()):
-            cluster_job.run(services, collection)
+        read_into(services, collection, ids)
+
+
+def after_job(services: Services, collection: str) -> None:
+    """Once an upload, ingest or sync has stored its photos: their faces are placed (one clustering, not one per
+    batch)."""
+    if faces.reads_at_write(services.settings) and services.face_store.has_unplaced(collection):
+        cluster_job.run(services, collection)

@@ -123,6 +123,15 @@ def move_faces(
     wrong = sorted(set(face_ids) - {f.id for f in found.values() if f.person == person})
     if wrong or not face_ids:
         raise InvalidInput(f"faces {wrong[:10]} are not faces of person {person}" if wrong else "no faces given")
+    return assign_faces(services, collection, face_ids, to)
+
+
+def assign_faces(services: Services, collection: str, face_ids: Sequence[int], to: int | None = None) -> Person:
+    """Faces (placed or waiting) to the person ``to``, or to a new person of their own: a user's decision."""
+    found = services.face_store.get_faces(collection, list(face_ids))
+    missing = sorted(set(face_ids) - set(found))
+    if missing or not face_ids:
+        raise InvalidInput(f"no face {missing[:10]} in collection {collection!r}" if missing else "no faces given")
     if to is None:
         to = services.face_store.create_persons(collection, 1, by_user=True)[0]
     else:

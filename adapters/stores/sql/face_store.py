@@ -4,12 +4,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import contextlib
+import threading
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 from sqlalchemy import Engine, and_, delete, func, insert, or_, select, update
 
-from adapters.stores.sql.sql_schema import chunks, face_scans, faces, images, persons, utc_now
+from adapters.stores.sql.sql_schema import chunks, face_scans, faces, images, persons, schema_lock, utc_now
 
 
 @dataclass(frozen=True)
@@ -53,6 +55,14 @@ def _face(row) -> FaceRow:  # type: ignore[no-untyped-def]
 class FaceStore:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
+        self._lock = threading.Lock()
+
+    @contextlib.contextmanager
+    def clustering(self, collection: str) -> Iterator[None]:
+        """One clustering of a collection at a time (a sync's and a face job's would both place the same faces):
+        across threads here, across processes by the database's named lock on MySQL."""
+        with self._lock, schema_lock(self.engine, f"people:{collection}"):
+            yield
 
     # --- faces -------------------------------------------------------------------------------------------------
     def scanned(self, ids: Sequence[int]) -> set[int]:
@@ -161,6 +171,14 @@ class FaceStore:
             conn.execute(delete(face_scans).where(face_scans.c.collection == collection))
             conn.execute(delete(persons).where(persons.c.collection == collection))
         return removed
+
+    def has_unplaced(self, collection: str) -> bool:
+        """Whether some face has not been through clustering yet."""
+        query = select(faces.c.id).where(
+            faces.c.collection == collection, faces.c.person.is_(None), faces.c.clustered.is_(False)
+        )
+        with self.engine.connect() as conn:
+            return conn.execute(query.limit(1)).first() is not None
 
     def scan_count(self, collection: str) -> tuple[int, int]:
         """(images read, faces found) of the collection."""
