@@ -39,11 +39,12 @@ def people_server(
         yield base
 
 
-def _names(page) -> dict[str, int]:  # type: ignore[no-untyped-def]
-    found = {}
-    for card in page.locator(".person").all():
-        found[card.locator(".person-name").input_value()] = int(card.locator(".person-count").inner_text())
-    return found
+def _names(page) -> list[tuple[str, int]]:  # type: ignore[no-untyped-def]
+    """(name, faces) of each person in the strip, as shown."""
+    return sorted(
+        (card.locator(".person-name").input_value(), int(card.locator(".person-count").inner_text()))
+        for card in page.locator(".person").all()
+    )
 
 
 def test_page_names_filters_corrects_and_merges_people(people_server: str, tmp_path: Path) -> None:
@@ -54,7 +55,7 @@ def test_page_names_filters_corrects_and_merges_people(people_server: str, tmp_p
         page = browser.new_context(viewport={"width": 1280, "height": 900}, locale="zh-CN").new_page()
         page.goto(people_server + "/")
         page.wait_for_function("document.querySelectorAll('.person').length === 2")
-        assert sorted(_names(page).values()) == [3, 6]  # obama 6 (two photos × 3), biden 3
+        assert sorted(n for _, n in _names(page)) == [3, 6]  # obama 6 (two photos × 3), biden 3
         cards = page.locator(".person")
         big = 0 if int(cards.nth(0).locator(".person-count").inner_text()) == 6 else 1
         for index, name in ((big, "奥巴马"), (1 - big, "拜登")):
@@ -62,7 +63,7 @@ def test_page_names_filters_corrects_and_merges_people(people_server: str, tmp_p
             field.fill(name)
             field.press("Enter")
             page.wait_for_function(f"document.querySelector('#people-status').textContent.includes('{name}')")
-        assert _names(page) == {"奥巴马": 6, "拜登": 3}
+        assert _names(page) == [("奥巴马", 6), ("拜登", 3)]
         page.screenshot(path=str(ARTIFACTS / "web-people-strip.png"))
 
         page.locator("#query").fill("奥巴马 在海边")
@@ -83,14 +84,20 @@ def test_page_names_filters_corrects_and_merges_people(people_server: str, tmp_p
         # The viewer: the face's box and its person; correct it to 奥巴马.
         page.locator('.card[data-rank="1"]').click()
         page.wait_for_function("document.querySelectorAll('#face-boxes rect').length === 1")
-        assert page.locator("#face-boxes text").inner_text() == "拜登"
+        assert page.locator("#face-boxes text").text_content() == "拜登"
         picture, box = page.locator("#viewer-img").bounding_box(), page.locator("#face-boxes rect").bounding_box()
         assert picture["x"] <= box["x"] and box["x"] + box["width"] <= picture["x"] + picture["width"] + 1
+        # Over the face, drawn at the picture's own scale: portraits have it in their upper third, square.
+        assert box["y"] + box["height"] / 2 < picture["y"] + picture["height"] / 3
+        assert 0.8 < box["width"] / box["height"] < 1.25
         page.screenshot(path=str(ARTIFACTS / "web-people-viewer.png"))
         page.locator("#face-list select").select_option(label="改为：奥巴马")
         page.wait_for_function("document.querySelector('#face-boxes text')?.textContent === '奥巴马'")
         page.locator("#close-viewer").click()
-        assert _names(page) == {"奥巴马": 7, "拜登": 2}
+        page.wait_for_function(
+            "[...document.querySelectorAll('.person-count')].map(e => e.textContent).join() === '7,2'"
+        )
+        assert _names(page) == [("奥巴马", 7), ("拜登", 2)]
 
         # Merge the two (the page merges into the named one that comes first).
         for index in range(2):
@@ -98,5 +105,5 @@ def test_page_names_filters_corrects_and_merges_people(people_server: str, tmp_p
         page.locator("#merge-people").click()
         page.wait_for_function("document.querySelector('#people-status').textContent.includes('已合并')")
         page.wait_for_function("document.querySelectorAll('.person').length === 1")
-        assert list(_names(page).values()) == [9]
+        assert [n for _, n in _names(page)] == [9]
         browser.close()

@@ -392,12 +392,22 @@ async function loadWords(hit) {
     if (words.ocr) parts.push(`图中文字：${words.ocr.replace(/\n/g, " / ")}`);
     $("viewer-words").textContent = parts.join("　");
     $("description").value = words.description || "";
-    drawBoxes(hit, words.ocr_lines || []);
+    await pictureReady($("viewer-img"));
+    if (current === hit) drawBoxes(hit, words.ocr_lines || []);
   } catch (error) { $("viewer-words").textContent = `读取文字失败：${error.message}`; }
 }
 
 // Boxes (OCR lines, faces) are in the original's (upright) pixels, so an overlay's viewBox is the original's size
 // in the orientation the browser shows it.
+// Resolves once the viewer's picture has its size (a box drawn before would take a portrait for a landscape).
+function pictureReady(img) {
+  if (img.complete && img.naturalWidth) return Promise.resolve();
+  return new Promise((resolve) => {
+    img.addEventListener("load", resolve, { once: true });
+    img.addEventListener("error", resolve, { once: true });
+  });
+}
+
 function originalBox(hit) {
   const img = $("viewer-img");
   const big = Math.max(hit.width, hit.height), small = Math.min(hit.width, hit.height);

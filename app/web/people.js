@@ -98,6 +98,8 @@ async function loadFaces(hit) {
     found = await api(`/img/${encodeURIComponent(collection())}/${encodeURIComponent(hit.image_id)}/faces`);
   } catch (_) { return; }
   if (current !== hit || !found.length) return;
+  await pictureReady($("viewer-img"));
+  if (current !== hit) return;
   svg.setAttribute("viewBox", originalBox(hit));
   const size = Math.max(14, Math.round(Math.max(hit.width, hit.height) / 45)); // labels in the original's pixels
   svg.replaceChildren(...found.map((face) => faceBox(face, size)));
