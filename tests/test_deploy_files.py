@@ -86,7 +86,7 @@ def test_dockerfile_serves_without_torch_and_exports_in_its_own_stage() -> None:
     assert list(stages) == ["base", "export", "serve"]  # the last stage is what `docker build .` makes
     # The project's own list, pinned by the lock, with OCR (and the system libraries OpenCV needs) and video
     # (PyAV, FFmpeg inside its wheel), without torch.
-    assert 'pip install -c requirements.lock ".[ocr,video]"' in stages["base"] and "libgl1" in stages["base"]
+    assert 'pip install -c requirements.lock ".[ocr,video,faces]"' in stages["base"] and "libgl1" in stages["base"]
     assert "[export]" not in stages["base"] + stages["serve"]
     assert 'pip install -c requirements.lock ".[export]"' in stages["export"]
     assert stages["export"].startswith("FROM base") and stages["serve"].startswith("FROM base")
@@ -122,8 +122,8 @@ def test_the_serving_install_has_no_torch_and_dev_has_the_export_extra() -> None
     assert not {r.split("==")[0].lower() for r in project["dependencies"]} & heavy
     assert {r.split("==")[0].lower() for r in project["optional-dependencies"]["export"]} >= {"torch", "cn_clip"}
     assert (
-        f"{project['name']}[export,ocr,distributed,docs,video]" in project["optional-dependencies"]["dev"]
-    )  # OCR, Ray, docs, video too
+        f"{project['name']}[export,ocr,distributed,docs,video,faces]" in project["optional-dependencies"]["dev"]
+    )  # OCR, Ray, docs, video, faces too
     assert "ray" not in {r.split("[")[0].split("==")[0] for r in project["dependencies"]}  # serving stays without
     data = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]
     vocab = data["adapters.encoders"]
