@@ -51,13 +51,16 @@ class FaceModel(Protocol):
     def find(self, picture: Image.Image) -> list[FoundFace]: ...
 
 
-def available() -> bool:
+def available(settings: Any = None) -> bool:
+    """Whether faces can be read: dlib's needs the faces extra; a user's ONNX pair needs ONNX Runtime only."""
+    if settings is not None and str(settings.face_model).startswith("onnx:"):
+        return True
     return all(importlib.util.find_spec(name) is not None for name in PACKAGES)
 
 
 def reads_at_write(settings: Any) -> bool:
-    """IMGSEARCH_FACES=on and the extra installed: new and changed images are read as they are stored."""
-    return settings.faces == "on" and available()
+    """IMGSEARCH_FACES=on and the model installed: new and changed images are read as they are stored."""
+    return settings.faces == "on" and available(settings)
 
 
 class DlibFaces:
@@ -152,11 +155,28 @@ def model_name_of(model: str, detector: str) -> str:
 
 def model_name(settings: Any) -> str:
     """What the face store records as the model that read an image (without building the model)."""
+    if settings.face_model.startswith("onnx:"):
+        return str(settings.face_model)
     return model_name_of(settings.face_model, settings.face_detector)
 
 
+def describe(settings: Any) -> str:
+    """For /healthz: which face model reads faces, and that its weights are real (no random face model exists)."""
+    if settings.face_model.startswith("onnx:"):
+        return f"{settings.face_model} (ONNX detector + embedding from {settings.custom_models_dir}/faces)"
+    return f"dlib {settings.face_detector} detector + ResNet 128-d (real weights, the faces extra)"
+
+
 def build(settings: Any) -> FaceModel:
-    """The face model the settings name (IMGSEARCH_FACE_MODEL)."""
-    if settings.face_model != "dlib":
-        raise ValueError(f"face model {settings.face_model!r} is not known here (dlib)")
+    """The face model the settings name (IMGSEARCH_FACE_MODEL): dlib's, or a user's ONNX pair."""
+    if settings.face_model.startswith("onnx:"):
+        from adapters.onnx_faces import OnnxFaces
+
+        return OnnxFaces(
+            settings.face_model,
+            settings.custom_models_dir,
+            settings.face_min_size,
+            settings.face_min_score,
+            settings.onnx_threads,
+        )
     return DlibFaces(settings.face_detector, settings.face_min_size, settings.face_min_score)

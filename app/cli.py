@@ -94,7 +94,7 @@ def _faces(args: argparse.Namespace, settings: Settings) -> int:
     from operations.collections import collections
     from operations.people import faces
 
-    faces.require_available()
+    faces.require_available(settings)
     with _services(settings) as services:
         collections.require(services, args.collection)
         return _run_job(

@@ -131,7 +131,7 @@ def create_app(settings: Settings | None = None, encoder: EncoderBase | None = N
         logger.warning("IMGSEARCH_OCR=on but %s: images are stored without OCR", ocr.MISSING)
     elif resolved.ocr == "on":
         logger.info("OCR on: new and changed images are read at ingest and sync")
-    if resolved.faces == "on" and not faces.available():
+    if resolved.faces == "on" and not faces.available(resolved):
         logger.warning("IMGSEARCH_FACES=on but %s: images are stored without faces", faces.MISSING)
     elif resolved.faces == "on":
         logger.info("faces on: new and changed photos are read at upload, ingest and sync")

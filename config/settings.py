@@ -123,7 +123,12 @@ class Settings(BaseSettings):
     face_detector: Literal["hog", "cnn"] = Field(
         "hog", description="dlib's HOG detector (fast, frontal faces) or its CNN detector (more angles, ~20x slower)."
     )
-    face_model: Literal["dlib"] = Field("dlib", description="The face detector + embedding (adapters/faces.py).")
+    face_model: str = Field(
+        "dlib",
+        pattern=r"^(dlib|onnx:[A-Za-z0-9_.-]{1,64})$",
+        description="dlib (the faces extra), or onnx:<name>: a detector + embedding pair of ONNX files in "
+        "<custom_models_dir>/faces/<name>/ with a manifest.json (adapters/onnx_faces.py).",
+    )
     face_max_side: int = Field(1280, ge=320, le=8192, description="Faces are found on the picture at this side.")
     face_min_size: int = Field(
         40, ge=20, le=2000, description="Smallest face found, in pixels of the picture faces are read from."

@@ -197,7 +197,7 @@ def test_people_from_upload_to_a_search_by_name(make_settings, make_client) -> N
 
 
 def test_without_the_faces_extra_the_service_starts_and_says_so(make_settings, make_client, monkeypatch) -> None:
-    monkeypatch.setattr(faces, "available", lambda: False)
+    monkeypatch.setattr(faces, "available", lambda settings=None: False)
     with make_client(make_settings(faces="on")) as client:
         assert client.get("/healthz").json()["faces"] == "unavailable"
         _upload(client, {"a.jpg": facefiles.jpeg(facefiles.photo("obama.jpg"))})  # stored, without faces

@@ -65,15 +65,13 @@ def _health(services: Services) -> HealthResponse:
     status = "ok" if all(s.ok for s in stores.values()) and encoder.loaded else "degraded"
     vector_index = _vector_index(services) if stores["vectors"].ok and stores["metadata"].ok else None
     ocr_state = services.settings.ocr if ocr.available() else "unavailable"
-    face_state = services.settings.faces if faces.available() else "unavailable"
+    usable = faces.available(settings)
     return HealthResponse(
         status=status,
         model=model,
         ocr=ocr_state,
-        faces=face_state,
-        face_model=f"dlib {services.settings.face_detector} + ResNet 128-d (real weights)"
-        if faces.available()
-        else None,
+        faces=settings.faces if usable else "unavailable",
+        face_model=faces.describe(settings) if usable else None,
         stores=stores,
         vector_index=vector_index,
     )

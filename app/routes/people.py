@@ -240,7 +240,7 @@ async def faces_job(
 ) -> JobAccepted:
     """A job: faces are found in each photo, embedded and grouped into persons; photos read before are skipped
     unless ``redo``. 409 when the service was installed without the faces extra."""
-    faces.require_available()
+    faces.require_available(services.settings)
     await run_in_threadpool(collections.require, services, name)
     params = {"collection": name, "redo": bool(body and body.redo)}
     record = await run_in_threadpool(jobs.submit, "faces", name, params)

@@ -77,7 +77,7 @@ def _ocr(services: Services, p: dict[str, Any]) -> JobFn:
 
 
 def _faces(services: Services, p: dict[str, Any]) -> JobFn:
-    faces.require_available()
+    faces.require_available(services.settings)
     return lambda progress: faces.run_job(services, p["collection"], progress, bool(p.get("redo", False)))
 
 

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from adapters import faces
+from operations.errors import Conflict
 from operations.services import Services
 
 SUFFIX = "__faces"
@@ -21,7 +21,13 @@ def put(services: Services, collection: str, ids: Sequence[int], vectors: np.nda
     if not len(ids):
         return
     name = collection_name(collection)
-    services.vectors.ensure_collection(name, faces.DIM)
+    try:
+        services.vectors.ensure_collection(name, int(vectors.shape[1]))
+    except ValueError as exc:  # another face model's vectors are there
+        raise Conflict(
+            f"the faces of {collection!r} were read by another face model ({exc}): remove them first "
+            f"(DELETE /collections/{collection}/faces), then run the face job"
+        ) from exc
     services.vectors.upsert(name, list(ids), vectors)
 
 

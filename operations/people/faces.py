@@ -16,6 +16,7 @@ import numpy as np
 from adapters import faces, images
 from adapters.stores.sql.face_store import FaceBox
 from adapters.stores.sql.metadata_store import ImageRecord
+from config import Settings
 from operations.collections import collections
 from operations.errors import Conflict
 from operations.ingest.streams import batched
@@ -29,13 +30,13 @@ logger = logging.getLogger(__name__)
 BATCH = 16
 
 
-def require_available() -> None:
-    if not faces.available():
+def require_available(settings: Settings) -> None:
+    if not faces.available(settings):
         raise Conflict(faces.MISSING)
 
 
 def run_job(services: Services, collection: str, progress: JobProgress, redo: bool = False) -> str:
-    require_available()
+    require_available(services.settings)
     collections.require(services, collection)
     progress.total = services.metadata.count(collection)
     progress.flush()
