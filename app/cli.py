@@ -74,51 +74,27 @@ def _tag(args: argparse.Namespace, settings: Settings) -> int:
         )
 
 
-def _ocr(args: argparse.Namespace, settings: Settings) -> int:
+def _collection_job(settings: Settings, kind: str, collection: str, params: dict) -> int:
+    """A job of the queue's kinds (operations/jobs/job_kinds.py), run here in the foreground."""
     from operations.collections import collections
-    from operations.words import ocr
+    from operations.jobs.job_kinds import build_job
 
-    ocr.require_available()
     with _services(settings) as services:
-        collections.require(services, args.collection)
-        return _run_job(
-            services,
-            "ocr",
-            args.collection,
-            {"collection": args.collection, "redo": args.redo, "via": "cli"},
-            lambda progress: ocr.run_job(services, args.collection, progress, args.redo),
-        )
+        collections.require(services, collection)
+        params = {"collection": collection, **params}
+        return _run_job(services, kind, collection, {**params, "via": "cli"}, build_job(services, kind, params))
+
+
+def _ocr(args: argparse.Namespace, settings: Settings) -> int:
+    return _collection_job(settings, "ocr", args.collection, {"redo": args.redo})
 
 
 def _faces(args: argparse.Namespace, settings: Settings) -> int:
-    from operations.collections import collections
-    from operations.people import faces
-
-    faces.require_available(settings)
-    with _services(settings) as services:
-        collections.require(services, args.collection)
-        return _run_job(
-            services,
-            "faces",
-            args.collection,
-            {"collection": args.collection, "redo": args.redo, "via": "cli"},
-            lambda progress: faces.run_job(services, args.collection, progress, args.redo),
-        )
+    return _collection_job(settings, "faces", args.collection, {"redo": args.redo})
 
 
 def _people(args: argparse.Namespace, settings: Settings) -> int:
-    from operations.collections import collections
-    from operations.people import cluster_job
-
-    with _services(settings) as services:
-        collections.require(services, args.collection)
-        return _run_job(
-            services,
-            "people",
-            args.collection,
-            {"collection": args.collection, "all": args.all, "via": "cli"},
-            lambda progress: str(cluster_job.run(services, args.collection, args.all)),
-        )
+    return _collection_job(settings, "people", args.collection, {"all": args.all})
 
 
 def _reconcile(args: argparse.Namespace, settings: Settings) -> int:

@@ -107,7 +107,12 @@ def job_function(services: Services, record: JobRecord) -> JobFn:
     its reason, like any other failure."""
     if record.kind == "sync":  # the source remembers which job last synced it
         return _sync(services, record.params, record.id)
-    builder = _BUILDERS.get(record.kind)
+    return build_job(services, record.kind, record.params)
+
+
+def build_job(services: Services, kind: str, params: dict[str, Any]) -> JobFn:
+    """The work of a job of ``kind`` with ``params`` (a queued job's, or a CLI command's run in the foreground)."""
+    builder = _BUILDERS.get(kind)
     if builder is None:
-        raise ValueError(f"unknown job kind {record.kind!r}")
-    return builder(services, record.params)
+        raise ValueError(f"unknown job kind {kind!r}")
+    return builder(services, params)
