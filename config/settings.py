@@ -129,6 +129,9 @@ class Settings(BaseSettings):
         description="dlib (the faces extra), or onnx:<name>: a detector + embedding pair of ONNX files in "
         "<custom_models_dir>/faces/<name>/ with a manifest.json (adapters/onnx_faces.py).",
     )
+    face_workers: int = Field(
+        2, ge=1, le=64, description="Processes that read faces (dlib holds the GIL: a process reads one picture)."
+    )
     face_max_side: int = Field(1280, ge=320, le=8192, description="Faces are found on the picture at this side.")
     face_min_size: int = Field(
         40, ge=20, le=2000, description="Smallest face found, in pixels of the picture faces are read from."

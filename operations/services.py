@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 from adapters import faces
 from adapters.encoders.clip_tokenizer import ClipTokenizer
 from adapters.encoders.encoder_base import EncoderBase
+from adapters.face_pool import FacePool
 from adapters.ocr import OcrReader
 from adapters.stores.milvus.vector_store import MilvusVectorStore, VectorStore
 from adapters.stores.sql.face_store import FaceStore
@@ -80,6 +81,15 @@ class Services:
     def faces(self) -> faces.FaceModel:
         """The face detector and embedding (the faces extra); loaded on first use."""
         return faces.build(self.settings)
+
+    @cached_property
+    def face_pool(self) -> FacePool | None:
+        """Worker processes that read faces (IMGSEARCH_FACE_WORKERS above 1); None: this process reads them."""
+        if self.settings.face_workers <= 1:
+            return None
+        pool = FacePool(self.settings, self.settings.face_workers)
+        self._owned.append(pool)
+        return pool
 
     @cached_property
     def face_store(self) -> FaceStore:

@@ -95,9 +95,14 @@ def read_into(
 
 
 def _here(services: Services, rows: Sequence[ImageRecord]) -> Iterator[tuple[ImageRecord, FaceRead]]:
-    """On this process: pictures decoded on the decode threads, faces found one picture at a time (dlib holds the
-    GIL while it works)."""
+    """Here: on the face worker processes (one picture each at a time), or with one worker on the decode threads
+    (dlib holds the GIL while it works: one picture at a time)."""
     settings = services.settings
+    if services.face_pool is not None:
+        pictures = ((row.data or b"", row.width, row.height) for row in rows)
+        for row, (found, error) in zip(rows, services.face_pool.read(pictures), strict=True):
+            yield row, FaceRead(found, error)
+        return
     model = services.faces
 
     def read(row: ImageRecord) -> tuple[ImageRecord, FaceRead]:
