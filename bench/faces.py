@@ -206,6 +206,7 @@ def scale(work: Path, persons: int, singletons: int) -> dict:
             "full_persons": full.new_persons,
             "incremental_s": incremental.seconds,
             "incremental_seen": incremental.seen,
+            "incremental_retried": incremental.retried,
             "share": incremental.seconds / full.seconds,
             "precision": precision,
             "recall": recall,
@@ -393,7 +394,10 @@ def main() -> int:
         ("faces of 40-400 px found", all(found["sizes"].values())),
         (f"scale: precision ≥ {FLOORS['scale_precision']}", grouped["precision"] >= FLOORS["scale_precision"]),
         (f"scale: recall ≥ {FLOORS['scale_recall']}", grouped["recall"] >= FLOORS["scale_recall"]),
-        ("scale: the incremental run looks at the new faces only", grouped["incremental_seen"] == grouped["added"]),
+        (
+            "scale: the incremental run looks at the new faces only (and waiting faces they landed near)",
+            grouped["incremental_seen"] - grouped["incremental_retried"] == grouped["added"],
+        ),
         (
             f"scale: incremental ≤ {FLOORS['incremental']:.0%} of the full run",
             grouped["share"] <= FLOORS["incremental"],
@@ -430,7 +434,9 @@ def _table(found: dict, grouped: dict, fast: dict, filtered: list[dict], checks:
         f"{grouped['full_s']:.1f} s, {grouped['full_persons']} persons | — | precision **{grouped['precision']:.4f}**, "
         f"recall **{grouped['recall']:.4f}** |",
         f"| incremental: {grouped['added']} faces more (1%) | {grouped['incremental_s']:.2f} s, looked at "
-        f"{grouped['incremental_seen']} faces | full run {grouped['full_s']:.1f} s | **{grouped['share']:.1%}** |",
+        f"{grouped['incremental_seen'] - grouped['incremental_retried']} new faces and "
+        f"{grouped['incremental_retried']} waiting faces beside them | full run {grouped['full_s']:.1f} s | "
+        f"**{grouped['share']:.1%}** |",
         f"| face job on {fast['photos']} × 12 MP JPEG ({fast['mb']:.0f} MB; read on the 1280-pixel previews) | "
         f"{fast['rate']:.2f} photos/s, {fast['faces']} faces | RN50 image encoder alone on the same previews "
         f"{fast['floor']:.1f} images/s ({', '.join(f'{f:.1f}' for f in fast['floors'])}) | **{fast['share']:.2f}x** |",

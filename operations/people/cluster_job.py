@@ -29,13 +29,14 @@ class ClusterReport:
     placed: int
     new_persons: int
     waiting: int
-    seen: int  # faces this run looked at
+    seen: int  # faces this run looked at: the new ones, and the waiting ones a new face landed near
+    retried: int  # ... of which waiting ones
     seconds: float
 
     def __str__(self) -> str:
         return (
-            f"{self.placed} faces placed, {self.new_persons} new persons, {self.waiting} waiting, "
-            f"{self.seen} faces looked at in {self.seconds:.1f} s"
+            f"{self.placed} faces placed, {self.new_persons} new persons, {self.waiting} waiting; looked at "
+            f"{self.seen - self.retried} new faces and {self.retried} waiting beside them in {self.seconds:.1f} s"
         )
 
 
@@ -61,7 +62,12 @@ def _run(services: Services, collection: str, everything: bool) -> ClusterReport
     outcome = clustering.cluster(todo, faces, nearby, settings.face_min_faces)
     _write(services, collection, outcome, todo)
     report = ClusterReport(
-        len(outcome.placed), outcome.new_persons, len(outcome.waiting), len(todo), time.perf_counter() - started
+        len(outcome.placed),
+        outcome.new_persons,
+        len(outcome.waiting),
+        len(todo),
+        len(retried),
+        time.perf_counter() - started,
     )
     logger.info("clustered faces of %s: %s", collection, report)
     return report
