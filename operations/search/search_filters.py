@@ -163,7 +163,7 @@ def _people(services: Services, collection: str, every: Sequence[int], some: Seq
     asked = [*every, *some]
     if len(asked) > MAX_VALUES or any(not isinstance(p, int) or isinstance(p, bool) for p in asked):
         raise InvalidInput(f"people, people_any: at most {MAX_VALUES} person ids")
-    known = {person.id for person in services.face_store.persons(collection, asked)}
+    known = services.face_store.existing(collection, asked)
     unknown = sorted(set(asked) - known)
     if unknown:
         raise InvalidInput(f"no person {', '.join(map(str, unknown[:5]))} in collection {collection!r}")

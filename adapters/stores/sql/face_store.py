@@ -195,14 +195,16 @@ class FaceStore:
             return [int(conn.execute(insert(persons).values(row)).inserted_primary_key[0]) for _ in range(count)]
 
     def persons(self, collection: str, ids: Sequence[int] | None = None) -> list[PersonRow]:
-        """The persons with their face and image counts, most faces first."""
+        """The persons with their face and image counts, most faces first (of ``ids`` only: their faces only are
+        counted)."""
+        counting = faces.c.person.is_not(None) if ids is None else faces.c.person.in_(list(ids))
         counts = (
             select(
                 faces.c.person,
                 func.count().label("faces"),
                 func.count(func.distinct(faces.c.image)).label("images"),
             )
-            .where(faces.c.collection == collection, faces.c.person.is_not(None))
+            .where(faces.c.collection == collection, counting)
             .group_by(faces.c.person)
             .subquery()
         )
@@ -222,15 +224,15 @@ class FaceStore:
 
     def covers(self, collection: str, people: Sequence[int]) -> dict[int, int]:
         """A face to show for each person that has none chosen: its largest (the sharpest, as a rule)."""
-        wanted = set(people)
         best: dict[int, tuple[int, int]] = {}
-        query = select(faces.c.id, faces.c.person, faces.c.width).where(
-            faces.c.collection == collection, faces.c.person.is_not(None)
-        )
         with self.engine.connect() as conn:
-            for face, person, width in conn.execute(query):
-                if person in wanted and (person not in best or (width, -face) > (best[person][1], -best[person][0])):
-                    best[int(person)] = (int(face), int(width))
+            for chunk in chunks(sorted(set(people))):
+                query = select(faces.c.id, faces.c.person, faces.c.width).where(
+                    faces.c.collection == collection, faces.c.person.in_(chunk)
+                )
+                for face, person, width in conn.execute(query):
+                    if person not in best or (width, -face) > (best[person][1], -best[person][0]):
+                        best[int(person)] = (int(face), int(width))
         return {person: face for person, (face, _) in best.items()}
 
     def update_person(self, person: int, **values: object) -> None:
@@ -273,12 +275,22 @@ class FaceStore:
             )
 
     def named(self, collection: str) -> dict[str, int]:
-        """Names of persons and their ids (a name given twice: the person with the most faces)."""
+        """Names of persons and their ids (a name given twice: the older person). Asked on every text search:
+        one narrow query, no face counts."""
+        query = select(persons.c.id, persons.c.name).where(
+            persons.c.collection == collection, persons.c.name.is_not(None)
+        )
         found: dict[str, int] = {}
-        for person in self.persons(collection):
-            if person.name and person.name not in found:
-                found[person.name] = person.id
+        with self.engine.connect() as conn:
+            for person, name in conn.execute(query.order_by(persons.c.id)):
+                found.setdefault(name, int(person))
         return found
+
+    def existing(self, collection: str, ids: Sequence[int]) -> set[int]:
+        """Which of ``ids`` are persons of the collection (a filter's check: no face counts)."""
+        query = select(persons.c.id).where(persons.c.collection == collection, persons.c.id.in_(list(ids)))
+        with self.engine.connect() as conn:
+            return {int(i) for (i,) in conn.execute(query)}
 
     def images_with(self, collection: str, people: Sequence[int], every: bool) -> list[int]:
         """Searchable images with every one (``every``) or any of the persons in them."""
