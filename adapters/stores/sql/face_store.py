@@ -46,6 +46,15 @@ class PersonRow:
     images: int
 
 
+def overlap(a: FaceBox, b: FaceBox) -> float:
+    """Intersection over union of two boxes."""
+    width = max(0, min(a.x + a.width, b.x + b.width) - max(a.x, b.x))
+    height = max(0, min(a.y + a.height, b.y + b.height) - max(a.y, b.y))
+    inter = width * height
+    union = a.width * a.height + b.width * b.height - inter
+    return inter / union if union > 0 else 0.0
+
+
 def _face(row) -> FaceRow:  # type: ignore[no-untyped-def]
     box = FaceBox(row.x, row.y, row.width, row.height, float(row.score))
     person = None if row.person is None else int(row.person)
@@ -76,26 +85,33 @@ class FaceStore:
 
     def replace(self, collection: str, model: str, found: Mapping[int, Sequence[FaceBox]]) -> tuple[dict, list[int]]:
         """Each image's faces replaced by ``found`` (and marked read) in one transaction: the new face ids per
-        image, and the ids removed (their vectors go too)."""
+        image, and the ids removed (their vectors go too). A face found where one was before (boxes overlapping
+        by half) keeps that one's person and whether a user put it there: a redo keeps names and corrections."""
         now = utc_now()
         new: dict[int, list[int]] = {}
         with self.engine.begin() as conn:
             ids = list(found)
-            removed = [
-                int(i)
-                for chunk in chunks(ids)
-                for (i,) in conn.execute(select(faces.c.id).where(faces.c.image.in_(chunk)))
-            ]
+            before: dict[int, list[FaceRow]] = {}
+            for chunk in chunks(ids):
+                for row in conn.execute(select(faces).where(faces.c.image.in_(chunk))):
+                    before.setdefault(int(row.image), []).append(_face(row))
+            removed = [face.id for rows in before.values() for face in rows]
             for chunk in chunks(removed):
                 conn.execute(delete(faces).where(faces.c.id.in_(chunk)))
             for chunk in chunks(ids):
                 conn.execute(delete(face_scans).where(face_scans.c.image.in_(chunk)))
             for image, boxes in found.items():
                 new[image] = []
+                earlier = [face for face in before.get(image, []) if face.person is not None]
                 for box in boxes:
+                    same = max(earlier, key=lambda face: overlap(face.box, box), default=None)
+                    kept = same if same is not None and overlap(same.box, box) >= 0.5 else None
+                    if kept is not None:
+                        earlier.remove(kept)
                     row = {"collection": collection, "image": image, "x": box.x, "y": box.y, "width": box.width}
-                    row |= {"height": box.height, "score": box.score, "by_user": False, "clustered": False}
-                    row["created_at"] = now
+                    row |= {"height": box.height, "score": box.score, "created_at": now}
+                    row |= {"person": kept.person if kept else None, "by_user": bool(kept and kept.by_user)}
+                    row["clustered"] = kept is not None
                     new[image].append(int(conn.execute(insert(faces).values(row)).inserted_primary_key[0]))
             if found:
                 conn.execute(
