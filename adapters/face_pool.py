@@ -29,13 +29,9 @@ def _start(settings: dict[str, Any]) -> None:
 
 
 def _read(data: bytes, width: int, height: int) -> tuple[list[Any], str | None]:
-    from adapters import faces, images
+    from adapters import faces
 
-    try:
-        found = faces.read_picture(data, width, height, _worker["max_pixels"], _worker["max_side"], _worker["model"])
-        return found, None
-    except images.InvalidImage as exc:
-        return [], str(exc)
+    return faces.read_or_why(data, width, height, _worker["max_pixels"], _worker["max_side"], _worker["model"])
 
 
 def _ready() -> bool:

@@ -149,6 +149,19 @@ def read_picture(
     return in_original(model.find(picture), width, height, picture.size)
 
 
+def read_or_why(
+    data: bytes, width: int, height: int, max_pixels: int, max_side: int, model: FaceModel
+) -> tuple[list[FoundFace], str | None]:
+    """``read_picture``, or why the picture cannot be decoded (for a job to report): what every reader runs, in
+    this process, in a face worker or on a Ray face actor."""
+    from adapters import images
+
+    try:
+        return read_picture(data, width, height, max_pixels, max_side, model), None
+    except images.InvalidImage as exc:
+        return [], str(exc)
+
+
 def model_name_of(model: str, detector: str) -> str:
     return f"{model}-{detector}"
 

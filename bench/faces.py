@@ -124,7 +124,7 @@ def real(work: Path, per_photo: int) -> dict:
         for row, name in zip(rows, truth, strict=True):
             if row.person is not None:
                 groups.setdefault(row.person, []).append(name)
-        precision, recall = pairwise(groups, [t for t in truth])
+        precision, recall = pairwise(groups, truth)
         sizes_found = {}
         for side in SIZES:
             picture = Image.open(io.BytesIO(facefiles.face_of_size(side)))

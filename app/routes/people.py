@@ -125,7 +125,9 @@ def face_out(request: Request, collection: str, row: FaceRow, image_id: str | No
     )
 
 
-def _detail(services: Services, collection: str, person: int, limit: int, offset: int):  # type: ignore[no-untyped-def]
+def _detail(
+    services: Services, collection: str, person: int, limit: int, offset: int
+) -> tuple[people.Person, list[FaceRow], dict[int, str]]:
     found = people.get_person(services, collection, person)
     rows = people.faces_of(services, collection, person, limit, offset)
     records = services.metadata.fetch(collection, sorted({r.image for r in rows}), with_data=False)

@@ -147,24 +147,21 @@ class FaceActor(_Actor):
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, Any]:
         import pickle
 
-        from adapters import faces, images
+        from adapters import faces
 
         settings = self.settings
         count = len(batch["i"])
 
         def read(row: int) -> tuple[bytes, str]:
-            try:
-                found = faces.read_picture(
-                    bytes(batch["data"][row]),
-                    int(batch["width"][row]),
-                    int(batch["height"][row]),
-                    settings.max_image_pixels,
-                    settings.face_max_side,
-                    self.model,
-                )
-                return pickle.dumps(found), ""
-            except images.InvalidImage as exc:
-                return pickle.dumps([]), str(exc)
+            found, why = faces.read_or_why(
+                bytes(batch["data"][row]),
+                int(batch["width"][row]),
+                int(batch["height"][row]),
+                settings.max_image_pixels,
+                settings.face_max_side,
+                self.model,
+            )
+            return pickle.dumps(found), why or ""
 
         results = [read(row) for row in range(count)]  # dlib holds the GIL: one picture at a time
         return {

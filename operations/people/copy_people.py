@@ -10,7 +10,6 @@ from typing import Any
 
 import numpy as np
 
-from adapters import faces
 from adapters.stores.sql.face_store import FaceStore
 from operations.people.face_vectors import collection_name
 
@@ -36,7 +35,8 @@ def copy_people(source: Any, destination: Any, name: str, images: Mapping[int, i
     }
     vectors = source.vectors.get(collection_name(name), list(face_map))
     if vectors:
-        destination.vectors.ensure_collection(collection_name(name), faces.DIM)
+        dim = len(next(iter(vectors.values())))  # the source's face model's (128 for dlib, another for ONNX)
+        destination.vectors.ensure_collection(collection_name(name), dim)
         ids = [face for face in face_map if face in vectors]
         destination.vectors.upsert(
             collection_name(name), [face_map[f] for f in ids], np.stack([vectors[f] for f in ids])

@@ -13,7 +13,7 @@ from collections.abc import Iterator, Mapping, Sequence
 
 import numpy as np
 
-from adapters import faces, images
+from adapters import faces
 from adapters.stores.sql.face_store import FaceBox
 from adapters.stores.sql.metadata_store import ImageRecord
 from config import Settings
@@ -106,13 +106,10 @@ def _here(services: Services, rows: Sequence[ImageRecord]) -> Iterator[tuple[Ima
     model = services.faces
 
     def read(row: ImageRecord) -> tuple[ImageRecord, FaceRead]:
-        try:
-            found = faces.read_picture(
-                row.data or b"", row.width, row.height, settings.max_image_pixels, settings.face_max_side, model
-            )
-            return row, FaceRead(found)
-        except images.InvalidImage as exc:
-            return row, FaceRead([], str(exc))
+        found, why = faces.read_or_why(
+            row.data or b"", row.width, row.height, settings.max_image_pixels, settings.face_max_side, model
+        )
+        return row, FaceRead(found, why)
 
     yield from services.decode_pool.map(read, rows)
 

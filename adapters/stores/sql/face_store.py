@@ -225,7 +225,11 @@ class FaceStore:
             .subquery()
         )
         query = (
-            select(persons, func.coalesce(counts.c.faces, 0).label("n_faces"), func.coalesce(counts.c.images, 0))
+            select(
+                persons,
+                func.coalesce(counts.c.faces, 0).label("n_faces"),
+                func.coalesce(counts.c.images, 0).label("n_images"),
+            )
             .outerjoin(counts, counts.c.person == persons.c.id)
             .where(persons.c.collection == collection)
         )
@@ -234,7 +238,7 @@ class FaceStore:
         with self.engine.connect() as conn:
             rows = conn.execute(query.order_by(func.coalesce(counts.c.faces, 0).desc(), persons.c.id)).all()
         return [
-            PersonRow(int(r.id), r.name, bool(r.hidden), bool(r.by_user), r.cover_face, int(r[7]), int(r[8]))
+            PersonRow(int(r.id), r.name, bool(r.hidden), bool(r.by_user), r.cover_face, int(r.n_faces), int(r.n_images))
             for r in rows
         ]
 
