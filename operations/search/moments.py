@@ -11,10 +11,10 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 
-@dataclass(frozen=True)
-class SampleHit:
+class SampleHit(NamedTuple):  # a tuple: made a hundred times per search
     video: int  # the video's image id
     ms: int  # the sample's time
     score: float
@@ -80,18 +80,22 @@ def _runs(
             else:
                 runs.append([ms])
         return runs
-    grown: list[tuple[float, set[int], list[int]]] = []  # (best score, places, times)
+    bests: list[float] = []  # each run's best score (runs start best first: its first sample)
+    runs = []
+    holders: dict[int, list[int]] = defaultdict(list)  # place: the runs holding it
     reach = range(-(max_missing + 1), max_missing + 2)
     for ms in sorted(matched, key=lambda t: (-matched[t], t)):
         here = place(ms)
-        for best, places, times in grown:
-            if any(here + step in places for step in reach) and joins(matched[ms], best):
-                places.add(here)
-                times.append(ms)
-                break
-        else:
-            grown.append((matched[ms], {place(ms)}, [ms]))
-    return [sorted(times, key=lambda t: (place(t), t)) for _, _, times in grown]
+        near = sorted({run for step in reach for run in holders.get(here + step, ())})
+        run = next((r for r in near if joins(matched[ms], bests[r])), None)  # the oldest run it may join
+        if run is None:
+            run = len(runs)
+            bests.append(matched[ms])
+            runs.append([])
+        runs[run].append(ms)
+        if run not in holders[here]:
+            holders[here].append(run)
+    return [sorted(times, key=lambda t: (place(t), t)) for times in runs]
 
 
 def _moment(
