@@ -9,7 +9,6 @@ different file can never be read as a wrong network. The vectors equal dlib's (t
 
 from __future__ import annotations
 
-import struct
 from typing import BinaryIO
 
 import numpy as np
@@ -30,6 +29,8 @@ class _Reader:
         self._stream = stream
 
     def _bytes(self, count: int) -> bytes:
+        if not 0 <= count <= 1 << 28:
+            raise DlibFormatError("the model file holds a length that no part of dlib's network has")
         data = self._stream.read(count)
         if len(data) != count:
             raise DlibFormatError("the model file ends early")
@@ -66,7 +67,7 @@ class _Reader:
         if self.int() != 2:
             raise DlibFormatError("unknown tensor version")
         shape = tuple(self.int() for _ in range(4))
-        count = int(np.prod(shape))
+        count = int(np.prod(shape)) if min(shape) >= 0 else -1
         return np.frombuffer(self._bytes(4 * count), dtype="<f4").reshape(shape).astype(np.float32)
 
     def alias(self) -> tuple[int, ...]:
@@ -76,8 +77,8 @@ class _Reader:
 
 
 # The network of dlib's face_recognition.cpp, outermost first: "layer" is an add_layer, "tagN"/"skipN" dlib's
-# tag and skip layers, "addN" an add_prevN. Its blocks: residual = add_prev1<block<tag1>>, residual_down = add_prev2<avg_pool<skip1<
-# tag2<block<tag1>>>>>, block = affine<con<relu<affine<con>>>>.
+# tag and skip layers, "addN" an add_prevN. Its blocks: residual = add_prev1<block<tag1>>, residual_down =
+# add_prev2<avg_pool<skip1<tag2<block<tag1>>>>>>, block = affine<con<relu<affine<con>>>>.
 def _block() -> list[str]:
     return ["layer"] * 5
 
@@ -191,8 +192,6 @@ def _layer(read: _Reader, graph: _Graph) -> None:
         kind = "MaxPool" if version == "max_pool_2" else "AveragePool"
         graph.op(kind, [graph.current], shape, kernel_shape=[rows, cols], strides=[stride_y, stride_x],
                  pads=[pad_y, pad_x, pad_y, pad_x])  # fmt: skip
-    elif version == "add_prev_":
-        raise DlibFormatError("add_prev_ is read with its tag")
     elif version in ("fc_2", "fc_3"):
         outputs, inputs_ = read.int(), read.int()
         params = read.tensor().ravel()

@@ -134,7 +134,11 @@ class Settings(BaseSettings):
     )
     face_max_side: int = Field(1280, ge=320, le=8192, description="Faces are found on the picture at this side.")
     face_min_size: int = Field(
-        40, ge=20, le=2000, description="Smallest face found, in pixels of the picture faces are read from."
+        80,
+        ge=20,
+        le=2000,
+        description="Smallest face found, in pixels of the picture faces are read from (1280 px: 80 is 6% of its "
+        "side). 40 finds the small faces of group photos at a quarter of the speed: the picture is doubled.",
     )
     face_min_score: float = Field(0.0, ge=-2, le=10, description="Detections scoring below this are dropped.")
     face_max_distance: float = Field(

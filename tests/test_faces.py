@@ -42,10 +42,46 @@ def test_real_faces_are_found_and_one_person_is_closer_than_two(model: faces.Dli
     assert same < 0.40 < other, (same, other)  # IMGSEARCH_FACE_MAX_DISTANCE's default between the two
 
 
+def test_the_onnx_embedding_equals_dlibs_own_network() -> None:
+    """The embedding runs on ONNX Runtime from dlib's model file: its vectors are dlib's, to float precision."""
+    import dlib
+    import face_recognition_models as files
+
+    from adapters import dlib_resnet_onnx
+
+    pixels = np.asarray(facefiles.photo(facefiles.GROUP).convert("RGB"))
+    shapes = dlib.full_object_detections()
+    for rect in dlib.get_frontal_face_detector()(pixels, 1):
+        shapes.append(dlib.shape_predictor(files.pose_predictor_five_point_model_location())(pixels, rect))
+    chips = dlib.get_face_chips(pixels, shapes, faces.CHIP_SIZE, faces.CHIP_PADDING)
+    path = files.face_recognition_model_location()
+    theirs = np.asarray(dlib.face_recognition_model_v1(path).compute_face_descriptor(chips))
+    ours = faces.resnet_session(path).run(None, {"chip": np.stack(chips).transpose(0, 3, 1, 2).astype(np.float32)})[0]
+    assert theirs.shape == ours.shape == (facefiles.GROUP_FACES, faces.DIM)
+    assert np.abs(theirs - ours).max() < 1e-5
+    with (
+        open(files.pose_predictor_five_point_model_location(), "rb") as other,
+        pytest.raises(dlib_resnet_onnx.DlibFormatError),
+    ):
+        dlib_resnet_onnx.convert(other)  # another dlib file is refused, never read as a wrong network
+
+
+@pytest.fixture(scope="module")
+def small_faces() -> faces.DlibFaces:
+    found = faces.DlibFaces(min_size=40)  # IMGSEARCH_FACE_MIN_SIZE=40: the picture is doubled for the detector
+    found.load()
+    return found
+
+
 @pytest.mark.parametrize("side", [40, 100, 400])
-def test_faces_from_40_to_400_pixels_are_found(model: faces.DlibFaces, side: int) -> None:
-    found = model.find(Image.open(io.BytesIO(facefiles.face_of_size(side))))
+def test_faces_from_40_to_400_pixels_are_found(small_faces: faces.DlibFaces, side: int) -> None:
+    found = small_faces.find(Image.open(io.BytesIO(facefiles.face_of_size(side))))
     assert len(found) == 1 and side * 0.8 <= found[0].box[2] <= side * 1.1, [f.box for f in found]
+
+
+@pytest.mark.parametrize(("side", "found"), [(40, 0), (100, 1), (400, 1)])
+def test_the_default_finds_faces_of_80_pixels_and_more(model: faces.DlibFaces, side: int, found: int) -> None:
+    assert len(model.find(Image.open(io.BytesIO(facefiles.face_of_size(side))))) == found
 
 
 def test_a_picture_without_faces_gives_none(model: faces.DlibFaces) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 
 import numpy as np
 
@@ -56,14 +57,22 @@ def run_job(services: Services, collection: str, progress: JobProgress, redo: bo
                 progress.flush()
             yield from ids
 
-    for ids in batched(todo(), BATCH):
-        failed = progress.failed
-        found = read_into(services, collection, ids, progress)
-        counts["read"] += len(found)
-        counts["faces"] += sum(len(f) for f in found.values())
-        progress.done += len(ids) - (progress.failed - failed)  # a picture that failed was counted as done then
-        progress.loaded = counts["read"]
-        progress.flush()
+    # A batch is stored while the next one is read: the readers never wait for the database.
+    with ThreadPoolExecutor(1, thread_name_prefix="face-store") as writer:
+        stored: Future[None] | None = None
+        for ids in batched(todo(), BATCH):
+            failed = progress.failed
+            found = read(services, collection, ids, progress)
+            if stored is not None:
+                stored.result()
+            stored = writer.submit(store, services, collection, found)
+            counts["read"] += len(found)
+            counts["faces"] += sum(len(f) for f in found.values())
+            progress.done += len(ids) - (progress.failed - failed)  # a picture that failed was counted as done then
+            progress.loaded = counts["read"]
+            progress.flush()
+        if stored is not None:
+            stored.result()
     stopped = progress.should_stop()
     persons = "" if stopped else f"; {cluster_job.run(services, collection)}"
     summary = f"{counts['read']} images read, {counts['faces']} faces found, {progress.skipped} skipped{persons}"
@@ -73,24 +82,32 @@ def run_job(services: Services, collection: str, progress: JobProgress, redo: bo
 def read_into(
     services: Services, collection: str, ids: Sequence[int], progress: JobProgress | None = None
 ) -> dict[int, list[faces.FoundFace]]:
-    """Reads the photos' faces here (or on the Ray cluster's face actors) and stores them; a picture that cannot
-    be decoded is reported on ``progress`` and left unread."""
+    """Reads the photos' faces and stores them."""
+    found = read(services, collection, ids, progress)
+    store(services, collection, found)
+    return found
+
+
+def read(
+    services: Services, collection: str, ids: Sequence[int], progress: JobProgress | None = None
+) -> dict[int, list[faces.FoundFace]]:
+    """The photos' faces, read here (or on the Ray cluster's face actors); a picture that cannot be decoded is
+    reported on ``progress`` and left unread."""
     if not ids:
         return {}
     rows = services.metadata.fetch(collection, list(ids), with_data=True, include_pending=True)
     photos = [rows[i] for i in ids if i in rows and rows[i].kind is None]
     found: dict[int, list[faces.FoundFace]] = {}
-    for row, read in _on_cluster(services, photos) if services.ray is not None else _here(services, photos):
-        if read.error is not None:
+    for row, result in _on_cluster(services, photos) if services.ray is not None else _here(services, photos):
+        if result.error is not None:
             if progress is not None:
-                progress.error(read.error, image_id=row.image_id)
+                progress.error(result.error, image_id=row.image_id)
             else:
-                logger.warning("faces of %s/%s not read: %s", collection, row.image_id, read.error)
+                logger.warning("faces of %s/%s not read: %s", collection, row.image_id, result.error)
             continue
-        if progress is not None and read.node:
-            progress.encoded_by[read.node] += 1
-        found[row.id] = read.faces
-    store(services, collection, found)
+        if progress is not None and result.node:
+            progress.encoded_by[result.node] += 1
+        found[row.id] = result.faces
     return found
 
 
