@@ -5,6 +5,7 @@ corrected, merged, split, searched by name, and gone with their images."""
 from __future__ import annotations
 
 import io
+import json
 
 import numpy as np
 import pytest
@@ -287,3 +288,48 @@ def test_a_copy_carries_faces_vectors_and_persons(tmp_path, mysql_url, milvus_se
     finally:
         source.close()
         destination.close()
+
+
+def test_an_export_carries_faces_and_names_that_a_load_restores(
+    make_settings, make_client, tmp_path, data_root
+) -> None:  # type: ignore[no-untyped-def]
+    """`imgsearch export` writes each read photo's faces (boxes, vectors, persons and their names); /img/load
+    into another service restores them without reading a face again: the name finds the person there."""
+    from operations.collections.copy_collection import open_stores
+    from operations.collections.export_collection import export_collection
+
+    shots = facefiles.variants(3, seed=4, names=["obama.jpg", "biden.jpg"])
+    settings = make_settings(faces="on")
+    with make_client(settings) as client:
+        ids = _upload(client, {f"{s.person}_{n}.jpg": s.data for n, s in enumerate(shots)})
+        people = _people(client)
+        assert sorted(p["faces"] for p in people) == [3, 3], people
+        for person in people:
+            detail = client.get(f"/collections/{C}/people/{person['id']}").json()
+            files = {name for name, image in ids.items() if image in {f["image_id"] for f in detail["faces"]}}
+            if all(name.startswith("obama") for name in files):
+                assert client.patch(f"/collections/{C}/people/{person['id']}", json={"name": "奥巴马"}).is_success
+        before = {p["name"]: p["faces"] for p in _people(client)}
+    assert before == {"奥巴马": 3, None: 3}
+
+    folder = data_root / f"faces_backup_{tmp_path.name}"
+    stores = open_stores(str(settings.metadata_url), str(settings.milvus_uri))
+    try:
+        report = export_collection(stores, C, folder, split="bak")
+    finally:
+        stores.close()
+    assert report.count == 6 and (folder / "bak_faces.jsonl").is_file()
+    assert "bak_faces.jsonl" in json.loads((folder / "bak_export.json").read_text())["files"]
+
+    restored = make_settings(
+        f"sqlite:///{tmp_path / 'restored.db'}", milvus={"milvus_uri": str(tmp_path / "restored_milvus.db")}
+    )
+    with make_client(restored) as client:
+        response = client.post("/img/load", json={"collection": C, "path": folder.name, "split": "bak"})
+        job = wait_for_job(client, response.json()["job_id"])
+        assert job["state"] == "succeeded" and job["loaded"] == 6, job
+        assert {p["name"]: p["faces"] for p in _people(client)} == before  # no face job ran: faces is off here
+        found = client.post("/img/search", json={"collection": C, "text": "奥巴马", "top_k": 10}).json()
+        assert found["query"]["people"] and {h["image_id"] for h in found["hits"]} == {
+            image for name, image in ids.items() if name.startswith("obama")
+        }, found

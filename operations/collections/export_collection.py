@@ -2,7 +2,9 @@
 
 - ``{split}_imgs.tsv``: ``image_id<TAB>base64`` of the stored bytes, exactly as stored;
 - ``{split}_imgs.img_feat.jsonl``: ``{"image_id", "feature"}`` per image, the stored vector (no re-encoding);
-- ``{split}_export.json``: a small manifest (collection, model, dim, metric, count, split, time).
+- ``{split}_export.json``: a small manifest (collection, model, dim, metric, count, split, time);
+- ``{split}_texts.jsonl``/``{split}_words.jsonl``: captions, descriptions and OCR text, where there are any;
+- ``{split}_faces.jsonl``: the faces of images whose faces were read, with vectors, persons and names.
 
 ``imgsearch load DIR --split S --collection C --model M`` (or ``POST /img/load``) restores it: same bytes, same
 vectors, same search results. Each file is written to a temporary name and renamed into place once complete
@@ -31,12 +33,14 @@ from operations.collections.copy_collection import BATCH_SIZE, Stores, source_co
 from operations.errors import InvalidInput
 from operations.ingest.flickr_format import (
     FeatureFile,
+    faces_jsonl,
     feature_line,
     image_features_jsonl,
     images_tsv,
     texts_jsonl,
     words_jsonl,
 )
+from operations.people.copy_people import face_line, gather
 
 logger = logging.getLogger(__name__)
 
@@ -111,6 +115,7 @@ def export_collection(
         manifest_json(directory, split),
         texts_jsonl(directory, split),
         words_jsonl(directory, split),
+        faces_jsonl(directory, split),
     ]
     temps = [path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp") for path in targets]
     try:
@@ -119,6 +124,7 @@ def export_collection(
             temps[1].open("w", encoding="utf-8", newline="\n") as features,
             temps[3].open("w", encoding="utf-8", newline="\n") as captions,
             temps[4].open("w", encoding="utf-8", newline="\n") as words,
+            temps[5].open("w", encoding="utf-8", newline="\n") as faces,
         ):
             text_ids = itertools.count(1)
             done = 0
@@ -127,6 +133,7 @@ def export_collection(
             for page in stores.metadata.iter_image_pages(name, page=batch_size):
                 vectors = stores.vectors.get(record.vector_collection, [row.id for row in page])
                 texts = TextStore(stores.metadata.engine).texts([row.id for row in page])
+                people = gather(stores.metadata, stores.vectors, name, [row.id for row in page if row.kind is None])
                 for row in page:
                     if row.kind is not None:  # a video or one of its samples
                         report.videos += row.is_video
@@ -141,16 +148,18 @@ def export_collection(
                     features.write(feature_line("image_id", row.image_id, vector))
                     if row.id in texts:
                         _write_words(captions, words, row.image_id, texts[row.id], text_ids)
+                    if row.id in people:
+                        faces.write(face_line(row.image_id, people[row.id]))
                     report.count += 1
                     if row.image_id != row.image_id.strip():
                         report.renamed_on_load.append(row.image_id)
                 done += len(page)
                 if progress is not None:
                     progress(done, max(total, done))
-            for handle in (tsv, features, captions, words):
+            for handle in (tsv, features, captions, words, faces):
                 _sync(handle)
-        # A collection without words gets no words files (and loses an older export's).
-        wordless = {target for target, temp in zip(targets[3:], temps[3:], strict=True) if temp.stat().st_size == 0}
+        # A collection without words or faces gets no such files (and loses an older export's).
+        empty = {target for target, temp in zip(targets[3:], temps[3:], strict=True) if temp.stat().st_size == 0}
         index = FeatureFile(temps[1], record.dim)  # the loader's own index: which ids will it find?
         try:
             with temps[0].open("rb") as tsv_in:
@@ -168,7 +177,7 @@ def export_collection(
             "metric": record.metric,
             "count": report.count,
             "split": split,
-            "files": [t.name for t in targets if t != targets[2] and t not in wordless],
+            "files": [t.name for t in targets if t != targets[2] and t not in empty],
             "exported_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         }
         with temps[2].open("w", encoding="utf-8") as handle:
@@ -176,7 +185,7 @@ def export_collection(
             handle.write("\n")
             _sync(handle)
         for temp, target in zip(temps, targets, strict=True):
-            if target in wordless:
+            if target in empty:
                 target.unlink(missing_ok=True)
                 continue
             os.replace(temp, target)

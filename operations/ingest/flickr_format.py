@@ -40,6 +40,11 @@ def words_jsonl(directory: Path, split: str) -> Path:
     return directory / f"{split}_words.jsonl"
 
 
+def faces_jsonl(directory: Path, split: str) -> Path:
+    """This service's own addition: each image's faces, their vectors and persons (operations/people/copy_people)."""
+    return directory / f"{split}_faces.jsonl"
+
+
 def text_features_jsonl(directory: Path, split: str) -> Path:
     return directory / f"{split}_texts.txt_feat.jsonl"
 

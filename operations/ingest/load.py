@@ -30,6 +30,7 @@ from operations.ingest.flickr_format import (
     FeatureFile,
     TsvRow,
     count_lines,
+    faces_jsonl,
     image_features_jsonl,
     images_tsv,
     iter_tsv,
@@ -38,6 +39,7 @@ from operations.ingest.flickr_format import (
 from operations.ingest.write_pipeline import OrderedStages
 from operations.ingest.writes import ImageToWrite, insert_rows, store_vectors
 from operations.jobs.job_progress import JobProgress
+from operations.people.copy_people import load_people
 from operations.services import Services
 
 logger = logging.getLogger(__name__)
@@ -110,6 +112,10 @@ def run(services: Services, load: LoadPlan, progress: JobProgress) -> str:
         if progress.should_stop():
             return "stopped"
         generations.flush(services, load.collection)  # a server indexes sealed data: once per load, not per batch
+        faces_file = faces_jsonl(load.tsv.parent, load.split)
+        if faces_file.is_file():  # an export's faces, persons and names
+            faces = load_people(services.metadata, services.vectors, load.collection, faces_file)
+            logger.info("%d faces of %s restored from %s", faces, load.collection, faces_file.name)
     finally:
         if feature_file is not None:
             feature_file.close()
