@@ -32,14 +32,14 @@ def write_section(key: str, text: str, path: Path = RESULTS) -> None:
         path.read_text() if path.exists() else "# Benchmark results\n\nEach section is rewritten by its script.\n\n"
     )
     begin, finish = _markers(key)
-    start = existing.find(begin)
-    if start >= 0:
-        end = existing.find(finish, start)
-        existing = existing[:start] + existing[end + len(finish) :].lstrip("\n")
-    else:
-        start = existing.find(f"## {key}:")
-        if start >= 0:
-            end = existing.find("\n## ", start + 1)
-            existing = existing[:start] + existing[end + 1 if end >= 0 else len(existing) :]
     section = f"{begin}\n{text.strip(chr(10))}\n{finish}"
+    start = existing.find(begin)
+    if start >= 0:  # in its place: the page keeps its order
+        end = existing.find(finish, start)
+        path.write_text(existing[:start] + section + existing[end + len(finish) :])
+        return
+    start = existing.find(f"## {key}:")
+    if start >= 0:
+        end = existing.find("\n## ", start + 1)
+        existing = existing[:start] + existing[end + 1 if end >= 0 else len(existing) :]
     path.write_text(existing.rstrip("\n") + "\n\n" + section + "\n")
