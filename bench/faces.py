@@ -81,15 +81,17 @@ def services_for(work: Path, name: str, **more: object) -> Services:
     return build_services(settings)
 
 
-def image_rows(services: Services, collection: str, data: list[bytes], sizes: list[tuple[int, int]]) -> list[int]:
+def image_rows(
+    services: Services, collection: str, data: list[bytes], sizes: list[tuple[int, int]], first: int = 0
+) -> list[int]:
+    """New rows, numbered from ``first`` (a later call for more photos must not name the earlier ones again)."""
+    items = [
+        NewImage(f"p{first + n}", item, "image/jpeg", w, h, f"{first + n:064x}")
+        for n, (item, (w, h)) in enumerate(zip(data, sizes, strict=True))
+    ]
     ids: list[int] = []
-    for start in range(0, len(data), 5000):
-        chunk = [
-            NewImage(f"p{start + i}", item, "image/jpeg", w, h, f"{start + i:064x}")
-            for i, (item, (w, h)) in enumerate(
-                zip(data[start : start + 5000], sizes[start : start + 5000], strict=True)
-            )
-        ]
+    for start in range(0, len(items), 5000):
+        chunk = items[start : start + 5000]
         found = services.metadata.insert_pending(collection, chunk)
         ids += [found[item.image_id] for item in chunk]
     services.metadata.mark_indexed(ids)
@@ -190,7 +192,7 @@ def scale(work: Path, persons: int, singletons: int) -> dict:
         face_vectors.put(services, "scale", face_ids, vectors)
         written = time.perf_counter() - started
         full = cluster_job.run(services, "scale", everything=True)
-        added = image_rows(services, "scale", [b"x"] * len(fresh), [(1, 1)] * len(fresh))
+        added = image_rows(services, "scale", [b"x"] * len(fresh), [(1, 1)] * len(fresh), first=len(vectors))
         new, _ = services.face_store.replace("scale", "synthetic", {i: [FaceBox(0, 0, 100, 100, 1.0)] for i in added})
         fresh_ids = [new[i][0] for i in added]
         face_vectors.put(services, "scale", fresh_ids, fresh)
