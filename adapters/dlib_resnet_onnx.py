@@ -139,8 +139,22 @@ class _Graph:
         return name
 
 
-def _pooled(size: int, window: int, stride: int, padding: int) -> int:
-    return 1 + (size + 2 * padding - window) // stride
+def _windowed(
+    graph: _Graph,
+    kind: str,
+    inputs: list[str],
+    channels: int,
+    window: tuple[int, int],
+    stride: tuple[int, int],
+    padding: tuple[int, int],
+) -> None:
+    """A convolution or pooling: dlib's output size, 1 + (size + 2·padding − window) // stride, is ONNX's."""
+    rows, cols = (
+        1 + (size + 2 * pad - extent) // step
+        for size, extent, step, pad in zip(graph.shape[1:], window, stride, padding, strict=True)
+    )
+    graph.op(kind, inputs, (channels, rows, cols), kernel_shape=list(window), strides=list(stride),
+             pads=[*padding, *padding])  # fmt: skip
 
 
 def _layer(read: _Reader, graph: _Graph) -> None:
@@ -161,13 +175,7 @@ def _layer(read: _Reader, graph: _Graph) -> None:
         inputs = [graph.current, graph.weight(weights)]
         if use_bias:
             inputs.append(graph.weight(params[filters * channels * rows * cols :][:filters]))
-        shape = (
-            filters,
-            _pooled(graph.shape[1], rows, stride_y, pad_y),
-            _pooled(graph.shape[2], cols, stride_x, pad_x),
-        )
-        graph.op("Conv", inputs, shape, kernel_shape=[rows, cols], strides=[stride_y, stride_x],
-                 pads=[pad_y, pad_x, pad_y, pad_x])  # fmt: skip
+        _windowed(graph, "Conv", inputs, filters, (rows, cols), (stride_y, stride_x), (pad_y, pad_x))
     elif version in ("bn_con2", "affine_", "affine_2"):
         gamma, beta = _affine(read, version)
         channels = graph.shape[0]
@@ -184,14 +192,8 @@ def _layer(read: _Reader, graph: _Graph) -> None:
         if rows == 0:  # avg_pool_everything
             graph.op("GlobalAveragePool", [graph.current], (graph.shape[0], 1, 1))
             return
-        shape = (
-            graph.shape[0],
-            _pooled(graph.shape[1], rows, stride_y, pad_y),
-            _pooled(graph.shape[2], cols, stride_x, pad_x),
-        )
         kind = "MaxPool" if version == "max_pool_2" else "AveragePool"
-        graph.op(kind, [graph.current], shape, kernel_shape=[rows, cols], strides=[stride_y, stride_x],
-                 pads=[pad_y, pad_x, pad_y, pad_x])  # fmt: skip
+        _windowed(graph, kind, [graph.current], graph.shape[0], (rows, cols), (stride_y, stride_x), (pad_y, pad_x))
     elif version in ("fc_2", "fc_3"):
         outputs, inputs_ = read.int(), read.int()
         params = read.tensor().ravel()

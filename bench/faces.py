@@ -189,13 +189,13 @@ def scale(work: Path, persons: int, singletons: int) -> dict:
         images_ = image_rows(services, "scale", [b"x"] * len(vectors), [(1, 1)] * len(vectors))
         new, _ = services.face_store.replace("scale", "synthetic", {i: [FaceBox(0, 0, 100, 100, 1.0)] for i in images_})
         face_ids = [new[i][0] for i in images_]
-        face_vectors.put(services, "scale", face_ids, vectors)
+        face_vectors.put(services.vectors, "scale", face_ids, vectors)
         written = time.perf_counter() - started
         full = cluster_job.run(services, "scale", everything=True)
         added = image_rows(services, "scale", [b"x"] * len(fresh), [(1, 1)] * len(fresh), first=len(vectors))
         new, _ = services.face_store.replace("scale", "synthetic", {i: [FaceBox(0, 0, 100, 100, 1.0)] for i in added})
         fresh_ids = [new[i][0] for i in added]
-        face_vectors.put(services, "scale", fresh_ids, fresh)
+        face_vectors.put(services.vectors, "scale", fresh_ids, fresh)
         incremental = cluster_job.run(services, "scale")
         name_of = dict(zip(face_ids + fresh_ids, [*truth.tolist(), *fresh_truth.tolist()], strict=True))
         rows = services.face_store.all_faces("scale")

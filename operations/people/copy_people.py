@@ -16,6 +16,7 @@ import numpy as np
 
 from adapters.stores.sql.face_store import FaceBox, FaceStore
 from operations.ingest.streams import batched
+from operations.people import face_vectors
 from operations.people.face_vectors import collection_name
 
 logger = logging.getLogger(__name__)
@@ -76,15 +77,13 @@ def put(metadata: Any, vectors: Any, name: str, found: Mapping[int, Sequence[Car
         return 0
     target = FaceStore(metadata.engine)
     new, removed = target.replace(name, SOURCE_MODEL, {image: [f.box for f in faces] for image, faces in found.items()})
-    if removed and vectors.has_collection(collection_name(name)):
-        vectors.delete(collection_name(name), removed)
+    face_vectors.delete(vectors, name, removed)
     placed = [
         (face_id, face) for image, faces in found.items() for face_id, face in zip(new[image], faces, strict=True)
     ]
     with_vector = [(face_id, face.vector) for face_id, face in placed if face.vector is not None]
-    if with_vector:
-        vectors.ensure_collection(collection_name(name), len(with_vector[0][1]))  # the source model's size
-        vectors.upsert(collection_name(name), [i for i, _ in with_vector], np.stack([v for _, v in with_vector]))
+    if with_vector:  # sized by the vectors that came (the source's face model), refused beside another model's
+        face_vectors.put(vectors, name, [i for i, _ in with_vector], np.stack([v for _, v in with_vector]))
     persons = _persons(target, name, {face.person for _, face in placed if face.person is not None})
     for by_user in (False, True):
         assigned = {

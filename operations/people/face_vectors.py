@@ -7,6 +7,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from adapters.stores.milvus.vector_store import VectorStore
 from operations.errors import Conflict
 from operations.services import Services
 
@@ -17,29 +18,29 @@ def collection_name(collection: str) -> str:
     return f"{collection}{SUFFIX}"
 
 
-def put(services: Services, collection: str, ids: Sequence[int], vectors: np.ndarray) -> None:
+def put(store: VectorStore, collection: str, ids: Sequence[int], vectors: np.ndarray) -> None:
     if not len(ids):
         return
     name = collection_name(collection)
     try:
-        services.vectors.ensure_collection(name, int(vectors.shape[1]))
+        store.ensure_collection(name, int(vectors.shape[1]))
     except ValueError as exc:  # another face model's vectors are there
         raise Conflict(
             f"the faces of {collection!r} were read by another face model ({exc}): remove them first "
             f"(DELETE /collections/{collection}/faces), then run the face job"
         ) from exc
-    services.vectors.upsert(name, list(ids), vectors)
+    store.upsert(name, list(ids), vectors)
 
 
-def delete(services: Services, collection: str, ids: Sequence[int]) -> None:
+def delete(store: VectorStore, collection: str, ids: Sequence[int]) -> None:
     name = collection_name(collection)
-    if ids and services.vectors.has_collection(name):
-        services.vectors.delete(name, list(ids))
+    if ids and store.has_collection(name):
+        store.delete(name, list(ids))
 
 
 def forget_images(services: Services, collection: str, image_ids: Sequence[int]) -> None:
     """Images going: their faces (rows and vectors) go with them."""
-    delete(services, collection, services.face_store.delete_faces_of(image_ids))
+    delete(services.vectors, collection, services.face_store.delete_faces_of(image_ids))
 
 
 def drop(services: Services, collection: str) -> None:

@@ -143,11 +143,11 @@ def store(services: Services, collection: str, found: Mapping[int, Sequence[face
         return
     boxes = {image: [FaceBox(*face.box, face.score) for face in items] for image, items in found.items()}
     new, removed = services.face_store.replace(collection, faces.model_name(services.settings), boxes)
-    face_vectors.delete(services, collection, removed)
+    face_vectors.delete(services.vectors, collection, removed)
     ids = [face for image in found for face in new[image]]
     if ids:
         matrix = np.stack([face.vector for image in found for face in found[image]]).astype(np.float32)
-        face_vectors.put(services, collection, ids, matrix)
+        face_vectors.put(services.vectors, collection, ids, matrix)
 
 
 def after_write(services: Services, collection: str, ids: Sequence[int]) -> None:

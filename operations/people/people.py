@@ -171,6 +171,6 @@ def wipe(services: Services, collection: str) -> int:
     """Every face and person of the collection (a fresh start: the next face job reads every photo again)."""
     collections.require(services, collection)
     removed = services.face_store.wipe(collection)
-    face_vectors.delete(services, collection, removed)
+    face_vectors.delete(services.vectors, collection, removed)
     logger.info("wiped %d faces of %s", len(removed), collection)
     return len(removed)
