@@ -320,6 +320,8 @@ def test_an_export_carries_faces_and_names_that_a_load_restores(
         stores.close()
     assert report.count == 6 and (folder / "bak_faces.jsonl").is_file()
     assert "bak_faces.jsonl" in json.loads((folder / "bak_export.json").read_text())["files"]
+    with (folder / "bak_faces.jsonl").open("a", encoding="utf-8") as damaged:  # a line cut short: skipped, not fatal
+        damaged.write('{"image_id": "x", "faces": [{"box": [1, 2]\n')
 
     restored = make_settings(
         f"sqlite:///{tmp_path / 'restored.db'}", milvus={"milvus_uri": str(tmp_path / "restored_milvus.db")}
